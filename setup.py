@@ -38,7 +38,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + min_python,
     install_requires=cfg_list('requirements'),
-    extras_require={'dev': cfg_list('dev_requirements')},
+    extras_require={'dev': cfg_list('dev_requirements'), 'bench': cfg_list('bench_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split(),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
