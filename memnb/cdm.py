@@ -146,15 +146,13 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
 if triton_available():
     import triton
     import triton.language as tl
+    from memnb.core import block_2d
 
     @triton.jit
     def _dock_fwd_kernel(Vx, Wr, Kp, Rd, S0, O, CKPT, S_FIN, T, K, D, n_chunks,
                          EXCLUSIVE: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
         i_b, i_d = tl.program_id(0), tl.program_id(1)
-        rk, rd = tl.arange(0, BK), i_d * BD + tl.arange(0, BD)
-        mk, md = rk < K, rd < D
-        kd = rk[:, None] * D + rd[None, :]
-        m_kd = mk[:, None] & md[None, :]
+        rk, rd, mk, md, kd, m_kd = block_2d(i_d, K, D, BK, BD)
         b64 = i_b.to(tl.int64)
         S = tl.load(S0 + b64 * K * D + kd, mask=m_kd, other=0.0).to(tl.float32)
         for t in range(T):
@@ -179,10 +177,7 @@ if triton_available():
     def _dock_bwd_kernel(Vx, Wr, Kp, Rd, CKPT, DO, DS_FIN, SCR, DV, DW, DKP, DR, DS0, T, K, D, n_chunks, n_dblocks,
                          EXCLUSIVE: tl.constexpr, HAS_DS: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
         i_b, i_d = tl.program_id(0), tl.program_id(1)
-        rk, rd = tl.arange(0, BK), i_d * BD + tl.arange(0, BD)
-        mk, md = rk < K, rd < D
-        kd = rk[:, None] * D + rd[None, :]
-        m_kd = mk[:, None] & md[None, :]
+        rk, rd, mk, md, kd, m_kd = block_2d(i_d, K, D, BK, BD)
         b64 = i_b.to(tl.int64)
         sk = rk[:, None] * BD + tl.arange(0, BD)[None, :]                 # scratch tile offsets
         scr = SCR + (b64 * n_dblocks + i_d) * (C + 1) * BK * BD

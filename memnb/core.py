@@ -43,6 +43,18 @@ def triton_runs_on(device) -> bool:
     kind = torch.device(device).type
     return triton_available() and (kind == "cuda" or (kind == "cpu" and triton_interpreting()))
 
+# %% ../nbs/00_core.ipynb #3a826b75
+if triton_available():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def block_2d(i_col, n_rows, n_cols, BR: tl.constexpr, BC: tl.constexpr):
+        "Rows, columns, their masks, offsets and mask of the tile (all rows, column block `i_col`) of a row-major matrix."
+        rows, cols = tl.arange(0, BR), i_col * BC + tl.arange(0, BC)
+        m_rows, m_cols = rows < n_rows, cols < n_cols
+        return rows, cols, m_rows, m_cols, rows[:, None] * n_cols + cols[None, :], m_rows[:, None] & m_cols[None, :]
+
 # %% ../nbs/00_core.ipynb #852b6d9d
 def backend_for(device) -> str:
     "The backend for tensors on `device`: `$MEMNB_BACKEND` if set, else `triton` on CUDA when importable, else `torch`."

@@ -217,16 +217,15 @@ class _DeltaRuleChunk(torch.autograd.Function):
 if triton_available():
     import triton
     import triton.language as tl
+    from memnb.core import block_2d
 
     @triton.jit
     def _dr_state_fwd_kernel(W, UT, KD, EC, H0, S_ALL, U, S_FIN, n, M, K, V,
                              C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                              HAS_EC: tl.constexpr, HAS_H0: tl.constexpr):
         i_v, i_m = tl.program_id(0), tl.program_id(1)
-        rk, rv, rc = tl.arange(0, BK), i_v * BV + tl.arange(0, BV), tl.arange(0, C)
-        mk, mv = rk < K, rv < V
-        kv = rk[:, None] * V + rv[None, :]
-        m_kv = mk[:, None] & mv[None, :]
+        rk, rv, mk, mv, kv, m_kv = block_2d(i_v, K, V, BK, BV)
+        rc = tl.arange(0, C)
         acc = tl.float64 if S_ALL.dtype.element_ty == tl.float64 else tl.float32
         if HAS_H0:
             S = tl.load(H0 + i_m.to(tl.int64) * K * V + kv, mask=m_kv, other=0.0).to(acc)
@@ -253,10 +252,8 @@ if triton_available():
                              C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                              HAS_EC: tl.constexpr, HAS_DS: tl.constexpr):
         i_v, i_m = tl.program_id(0), tl.program_id(1)
-        rk, rv, rc = tl.arange(0, BK), i_v * BV + tl.arange(0, BV), tl.arange(0, C)
-        mk, mv = rk < K, rv < V
-        kv = rk[:, None] * V + rv[None, :]
-        m_kv = mk[:, None] & mv[None, :]
+        rk, rv, mk, mv, kv, m_kv = block_2d(i_v, K, V, BK, BV)
+        rc = tl.arange(0, C)
         acc = tl.float64 if DS1_ALL.dtype.element_ty == tl.float64 else tl.float32
         if HAS_DS:
             dS = tl.load(DS_IN + i_m.to(tl.int64) * K * V + kv, mask=m_kv, other=0.0).to(acc)
@@ -315,10 +312,7 @@ if triton_available():
                                  BK: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr, HAS_H0: tl.constexpr):
         i_v, i_bh = tl.program_id(0), tl.program_id(1)
         i_b, i_h = i_bh // H, i_bh % H
-        rk, rv = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
-        mk, mv = rk < K, rv < V
-        kv = rk[:, None] * V + rv[None, :]
-        m_kv = mk[:, None] & mv[None, :]
+        rk, rv, mk, mv, kv, m_kv = block_2d(i_v, K, V, BK, BV)
         acc = tl.float64 if Q.dtype.element_ty == tl.float64 else tl.float32
         if HAS_H0:
             S = tl.load(H0 + i_bh.to(tl.int64) * K * V + kv, mask=m_kv, other=0.0).to(acc)
