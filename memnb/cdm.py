@@ -17,8 +17,9 @@ from .layers import RMSNorm
 from .scan import linear_scan
 
 # %% auto #0
-__all__ = ['UPDATES', 'DECAYS', 'READOUTS', 'cdm_write_keep', 'dock', 'dock_readout', 'load_balancing_loss', 'gate_entropy_loss',
-           'RoutingStats', 'routing_stats', 'CDMCache', 'CDMOutput', 'CompetitiveDockingMemory', 'bench_cdm']
+__all__ = ['UPDATES', 'DECAYS', 'READOUTS', 'cdm_write_keep', 'dock', 'dock_readout', 'slot_xattn', 'final_slots',
+           'load_balancing_loss', 'gate_entropy_loss', 'RoutingStats', 'routing_stats', 'CDMCache', 'CDMOutput',
+           'CompetitiveDockingMemory', 'bench_cdm']
 
 # %% ../nbs/03_cdm.ipynb #e1cce8a8
 UPDATES = ("gated", "ema")
@@ -141,6 +142,60 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
     else:
         out, S = _DockReadoutTriton.apply(v, write, keep, read, s0, exclusive)
     return (out, S) if output_final_state else out
+
+# %% ../nbs/03_cdm.ipynb #006cf4b6
+def _chunk_gammas(write, keep, C):
+    "Pad to whole chunks (identity steps) and form Gamma `[B, n, C, C, K]` and P `[B, n, C, K]`."
+    B, T, K = write.shape
+    n = -(-T // C)
+    if n * C != T:
+        write, keep = F.pad(write, (0, 0, 0, n * C - T)), F.pad(keep, (0, 0, 0, n * C - T), value=1.0)
+    write, keep = write.reshape(B, n, C, K), keep.reshape(B, n, C, K)
+    later = torch.ones(C, C, dtype=torch.bool, device=write.device).tril(-1)
+    Gam = keep[:, :, :, None, :].expand(B, n, C, C, K).masked_fill(~later[:, :, None], 1.0).cumprod(2)
+    return write, Gam.masked_fill(later.T[:, :, None], 0.0), keep.cumprod(2), n
+
+def _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, C, scale):
+    B, T, G, R, hd = q.shape
+    w, Gam, P, n = _chunk_gammas(write, keep, C)
+    if n * C != T:
+        q, vk, vv = (F.pad(x, (0, 0) * (x.ndim - 2) + (0, n * C - T)) for x in (q, vk, vv))
+    q, vk, vv = q.reshape(B, n, C, G, R, hd), vk.reshape(B, n, C, G, hd), vv.reshape(B, n, C, G, hd)
+    K = w.shape[-1]
+    both = torch.cat([vk, vv], -1).reshape(B, n, C, G * 2 * hd)             # one chunk-level scan for both
+    into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], w, both)
+    s0 = torch.cat([s0k, s0v], -1).reshape(B, K, G * 2 * hd)
+    ends = linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())
+    S0k, S0v = torch.cat([s0[:, None], ends[:, :-1]], 1).view(B, n, K, G, 2 * hd).split(hd, -1)
+    GW = Gam * w[:, :, None, :, :]                                          # Gamma_ts[k] write_s[k]
+    scores = torch.einsum("bngrts,bntsk->bntgrk", torch.einsum("bntgrd,bnsgd->bngrts", q, vk), GW) \
+             + P[:, :, :, None, None, :] * torch.einsum("bntgrd,bnkgd->bntgrk", q, S0k)
+    a = torch.softmax(scale * scores, -1)
+    o = torch.einsum("bngrts,bnsgd->bntgrd", torch.einsum("bntgrk,bntsk->bngrts", a, GW), vv) \
+        + torch.einsum("bntgrk,bnkgd->bntgrd", a * P[:, :, :, None, None, :], S0v)
+    return o.reshape(B, n * C, G, R, hd)[:, :T]
+
+def slot_xattn(q: torch.Tensor,   # queries [B, T, G, R, hd]: G key/value groups of R query heads
+               vk: torch.Tensor,  # slot values projected to keys [B, T, G, hd]
+               vv: torch.Tensor,  # ... and to values [B, T, G, hd]
+               write, keep,       # [B, T, K]
+               s0k, s0v,          # initial slots projected to keys / values [B, K, G, hd]
+               *, exclusive: bool = False, chunk_size: int = 32, scale: float = 1.0) -> torch.Tensor:
+    "Slot cross-attention `[B, T, G, R, hd]`: per head, softmax over slots of q . key(s_t[k]) weighting value(s_t[k])."
+    if not exclusive:
+        return _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, chunk_size, scale)
+    o = _slot_xattn_inclusive(F.pad(q[:, 1:], (0, 0) * 3 + (0, 1)), vk, vv, write, keep, s0k, s0v, chunk_size, scale)
+    a0 = torch.softmax(scale * torch.einsum("bgrd,bkgd->bgrk", q[:, 0], s0k), -1)
+    return torch.cat([torch.einsum("bgrk,bkgd->bgrd", a0, s0v)[:, None], o[:, :-1]], 1)
+
+def final_slots(v, write, keep, s0, chunk_size: int = 32):
+    "The slots after the last step `[B, K, D]`, by the chunk-level recurrence only (no per-step slots)."
+    w, Gam, P, n = _chunk_gammas(write, keep, chunk_size)
+    B, T, D = v.shape
+    if n * chunk_size != T:
+        v = F.pad(v, (0, 0, 0, n * chunk_size - T))
+    into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], w, v.reshape(B, n, chunk_size, D))
+    return linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())[:, -1]
 
 # %% ../nbs/03_cdm.ipynb #d79943f6
 if triton_available():
@@ -360,13 +415,25 @@ class CompetitiveDockingMemory(nn.Module):
         "Per-slot timescale 1 / sigmoid(alpha) in steps (the card's EMA memory length), if the slots have rates."
         return None if self.alpha is None else 1 / torch.sigmoid(self.alpha.detach())
 
-    def _xattn(self, h, slots):
-        B, T, K, _ = slots.shape
+    def _xattn(self, h, v, write, keep, s0, want_cache):
+        "Slot cross-attention; chunked in slot space for sequences, through the materialised slots for decoding."
+        B, T, D = v.shape
         H, G, hd = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.q_proj(h).view(B, T, G, H // G, hd)
-        k, v = self.k_proj(slots).view(B, T, K, G, hd), self.v_proj(slots).view(B, T, K, G, hd)
+        if T > 16:
+            vk, vv = self.k_proj(v).view(B, T, G, hd), self.v_proj(v).view(B, T, G, hd)
+            s0k, s0v = self.k_proj(s0).view(B, -1, G, hd), self.v_proj(s0).view(B, -1, G, hd)
+            o = slot_xattn(q, vk, vv, write, keep, s0k, s0v, exclusive=self.exclusive, chunk_size=self.chunk_size, scale=hd ** -0.5)
+            S = final_slots(v, write, keep, s0, self.chunk_size) if want_cache else None
+            return self.o_proj(o.reshape(B, T, H * hd)), S
+        slots = dock(v, write, keep, s0, impl=self.impl)
+        S = slots[:, -1]
+        if self.exclusive:
+            slots = torch.cat([s0[:, None], slots[:, :-1]], 1)
+        K = slots.shape[2]
+        k, vv = self.k_proj(slots).view(B, T, K, G, hd), self.v_proj(slots).view(B, T, K, G, hd)
         att = torch.softmax(torch.einsum("btgrd,btkgd->btgrk", q, k) * hd ** -0.5, -1)
-        return self.o_proj(torch.einsum("btgrk,btkgd->btgrd", att, v).reshape(B, T, H * hd))
+        return self.o_proj(torch.einsum("btgrk,btkgd->btgrd", att, vv).reshape(B, T, H * hd)), S
 
     def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False, return_stats: bool = False) -> CDMOutput:
         check_tensor(x, "x", where="CompetitiveDockingMemory", shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
@@ -381,11 +448,7 @@ class CompetitiveDockingMemory(nn.Module):
                                   impl=self.impl, chunk_size=self.chunk_size, output_final_state=True)
             y = self.out_proj(out)
         else:
-            slots = dock(v, write.to(v.dtype), keep.to(v.dtype), s0, impl=self.impl)
-            S = slots[:, -1]
-            if self.exclusive:
-                slots = torch.cat([s0[:, None], slots[:, :-1]], 1)
-            y = self._xattn(h, slots)
+            y, S = self._xattn(h, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
         aux = {"lbl": load_balancing_loss(p), "entropy": gate_entropy_loss(g)}
         want_cache = use_cache or cache is not None
         return CDMOutput(y, aux, routing_stats(g) if return_stats else None, CDMCache(S) if want_cache else None, g)
