@@ -90,20 +90,25 @@ def _readout_recurrent(v, write, keep, read, s0, exclusive):
         S = new
     return torch.stack(out, 1), S
 
+def _chunk_gammas(write, keep, C):
+    "Pad to whole chunks (identity steps: write 0, keep 1); Gamma `[B, n, C, C, K]`, P `[B, n, C, K]`."
+    B, T, K = write.shape
+    n = -(-T // C)
+    if n * C != T:
+        write, keep = F.pad(write, (0, 0, 0, n * C - T)), F.pad(keep, (0, 0, 0, n * C - T), value=1.0)
+    write, keep = write.reshape(B, n, C, K), keep.reshape(B, n, C, K)
+    later = torch.ones(C, C, dtype=torch.bool, device=write.device).tril(-1)   # r > j
+    # Gamma[t, j, k] = prod_{j < r <= t} keep_r[k]: a cumulative product over t of keep, with 1 where r <= j
+    Gam = keep[:, :, :, None, :].expand(B, n, C, C, K).masked_fill(~later[:, :, None], 1.0).cumprod(2)
+    return write, Gam.masked_fill(later.T[:, :, None], 0.0), keep.cumprod(2), n   # j > t: not yet written
+
 def _readout_chunk_inclusive(v, write, keep, read, s0, C):
     B, T, D = v.shape
     K = write.shape[-1]
-    n = -(-T // C)
-    pad = n * C - T
-    if pad:  # identity steps: keep 1, write 0, read 0
-        v, write, read = (F.pad(x, (0, 0, 0, pad)) for x in (v, write, read))
-        keep = F.pad(keep, (0, 0, 0, pad), value=1.0)
-    v, write, keep, read = (x.reshape(B, n, C, -1) for x in (v, write, keep, read))
-    later = torch.ones(C, C, dtype=torch.bool, device=v.device).tril(-1)   # r > j
-    # Gamma[t, j, k] = prod_{j < r <= t} keep_r[k]: a cumulative product over t of keep, with 1 where r <= j
-    Gam = keep[:, :, :, None, :].expand(B, n, C, C, K).masked_fill(~later[:, :, None], 1.0).cumprod(2)
-    Gam = Gam.masked_fill(later.T[:, :, None], 0.0)                      # j > t: not yet written
-    P = keep.cumprod(2)                                                   # [B, n, C, K]
+    write, Gam, P, n = _chunk_gammas(write, keep, C)
+    if n * C != T:  # padded steps read nothing
+        v, read = F.pad(v, (0, 0, 0, n * C - T)), F.pad(read, (0, 0, 0, n * C - T))
+    v, read = v.reshape(B, n, C, D), read.reshape(B, n, C, K)
     A = torch.einsum("bntk,bntjk,bnjk->bntj", read, Gam, write)
     into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], write, v)   # what each chunk adds to the slots
     ends = linear_scan(P[:, :, -1, :, None].expand(B, n, K, D).contiguous(), into, s0.contiguous())
@@ -144,17 +149,6 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
     return (out, S) if output_final_state else out
 
 # %% ../nbs/03_cdm.ipynb #006cf4b6
-def _chunk_gammas(write, keep, C):
-    "Pad to whole chunks (identity steps) and form Gamma `[B, n, C, C, K]` and P `[B, n, C, K]`."
-    B, T, K = write.shape
-    n = -(-T // C)
-    if n * C != T:
-        write, keep = F.pad(write, (0, 0, 0, n * C - T)), F.pad(keep, (0, 0, 0, n * C - T), value=1.0)
-    write, keep = write.reshape(B, n, C, K), keep.reshape(B, n, C, K)
-    later = torch.ones(C, C, dtype=torch.bool, device=write.device).tril(-1)
-    Gam = keep[:, :, :, None, :].expand(B, n, C, C, K).masked_fill(~later[:, :, None], 1.0).cumprod(2)
-    return write, Gam.masked_fill(later.T[:, :, None], 0.0), keep.cumprod(2), n
-
 def _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, C, scale):
     B, T, G, R, hd = q.shape
     w, Gam, P, n = _chunk_gammas(write, keep, C)
