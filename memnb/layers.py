@@ -13,8 +13,8 @@ from .core import check_tensor
 from .scan import linear_scan
 
 # %% auto #0
-__all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'ReLU2', 'ternarize', 'BitLinear', 'TokenShift', 'GatedRecurrence',
-           'ParallelGatedRecurrence']
+__all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'ReLU2', 'ReLUFFN', 'ternarize', 'BitLinear', 'TokenShift', 'GatedRecurrence',
+           'head_norm', 'ParallelGatedRecurrence']
 
 # %% ../nbs/07_layers.ipynb #23b22fa1
 class RMSNorm(nn.Module):
@@ -69,6 +69,15 @@ class ReLU2(nn.Module):
     def forward(self, x):
         return self.w2(F.relu(self.w1(x)).square())
 
+class ReLUFFN(nn.Module):
+    "W2(relu(W1 x)): CPUFlow's feed-forward network (no biases)."
+    def __init__(self, d_model: int, d_ff: int, *, linear=nn.Linear):
+        super().__init__()
+        self.w1, self.w2 = linear(d_model, d_ff, bias=False), linear(d_ff, d_model, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.relu(self.w1(x)))
+
 # %% ../nbs/07_layers.ipynb #4866401c
 def ternarize(w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     "s * clip(round(w / s), -1, 1) with s = mean|w| (no gradient trick; see `BitLinear`)."
@@ -104,8 +113,15 @@ class GatedRecurrence(nn.Module):
         c, state = self.conv(self.v(x), state)
         return self.o(torch.sigmoid(self.g(x)) * c), state
 
+def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    "GroupNorm's arithmetic (one group per head, per-channel affine) over each position alone: causal."
+    B, T, D = x.shape
+    xh = x.view(B, T, n_heads, D // n_heads).float()
+    xh = (xh - xh.mean(-1, keepdim=True)) * torch.rsqrt(xh.var(-1, unbiased=False, keepdim=True) + eps)
+    return xh.view(B, T, D).to(x.dtype) * weight + bias
+
 class ParallelGatedRecurrence(nn.Module):
-    "FlashLM v5 mixer: a lower-bounded forget-gate recurrence (memnb.scan), per-position head norm, output gate."
+    "FlashLM v5 mixer: a lower-bounded forget-gate recurrence (memnb.scan), output gate, per-position head norm."
     def __init__(self, d_model: int, n_heads: int, layer: int, n_layers: int, *, linear=nn.Linear, impl: str = "auto"):
         super().__init__()
         if d_model % n_heads:
@@ -113,12 +129,13 @@ class ParallelGatedRecurrence(nn.Module):
         self.n_heads, self.impl = n_heads, impl
         self.lower_bound = 0.9 * layer / max(1, n_layers - 1)
         self.f, self.v, self.o, self.out = (linear(d_model, d_model, bias=False) for _ in range(4))
-        self.norm = RMSNorm(d_model // n_heads)
+        self.f_bias = nn.Parameter(torch.zeros(d_model))
+        self.norm_weight, self.norm_bias = nn.Parameter(torch.ones(d_model)), nn.Parameter(torch.zeros(d_model))
 
     def forward(self, x, state: torch.Tensor | None = None):
         lb = self.lower_bound
-        f = lb + (1 - lb) * torch.sigmoid(self.f(x))
+        f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)
         h = linear_scan(f, (1 - f) * self.v(x), state, impl=self.impl)
-        B, T, D = h.shape
-        hn = self.norm(h.view(B, T, self.n_heads, -1)).view(B, T, D)
-        return self.out(torch.sigmoid(self.o(x)) * hn), h[:, -1]
+        y = head_norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
+        return self.out(y), h[:, -1]
+

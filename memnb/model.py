@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from .attention import Attention
 from .cdm import CompetitiveDockingMemory
 from .delta_rule import DeltaNet
-from .layers import BitLinear, GatedRecurrence, ParallelGatedRecurrence, ReLU2, RMSNorm, SwiGLU
+from .cumscan import CumStepPos
+from .layers import BitLinear, GatedRecurrence, ParallelGatedRecurrence, ReLU2, ReLUFFN, RMSNorm, SwiGLU, TokenShift
+from .mixers import CortexMixer, CumScanMixer
 
 # %% auto #0
-__all__ = ['MIXERS', 'MemLMConfig', 'Block', 'MemLM', 'generate', 'save', 'load', 'load_published_state']
+__all__ = ['MIXERS', 'FFNS', 'MemLMConfig', 'Block', 'MemLM', 'generate', 'save', 'load', 'load_published_state']
 
 # %% ../nbs/10_model.ipynb #298a42c8
 @dataclass
@@ -32,11 +34,15 @@ class MemLMConfig:
     d_ff: int = 512
     mixer: str | list = "attention"       # a name from MIXERS ("a+b" stacks two), or one per layer
     mixer_kwargs: dict = field(default_factory=dict)   # {mixer name: {option: value}}
-    ffn: str = "swiglu"                   # "swiglu", "relu2" or "none"
+    ffn: str = "swiglu"                   # "swiglu", "relu2", "relu" or "none"
     norm: str = "rmsnorm"                 # "rmsnorm" or "layernorm"
     ternary: bool = False                 # BitLinear in the FFN (and mixers that take `linear`)
     tie_embeddings: bool = True
     embed_norm: bool = False              # a norm right after the embedding (CORTEX-VIII)
+    pos: str | None = None                # None (the mixers place tokens) or "cumstep" (CPUFlow's CumStepPos)
+    max_len: int = 256                    # longest sequence a learned position code covers
+    token_shift: bool = False             # RWKV-style token shift after each pre-norm (FlashLM v5)
+    fsp_head: bool = False                # a d x d projection for the future-sentence objective (CPUFlow)
     n_passes: int = 1                     # depth recurrence: shared blocks run this many times
     unet_skips: bool = False              # skips from the first half of the virtual layers to the second
     logit_softcap: float | None = None
@@ -48,6 +54,9 @@ class MemLMConfig:
         unknown = [p for m in names for p in m.split("+") if p not in MIXERS]
         if unknown:
             raise ValueError(f"MemLMConfig: unknown mixer(s) {unknown}; choose from {sorted(MIXERS)}")
+        for name, val, ok in (("ffn", self.ffn, FFNS), ("norm", self.norm, ("rmsnorm", "layernorm")), ("pos", self.pos, (None, "cumstep"))):
+            if val not in ok:
+                raise ValueError(f"MemLMConfig: {name} must be one of {ok}, got {val!r}")
         return names
 
 # %% ../nbs/10_model.ipynb #0b8c2992
@@ -78,7 +87,11 @@ MIXERS = {
     "cdm": lambda c, l, kw: CompetitiveDockingMemory(c.d_model, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, **kw),
     "gated_recurrence": lambda c, l, kw: GatedRecurrence(c.d_model, linear=_linear(c), **kw),
     "pgr": lambda c, l, kw: ParallelGatedRecurrence(c.d_model, c.n_heads, l, c.n_layers, linear=_linear(c), **kw),
+    "cortex": lambda c, l, kw: CortexMixer(c.d_model, c.n_heads, **kw),
+    "cumscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": False, **kw}),
+    "ramscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": True, **kw}),
 }
+FFNS = {"swiglu": SwiGLU, "relu2": ReLU2, "relu": ReLUFFN, "none": None}
 
 # %% ../nbs/10_model.ipynb #4438384c
 def _norm(cfg):
@@ -91,20 +104,31 @@ class Block(nn.Module):
         parts = mixer.split("+")
         self.norms = nn.ModuleList(_norm(cfg) for _ in parts)
         self.mixers = nn.ModuleList(_Mixer(p, MIXERS[p](cfg, layer, dict(cfg.mixer_kwargs.get(p, {})))) for p in parts)
-        ffn = {"swiglu": SwiGLU, "relu2": ReLU2}.get(cfg.ffn)
+        ffn = FFNS[cfg.ffn]
         self.ffn_norm = _norm(cfg) if ffn else None
         self.ffn = ffn(cfg.d_model, cfg.d_ff, linear=_linear(cfg)) if ffn else None
+        n_shifts = (len(parts) + (ffn is not None)) if cfg.token_shift else 0
+        self.shifts = nn.ModuleList(TokenShift(cfg.d_model) for _ in range(n_shifts))
+
+    def _shift(self, i, h, states, new_states):
+        if not self.shifts:
+            return h
+        h, st = self.shifts[i](h, states[i] if states else None)
+        new_states.append(st)
+        return h
 
     def forward(self, x, cache=None, use_cache=False):
-        caches, aux = [], {}
-        for norm, mixer, c in zip(self.norms, self.mixers, cache or [None] * len(self.mixers)):
-            y, c, a = mixer(norm(x), c, use_cache)
+        want = use_cache or cache is not None
+        mixer_caches, shift_states = cache if cache is not None else (None, None)
+        caches, shifts, aux = [], [], {}
+        for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches else None, want)
             x = x + y
             caches.append(c)
             aux.update(a)
         if self.ffn is not None:
-            x = x + self.ffn(self.ffn_norm(x))
-        return x, (caches if use_cache or cache is not None else None), aux
+            x = x + self.ffn(self._shift(len(self.mixers), self.ffn_norm(x), shift_states, shifts))
+        return x, ((caches, shifts) if want else None), aux
 
 class MemLM(nn.Module):
     "A language model whose layers mix tokens with any memnb mechanism."
@@ -112,6 +136,7 @@ class MemLM(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = CumStepPos(cfg.max_len, cfg.d_model) if cfg.pos == "cumstep" else None
         self.embed_norm = _norm(cfg) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg, l, m) for l, m in enumerate(cfg.mixers()))
         n_virtual = cfg.n_layers * cfg.n_passes
@@ -120,18 +145,22 @@ class MemLM(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
+        self.fsp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.fsp_head else None
         self.aux = {}
 
-    def forward(self, idx, caches: list | None = None, *, use_cache: bool = False):
+    def features(self, idx, caches: list | None = None, *, use_cache: bool = False):
+        "Final normalised hidden states `[B, T, d_model]` (and the caches, `(position, per-layer caches)`, if `use_cache`)."
         cfg = self.config
         x = self.embed(idx)
+        if self.pos is not None:
+            x = self.pos(x, offset=caches[0] if caches else 0)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         order = [b for _ in range(cfg.n_passes) for b in self.blocks]
-        caches = caches or [None] * len(order)
+        layer_caches = caches[1] if caches else [None] * len(order)
         new_caches, skips, aux = [], [], {}
         half = len(order) // 2
-        for i, (block, cache) in enumerate(zip(order, caches)):
+        for i, (block, cache) in enumerate(zip(order, layer_caches)):
             if self.skip_weights is not None and i >= len(order) - half:
                 x = x + self.skip_weights[len(order) - 1 - i] * skips.pop()
             x, cache, a = block(x, cache, use_cache)
@@ -140,10 +169,22 @@ class MemLM(nn.Module):
             new_caches.append(cache)
             for k, v in a.items(): aux[k] = aux.get(k, 0) + v
         self.aux = aux
-        logits = self.head(self.norm(x))
-        if cfg.logit_softcap:
-            logits = cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
-        return (logits, new_caches) if use_cache else logits
+        h = self.norm(x)
+        if not use_cache:
+            return h
+        return h, ((caches[0] if caches else 0) + idx.shape[1], new_caches)
+
+    def logits(self, h):
+        "The head (and logit soft-cap) on hidden states `[..., d_model]`."
+        logits = self.head(h)
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap else logits
+
+    def forward(self, idx, caches: list | None = None, *, use_cache: bool = False):
+        if not use_cache:
+            return self.logits(self.features(idx, caches))
+        h, caches = self.features(idx, caches, use_cache=True)
+        return self.logits(h), caches
 
     def num_params(self) -> int:
         "Parameters, counting tied embeddings once."

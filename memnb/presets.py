@@ -26,6 +26,17 @@ PRESETS = {
     "flashlm-bolt": Preset(MemLMConfig(vocab_size=10_000, d_model=192, n_layers=6, n_heads=4, d_ff=512, mixer="gated_recurrence",
                                        ternary=True, mixer_kwargs={"gated_recurrence": {"kernel_size": 8}}), 4_300_000, 0.05,
                            "FlashLM v4 Bolt; sequence length 256"),
+    "flashlm-thunderbolt": Preset(MemLMConfig(vocab_size=8192, d_model=384, n_layers=18, n_heads=8, d_ff=1152, mixer="pgr",
+                                              ffn="relu2", norm="layernorm", ternary=True, token_shift=True), 29_750_784, 0.01,
+                                  "FlashLM v5 Thunderbolt; per-position head norm instead of the sequence-pooled GroupNorm"),
+    "flashlm-cortex8": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512, mixer="cortex",
+                                          embed_norm=True, mixer_kwargs={"cortex": {"window": 64, "mem_heads": 4, "mem_head_dim": 32}}),
+                              6_564_864, 0.03, "FlashLM v7.4 CORTEX-VIII; the causal gated delta rule its memory meant; sequence length 256"),
+    "cpuflow-v97": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, d_ff=128, mixer="ramscan", ffn="relu",
+                                      norm="layernorm", pos="cumstep", max_len=256, fsp_head=True,
+                                      mixer_kwargs={"ramscan": {"d_scan": 64, "n_groups": 3, "group_size": 8, "topk": 8,
+                                                                "d_mem": 64, "chunk": 32, "decay": 0.99}}),
+                          2_476_544, 0.01, "CPUFlow v9.7; ram_memory=False gives the same model without the memory"),
     "flashlm-nova": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512, mixer="attention"),
                            5_000_000, 0.05, "FlashLM v5.2 Nova"),
     "cdm-v2": Preset(MemLMConfig(vocab_size=50_257, d_model=384, n_layers=8, n_heads=8, n_kv_heads=4, d_ff=1024,
@@ -41,14 +52,24 @@ PRESETS = {
                                        mixer="attention"), 72_900_000, 0.01, "the CDM cards' GQA baseline"),
 }
 
-def build(name: str, **overrides) -> MemLM:
-    "The preset's model, with any `MemLMConfig` fields overridden."
+def _without_ram(mixer):
+    swap = lambda m: "+".join("cumscan" if p == "ramscan" else p for p in m.split("+"))
+    return swap(mixer) if isinstance(mixer, str) else [swap(m) for m in mixer]
+
+def build(name: str, *, ram_memory: bool = True, **overrides) -> MemLM:
+    "The preset's model, with any `MemLMConfig` fields overridden; `ram_memory=False` drops RAM-Net side paths."
     if name not in PRESETS:
         raise ValueError(f"build: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    config = PRESETS[name].config
+    if not ram_memory:
+        kw = {("cumscan" if k == "ramscan" else k): v for k, v in config.mixer_kwargs.items()}
+        kw.get("cumscan", {}).pop("memory", None)
+        kw = {k: ({o: x for o, x in v.items() if o in ("d_scan", "eps", "impl")} if k == "cumscan" else v) for k, v in kw.items()}
+        config = replace(config, mixer=_without_ram(config.mixer), mixer_kwargs=kw)
     bad = [k for k in overrides if k not in MemLMConfig.__dataclass_fields__]
     if bad:
         raise ValueError(f"build: {bad} are not MemLMConfig fields ({sorted(MemLMConfig.__dataclass_fields__)})")
-    return MemLM(replace(PRESETS[name].config, **overrides))
+    return MemLM(replace(config, **overrides))
 
 # %% ../nbs/11_presets.ipynb #d051c35d
 def bench_train_step(models: dict, *, B: int = 4, T: int = 256, threads: int | None = 2, repeats: int = 3,
