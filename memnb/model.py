@@ -136,6 +136,7 @@ class MemLM(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=0.02)   # GPT-2's; N(0, 1) with a tied head starts with huge logits
         self.pos = CumStepPos(cfg.max_len, cfg.d_model) if cfg.pos == "cumstep" else None
         self.embed_norm = _norm(cfg) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg, l, m) for l, m in enumerate(cfg.mixers()))
