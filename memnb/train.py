@@ -147,7 +147,7 @@ class _Loss(nn.Module):
             if name in aux: loss = loss + w * aux[name]
         return loss
 
-# %% ../nbs/30_train.ipynb #554a883d
+# %% ../nbs/30_train.ipynb #a2f19fe4
 def _restore(out_dir, model, opts, gen):
     d = checkpoint_dir(out_dir, "last") if out_dir else None
     if d is None:
@@ -210,8 +210,8 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
             rec.update({f"val_{k}": v for k, v in ev.items()})
             is_best = ev["loss"] < best
             best = min(best, ev["loss"])
+            history.append(rec)
             if cfg.out_dir:
-                history.append(rec)
                 state = {"step": step, "optimizers": [o.state_dict() for o in opts], "torch_rng": torch.get_rng_state(),
                          "data_rng": gen.get_state(), "best_val": best, "bad_steps": bad, "seconds": rec["seconds"],
                          "history": history, "config": asdict(cfg)}
