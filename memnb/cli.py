@@ -17,7 +17,7 @@ import memnb
 from .core import backend_for, triton_available, triton_interpreting
 
 # %% auto #0
-__all__ = ['machine_info', 'build_parser', 'main']
+__all__ = ['machine_info', 'CLIError', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #7efc5c61
 def machine_info() -> dict:
@@ -88,6 +88,127 @@ def _cmd_bench_delta_rule(args) -> int:
                                     dtype=_DTYPES[args.dtype], device=args.device, threads=args.threads,
                                     repeats=args.repeats, recurrent=not args.no_recurrent), args)
 
+# %% ../nbs/90_cli.ipynb #76f60085
+class CLIError(Exception):
+    "A user error: printed as one line, exit code 2."
+
+def _token_data(source: str, tokenizer: str, out: Path, seq_len: int):
+    from memnb.data import build_cache
+    try:
+        return build_cache(source, tokenizer, out / "data", seq_len=seq_len)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from None
+
+def _cmd_train(args) -> int:
+    from memnb.presets import PRESETS, build
+    from memnb.tasks import TaskData
+    from memnb.train import TrainConfig, train
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    if args.task:
+        data = TaskData.make(args.task, seed=args.seed)
+    elif args.data:
+        data = _token_data(args.data, args.tokenizer, out, args.seq_len)
+        data.tokenizer.save(out / "tokenizer.json")
+    else:
+        raise CLIError("give --data SOURCE (a text file or folder, 'stdlib', or a hub name) or --task NAME")
+    overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {})}
+    if PRESETS[args.preset].config.pos == "cumstep":
+        overrides["max_len"] = max(PRESETS[args.preset].config.max_len, getattr(data, "seq_len", 0))
+    model = build(args.preset, **overrides)
+    print(f"{args.preset}: {model.num_params():,} parameters, vocabulary {data.vocab_size}")
+    cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
+                      eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed, device=args.device,
+                      aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
+    res = train(model, data, cfg)
+    evals = [h for h in res.history if "val_loss" in h]
+    print(f"{res.step} steps in {res.seconds / 60:.1f} min, {res.tokens_per_s:,.0f} tokens/s; validation loss "
+          f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']}) -> {evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); best in {out}")
+    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val}, args.json)
+
+def _checkpoint(path: str):
+    from memnb.model import load
+    from memnb.train import checkpoint_dir
+    p = Path(path)
+    d = checkpoint_dir(p, "best") or checkpoint_dir(p, "last") or (p if (p / "config.json").exists() else None)
+    if d is None:
+        raise CLIError(f"{path} is not a memnb training folder or checkpoint (no best.json, last.json or config.json)")
+    tok = next((t for t in (d / "tokenizer.json", d.parent / "tokenizer.json") if t.exists()), None)
+    return load(d), tok
+
+def _cmd_eval(args) -> int:
+    from memnb.evaluate import evaluate
+    model, tok = _checkpoint(args.checkpoint)
+    if tok is None and not args.tokenizer:
+        raise CLIError("no tokenizer.json beside the checkpoint: pass --tokenizer")
+    data = _token_data(args.data, args.tokenizer or str(tok), Path(args.checkpoint), args.seq_len)
+    res = evaluate(model, data, n_batches=args.batches, batch_size=args.batch_size)
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
+    return _write_json(res, args.json)
+
+def _cmd_generate(args) -> int:
+    from memnb.data import load_tokenizer
+    from memnb.model import generate
+    model, tok = _checkpoint(args.checkpoint)
+    if tok is None:
+        raise CLIError("no tokenizer.json beside the checkpoint")
+    tokenizer = load_tokenizer(str(tok))
+    idx = torch.tensor([tokenizer.encode(args.prompt)])
+    g = torch.Generator().manual_seed(args.seed)
+    out = generate(model.eval(), idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=g)
+    print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+def _cmd_compare(args) -> int:
+    from memnb.compare import MECHANISMS, compare, format_table
+    names = args.mechanisms.split(",") if args.mechanisms else None
+    bad = [n for n in names or [] if n not in MECHANISMS]
+    if bad:
+        raise CLIError(f"unknown mechanism(s) {bad}; choose from {', '.join(MECHANISMS)}")
+    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed)
+    print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
+    return _write_json({"rows": rows, "machine": machine_info()}, args.json)
+
+# %% ../nbs/90_cli.ipynb #3019434c
+def _add_lm_commands(sub):
+    cmp = sub.add_parser("compare", help="the main job: equal-size models per mechanism on MQAR, one budget")
+    cmp.add_argument("--quick", action="store_true", help="a reduced task and budget (about two minutes)")
+    cmp.add_argument("--minutes", type=float, default=15.0, help="total training budget, shared equally")
+    cmp.add_argument("--mechanisms", help="comma-separated subset, e.g. 'attention,delta rule'")
+    cmp.add_argument("--task", default="mqar", choices=["mqar", "selective_copying", "induction_heads"])
+    cmp.add_argument("--out", default="memnb-compare", help="folder for compare.json and compare.png")
+    cmp.set_defaults(func=_cmd_compare)
+    tr = sub.add_parser("train", help="train a preset on a corpus or a synthetic task")
+    tr.add_argument("--preset", required=True)
+    tr.add_argument("--data", help="a text file or folder, 'stdlib', or a hub dataset name")
+    tr.add_argument("--task", choices=["mqar", "selective_copying", "induction_heads"])
+    tr.add_argument("--tokenizer", default="bpe:4096", help="'bpe:N' (trained on the data), 'gpt2', 'bytes' or a tokenizer.json")
+    tr.add_argument("--out", required=True, help="training folder: checkpoints, log, tokenizer, token cache")
+    tr.add_argument("--minutes", type=float, help="wall-clock budget")
+    tr.add_argument("--max-steps", type=int, default=100_000)
+    tr.add_argument("--n-layers", type=int, help="override the preset's depth (a quick smaller run)")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw")
+    tr.add_argument("--eval-every", type=int, default=100)
+    tr.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", help="validation CE, perplexity and bits per byte of a training folder")
+    ev.add_argument("checkpoint"); ev.add_argument("--data", required=True); ev.add_argument("--tokenizer")
+    ev.add_argument("--batches", type=int, default=20)
+    ev.set_defaults(func=_cmd_eval)
+    gen = sub.add_parser("generate", help="decode from a training folder's best checkpoint")
+    gen.add_argument("checkpoint"); gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=100); gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--top-k", type=int); gen.add_argument("--top-p", type=float)
+    gen.set_defaults(func=_cmd_generate)
+    for p in (cmp, tr, ev, gen):
+        p.add_argument("--seed", type=int, default=0)
+    for p in (tr, ev):
+        p.add_argument("--seq-len", type=int, default=256); p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--device", default="cpu")
+    for p in (cmp, tr, ev):
+        p.add_argument("--json", help="also write the result as JSON here")
+
 # %% ../nbs/90_cli.ipynb #da678c2a
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memnb", description="Memory mechanisms for small language models.")
@@ -120,9 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.set_defaults(func=_cmd_bench_delta_rule)
     cdm.set_defaults(func=_cmd_bench_cdm)
     ram.set_defaults(func=_cmd_bench_ramscan)
+    _add_lm_commands(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `memnb` console script."
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"memnb {args.command}: error: {e}", file=sys.stderr)
+        return 2
