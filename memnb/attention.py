@@ -27,7 +27,7 @@ def rope(x: torch.Tensor,          # [B, T, H, D], D even
     inv_freq = base ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
     ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]                  # [T, D/2]
     cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
-    x1, x2 = x.float().chunk(2, -1)
+    x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, -1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
 
 # %% ../nbs/06_attention.ipynb #56e9eeee

@@ -56,6 +56,8 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes:
         cfg = TrainConfig(batch_size=batch_size, lr=lr, max_steps=10**9, minutes=minutes / len(names), warmup_steps=20,
                           weight_decay=0.0, eval_every=10**9, eval_batches=16, seed=seed, progress=progress)
         res = train(model, data, cfg)
+        if not res.history:
+            raise RuntimeError(f"compare: {name} finished no training step in {cfg.minutes:.2f} minutes; raise `minutes`")
         last = res.history[-1]
         rows.append({"mechanism": name, "params": model.num_params(), "accuracy": last["val_accuracy"], "loss": last["val_loss"],
                      "tokens_per_s": res.tokens_per_s, "steps": res.step, "seconds": res.seconds})

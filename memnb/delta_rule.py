@@ -420,7 +420,8 @@ class DeltaNet(nn.Module):
 
     def decay(self, x):
         "The log-decay g `[B, T, H]` (<= 0) of the gated variant."
-        return -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+        acc = torch.promote_types(x.dtype, torch.float32)   # at least fp32; float64 stays float64 (gradcheck)
+        return -self.A_log.to(acc).exp() * F.softplus(self.a_proj(x).to(acc) + self.dt_bias)
 
     def forward(self, x, cache: DeltaNetCache | None = None, *, use_cache: bool = False):
         check_tensor(x, "x", where="DeltaNet", shape=(None, None, self.q_proj.in_features), dims="[B, T, d_model]")

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 __all__ = ['scored_loss', 'bits_per_byte', 'evaluate', 'sliding_window_loss']
 
 # %% ../nbs/31_evaluate.ipynb #9c39128e
+def _at_least_fp32(x):
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
 def scored_loss(model, inputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
     "Cross-entropy (nats) at the positions with `labels != -100`; the head runs only there if few are scored."
     mask = labels != -100
@@ -21,9 +24,9 @@ def scored_loss(model, inputs: torch.Tensor, labels: torch.Tensor, reduction: st
         raise ValueError("scored_loss: no position is scored (all labels are -100)")
     if hasattr(model, "features") and mask.float().mean() < 0.5:
         logits = model.logits(model.features(inputs)[mask])
-        return F.cross_entropy(logits.float(), labels[mask], reduction=reduction), logits.argmax(-1) == labels[mask]
+        return F.cross_entropy(_at_least_fp32(logits), labels[mask], reduction=reduction), logits.argmax(-1) == labels[mask]
     logits = model(inputs)
-    loss = F.cross_entropy(logits[mask].float(), labels[mask], reduction=reduction)
+    loss = F.cross_entropy(_at_least_fp32(logits[mask]), labels[mask], reduction=reduction)
     return loss, logits[mask].argmax(-1) == labels[mask]
 
 # %% ../nbs/31_evaluate.ipynb #0baa120a

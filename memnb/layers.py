@@ -13,7 +13,7 @@ from .core import check_tensor
 from .scan import linear_scan
 
 # %% auto #0
-__all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'ReLU2', 'ReLUFFN', 'ternarize', 'BitLinear', 'TokenShift', 'GatedRecurrence',
+__all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'ReLUFFN', 'ReLU2', 'ternarize', 'BitLinear', 'TokenShift', 'GatedRecurrence',
            'head_norm', 'ParallelGatedRecurrence']
 
 # %% ../nbs/07_layers.ipynb #23b22fa1
@@ -24,7 +24,7 @@ class RMSNorm(nn.Module):
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))   # at least fp32; float64 stays float64
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 # %% ../nbs/07_layers.ipynb #7a1f1f14
@@ -60,23 +60,22 @@ class SwiGLU(nn.Module):
     def forward(self, x):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
-class ReLU2(nn.Module):
-    "W2(relu(W1 x)^2)."
-    def __init__(self, d_model: int, d_ff: int, *, linear=nn.Linear):
-        super().__init__()
-        self.w1, self.w2 = linear(d_model, d_ff, bias=False), linear(d_ff, d_model, bias=False)
-
-    def forward(self, x):
-        return self.w2(F.relu(self.w1(x)).square())
-
 class ReLUFFN(nn.Module):
     "W2(relu(W1 x)): CPUFlow's feed-forward network (no biases)."
     def __init__(self, d_model: int, d_ff: int, *, linear=nn.Linear):
         super().__init__()
         self.w1, self.w2 = linear(d_model, d_ff, bias=False), linear(d_ff, d_model, bias=False)
 
+    def activation(self, h):
+        return F.relu(h)
+
     def forward(self, x):
-        return self.w2(F.relu(self.w1(x)))
+        return self.w2(self.activation(self.w1(x)))
+
+class ReLU2(ReLUFFN):
+    "W2(relu(W1 x)^2)."
+    def activation(self, h):
+        return F.relu(h).square()
 
 # %% ../nbs/07_layers.ipynb #4866401c
 def ternarize(w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -115,10 +114,7 @@ class GatedRecurrence(nn.Module):
 
 def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     "GroupNorm's arithmetic (one group per head, per-channel affine) over each position alone: causal."
-    B, T, D = x.shape
-    xh = x.view(B, T, n_heads, D // n_heads).float()
-    xh = (xh - xh.mean(-1, keepdim=True)) * torch.rsqrt(xh.var(-1, unbiased=False, keepdim=True) + eps)
-    return xh.view(B, T, D).to(x.dtype) * weight + bias
+    return F.group_norm(x.reshape(-1, x.shape[-1]), n_heads, weight, bias, eps).view(x.shape)   # positions as the batch
 
 class ParallelGatedRecurrence(nn.Module):
     "FlashLM v5 mixer: a lower-bounded forget-gate recurrence (memnb.scan), output gate, per-position head norm."

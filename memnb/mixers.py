@@ -50,7 +50,7 @@ class CortexMixer(nn.Module):
         B, T, _ = x.shape
         h = self.mem_norm(x)
         q, k, v = (p(h).view(B, T, self.mem_heads, self.mem_head_dim) for p in (self.q_proj, self.k_proj, self.v_proj))
-        beta, g = torch.sigmoid(self.beta_proj(h)), F.logsigmoid(self.decay_proj(h).float()).to(h.dtype)
+        beta, g = torch.sigmoid(self.beta_proj(h)), F.logsigmoid(self.decay_proj(h).to(torch.promote_types(h.dtype, torch.float32))).to(h.dtype)
         o, S = delta_rule(l2norm(q), l2norm(k), v, beta, g, initial_state=state, output_final_state=want_state,
                           impl=self.impl, chunk_size=self.chunk_size)
         return self.mem_out(o.reshape(B, T, -1)), S

@@ -52,20 +52,15 @@ PRESETS = {
                                        mixer="attention"), 72_900_000, 0.01, "the CDM cards' GQA baseline"),
 }
 
-def _without_ram(mixer):
-    swap = lambda m: "+".join("cumscan" if p == "ramscan" else p for p in m.split("+"))
-    return swap(mixer) if isinstance(mixer, str) else [swap(m) for m in mixer]
-
 def build(name: str, *, ram_memory: bool = True, **overrides) -> MemLM:
     "The preset's model, with any `MemLMConfig` fields overridden; `ram_memory=False` drops RAM-Net side paths."
     if name not in PRESETS:
         raise ValueError(f"build: unknown preset {name!r}; choose from {sorted(PRESETS)}")
     config = PRESETS[name].config
     if not ram_memory:
-        kw = {("cumscan" if k == "ramscan" else k): v for k, v in config.mixer_kwargs.items()}
-        kw.get("cumscan", {}).pop("memory", None)
-        kw = {k: ({o: x for o, x in v.items() if o in ("d_scan", "eps", "impl")} if k == "cumscan" else v) for k, v in kw.items()}
-        config = replace(config, mixer=_without_ram(config.mixer), mixer_kwargs=kw)
+        if "ramscan" not in config.mixer_kwargs:
+            raise ValueError(f"build: preset {name!r} has no RAM-Net memory to drop (ram_memory=False)")
+        config = replace(config, mixer_kwargs={**config.mixer_kwargs, "ramscan": {**config.mixer_kwargs["ramscan"], "memory": False}})
     bad = [k for k in overrides if k not in MemLMConfig.__dataclass_fields__]
     if bad:
         raise ValueError(f"build: {bad} are not MemLMConfig fields ({sorted(MemLMConfig.__dataclass_fields__)})")

@@ -5,6 +5,7 @@
 # %% ../nbs/21_tasks.ipynb #55878a30
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,7 @@ class TaskData:
             raise ValueError(f"TaskData: unknown task {task!r}; choose from {sorted(TASKS)}")
         fn = TASKS[task]
         train, test = fn(n_train, seed=2 * seed, **kw), fn(n_test, seed=2 * seed + 1, **kw)
-        vocab = kw.get("vocab_size", fn.__defaults__[2] if task != "induction_heads" else fn.__defaults__[1])
+        vocab = kw.get("vocab_size", inspect.signature(fn).parameters["vocab_size"].default)
         return cls({"train": train[0], "val": test[0]}, {"train": train[1], "val": test[1]}, vocab, task)
 
     @property

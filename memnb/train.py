@@ -126,8 +126,8 @@ class TrainResult:
     history: list          # one dict per logged step / evaluation
     best_val: float
     bad_steps: int
-    seconds: float
-    tokens_per_s: float
+    seconds: float         # wall-clock, evaluations and checkpoints included
+    tokens_per_s: float    # training tokens per second of training alone (evaluation time excluded)
 
 def _ddp():
     if dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -176,7 +176,7 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
     autocast = torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and "cuda" in str(cfg.device) else torch.autocast("cpu", enabled=False)
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not cfg.progress or rank != 0, desc="train")
-    t0, tokens = time.perf_counter() - elapsed0, 0
+    t0, tokens, eval_secs = time.perf_counter() - elapsed0, 0, 0.0
     fraction = lambda: max(step / cfg.max_steps, (time.perf_counter() - t0) / 60 / cfg.minutes if cfg.minutes else 0.0)
     stop = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
     while step < stop and fraction() < 1.0:
@@ -202,10 +202,11 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
         for o in opts:
             o.step(); o.zero_grad(set_to_none=True)
         step += 1
-        bar.update(1); bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens * world / (time.perf_counter() - t0 - elapsed0 + 1e-9):,.0f}")
+        bar.update(1); bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens * world / (time.perf_counter() - t0 - elapsed0 - eval_secs + 1e-9):,.0f}")
         rec = {"step": step, "loss": total, "lr": mult * cfg.lr, "grad_norm": norm.item(), "seconds": time.perf_counter() - t0}
         done = step >= stop or fraction() >= 1.0
         if rank == 0 and (step % cfg.eval_every == 0 or done):
+            t_eval = time.perf_counter()
             ev = evaluate(model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1, device=cfg.device)
             rec.update({f"val_{k}": v for k, v in ev.items()})
             is_best = ev["loss"] < best
@@ -216,10 +217,11 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
                          "data_rng": gen.get_state(), "best_val": best, "bad_steps": bad, "seconds": rec["seconds"],
                          "history": history, "config": asdict(cfg)}
                 save_checkpoint(cfg.out_dir, model, state, best=is_best)
+            eval_secs += time.perf_counter() - t_eval
         else:
             history.append(rec)
         if log:
             with log.open("a") as f: f.write(json.dumps(rec) + "\n")
     bar.close()
     secs = time.perf_counter() - t0
-    return TrainResult(step, history, best, bad, secs, tokens * world / max(secs - elapsed0, 1e-9))
+    return TrainResult(step, history, best, bad, secs, tokens * world / max(secs - elapsed0 - eval_secs, 1e-9))

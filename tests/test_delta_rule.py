@@ -210,3 +210,12 @@ def test_same_semantics_as_flash_linear_attention(gated):
     o, S = delta_rule(q, k, v, beta, g if gated else None, scale=0.3, initial_state=h0, output_final_state=True)
     assert_rel_close(o, o_fla, 1e-5, "o")
     assert_rel_close(S, S_fla, 1e-5, "S")
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_deltanet_layer_gradcheck_float64(gated):
+    "The layer keeps float64 end to end (its norms and decay once dropped to float32, which gradcheck caught)."
+    torch.manual_seed(0)
+    layer = DeltaNet(16, 2, 8, gated=gated, impl="chunk", chunk_size=4).double()
+    x = torch.randn(1, 7, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: layer(x)[0], (x,), eps=1e-6, atol=1e-5)
