@@ -175,7 +175,7 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
     log = Path(cfg.out_dir) / "log.jsonl" if cfg.out_dir and rank == 0 else None
     autocast = torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and "cuda" in str(cfg.device) else torch.autocast("cpu", enabled=False)
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not cfg.progress or rank != 0, desc="train")
+    bar = tqdm(total=None if cfg.minutes else cfg.max_steps, initial=step, disable=not cfg.progress or rank != 0, desc="train")
     t0, tokens, eval_secs = time.perf_counter() - elapsed0, 0, 0.0
     fraction = lambda: max(step / cfg.max_steps, (time.perf_counter() - t0) / 60 / cfg.minutes if cfg.minutes else 0.0)
     stop = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
