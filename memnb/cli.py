@@ -99,6 +99,19 @@ def _token_data(source: str, tokenizer: str, out: Path, seq_len: int):
     except FileNotFoundError as e:
         raise CLIError(str(e)) from None
 
+def _objectives(specs) -> dict:
+    from memnb.objectives import OBJECTIVES
+    out = {}
+    for spec in specs or []:
+        name, _, w = spec.partition("=")
+        if name not in OBJECTIVES:
+            raise CLIError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+        try:
+            out[name] = float(w)
+        except ValueError:
+            raise CLIError(f"--objective wants NAME=WEIGHT, e.g. mtp=0.3; got {spec!r}") from None
+    return out
+
 def _cmd_train(args) -> int:
     from memnb.presets import PRESETS, build
     from memnb.tasks import TaskData
@@ -113,14 +126,17 @@ def _cmd_train(args) -> int:
         data.tokenizer.save(out / "tokenizer.json")
     else:
         raise CLIError("give --data SOURCE (a text file or folder, 'stdlib', or a hub name) or --task NAME")
-    overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {})}
+    objectives = _objectives(args.objective)
+    overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {}),
+                 **{f"{name}_head": True for name in ("mtp", "fsp", "value") if name in objectives}}
     if PRESETS[args.preset].config.pos == "cumstep":
         overrides["max_len"] = max(PRESETS[args.preset].config.max_len, getattr(data, "seq_len", 0))
     model = build(args.preset, **overrides)
     print(f"{args.preset}: {model.num_params():,} parameters, vocabulary {data.vocab_size}")
     cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
                       eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed, device=args.device,
-                      aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
+                      aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {},
+                      objectives=objectives, word_dropout=args.word_dropout)
     res = train(model, data, cfg)
     evals = [h for h in res.history if "val_loss" in h]
     print(f"{res.step} steps in {res.seconds / 60:.1f} min, {res.tokens_per_s:,.0f} tokens/s; validation loss "
@@ -149,6 +165,7 @@ def _cmd_eval(args) -> int:
 
 def _cmd_generate(args) -> int:
     from memnb.data import load_tokenizer
+    from memnb.generate import frequency_penalty, repetition_penalty, value_guided_generate
     from memnb.model import generate
     model, tok = _checkpoint(args.checkpoint)
     if tok is None:
@@ -156,7 +173,15 @@ def _cmd_generate(args) -> int:
     tokenizer = load_tokenizer(str(tok))
     idx = torch.tensor([tokenizer.encode(args.prompt)])
     g = torch.Generator().manual_seed(args.seed)
-    out = generate(model.eval(), idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=g)
+    procs = ([repetition_penalty(args.repetition_penalty)] if args.repetition_penalty != 1.0 else []) + \
+            ([frequency_penalty(args.frequency_penalty, args.presence_penalty)] if args.frequency_penalty or args.presence_penalty else [])
+    if args.value_search:
+        if model.value is None:
+            raise CLIError("--value-search needs a model trained with a value head (memnb train --objective value=0.1)")
+        out = value_guided_generate(model.eval(), idx, args.max_new_tokens, candidates=args.value_search, beta=args.value_beta)
+    else:
+        out = generate(model.eval(), idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       generator=g, processors=procs)
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
@@ -191,6 +216,9 @@ def _add_lm_commands(sub):
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw")
     tr.add_argument("--eval-every", type=int, default=100)
+    tr.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
+                    help="an extra objective from memnb.objectives (mtp, unlikelihood, entropy_bonus, fsp, value); repeatable")
+    tr.add_argument("--word-dropout", type=float, default=0.0, help="fraction of input tokens replaced by token 0")
     tr.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="validation CE, perplexity and bits per byte of a training folder")
     ev.add_argument("checkpoint"); ev.add_argument("--data", required=True); ev.add_argument("--tokenizer")
@@ -200,6 +228,10 @@ def _add_lm_commands(sub):
     gen.add_argument("checkpoint"); gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=100); gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-k", type=int); gen.add_argument("--top-p", type=float)
+    gen.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty on tokens already in the text")
+    gen.add_argument("--frequency-penalty", type=float, default=0.0); gen.add_argument("--presence-penalty", type=float, default=0.0)
+    gen.add_argument("--value-search", type=int, metavar="K", help="value-guided search over the top K tokens (needs a value head)")
+    gen.add_argument("--value-beta", type=float, default=1.0, help="weight of the value against log p")
     gen.set_defaults(func=_cmd_generate)
     for p in (cmp, tr, ev, gen):
         p.add_argument("--seed", type=int, default=0)

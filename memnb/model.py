@@ -43,6 +43,8 @@ class MemLMConfig:
     max_len: int = 256                    # longest sequence a learned position code covers
     token_shift: bool = False             # RWKV-style token shift after each pre-norm (FlashLM v5)
     fsp_head: bool = False                # a d x d projection for the future-sentence objective (CPUFlow)
+    mtp_head: bool = False                # a d x d projection into the shared head for the t+2 objective
+    value_head: bool = False              # a d -> 1 head predicting the mean CE of the next tokens (FlashLM)
     n_passes: int = 1                     # depth recurrence: shared blocks run this many times
     unet_skips: bool = False              # skips from the first half of the virtual layers to the second
     logit_softcap: float | None = None
@@ -147,6 +149,8 @@ class MemLM(nn.Module):
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         self.fsp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.fsp_head else None
+        self.mtp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.mtp_head else None
+        self.value = nn.Linear(cfg.d_model, 1) if cfg.value_head else None
         self.aux = {}
 
     def features(self, idx, caches: list | None = None, *, use_cache: bool = False):
@@ -208,18 +212,22 @@ def _sample(logits, temperature, top_k, top_p, generator):
 @torch.no_grad()
 def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, processors: list | tuple = ()) -> torch.Tensor:
     "Append `max_new_tokens` tokens to `idx` `[B, T]`."
     out = idx
+    def pick(logits):
+        for proc in processors:
+            logits = proc(logits, out)
+        return _sample(logits, temperature, top_k, top_p, generator)
     if use_cache:
         logits, caches = model(idx, use_cache=True)
         for _ in range(max_new_tokens):
-            nxt = _sample(logits[:, -1], temperature, top_k, top_p, generator)
+            nxt = pick(logits[:, -1])
             out = torch.cat([out, nxt[:, None]], 1)
             logits, caches = model(nxt[:, None], caches, use_cache=True)
         return out
     for _ in range(max_new_tokens):
-        nxt = _sample(model(out)[:, -1], temperature, top_k, top_p, generator)
+        nxt = pick(model(out)[:, -1])
         out = torch.cat([out, nxt[:, None]], 1)
     return out
 

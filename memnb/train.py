@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .evaluate import evaluate, scored_loss
+from .objectives import objective_losses, word_dropout
 from .model import MemLM, load, save
 
 # %% auto #0
@@ -45,6 +46,10 @@ class TrainConfig:
     eval_every: int = 200
     eval_batches: int = 10
     aux_weights: dict = field(default_factory=dict)
+    objectives: dict = field(default_factory=dict)          # {name from memnb.objectives.OBJECTIVES: weight}
+    objective_options: dict = field(default_factory=dict)   # {name: keyword arguments}
+    word_dropout: float = 0.0
+    dropout_token: int = 0
     out_dir: str | None = None         # checkpoints and the JSONL log; None: keep nothing
     seed: int = 0
     device: str = "cpu"
@@ -136,14 +141,20 @@ def _ddp():
 
 class _Loss(nn.Module):
     "The model and its training loss in one forward, so DDP sees every parameter used."
-    def __init__(self, model, aux_weights):
+    def __init__(self, model, cfg):
         super().__init__()
-        self.model, self.aux_weights = model, aux_weights
+        self.model, self.cfg = model, cfg
 
     def forward(self, x, y):
-        loss, _ = scored_loss(self.model, x, y)
+        cfg = self.cfg
+        if cfg.word_dropout and self.training:
+            x = word_dropout(x, cfg.word_dropout, cfg.dropout_token)
+        if cfg.objectives:
+            loss, _ = objective_losses(self.model, x, y, cfg.objectives, options=cfg.objective_options)
+        else:
+            loss, _ = scored_loss(self.model, x, y)
         aux = getattr(self.model, "aux", {})
-        for name, w in self.aux_weights.items():
+        for name, w in cfg.aux_weights.items():
             if name in aux: loss = loss + w * aux[name]
         return loss
 
@@ -169,7 +180,7 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
     st = _restore(cfg.out_dir, model, opts, gen) or {}
     step, best, bad, elapsed0 = st.get("step", 0), st.get("best_val", math.inf), st.get("bad_steps", 0), st.get("seconds", 0.0)
     history = st.get("history", [])
-    loss_mod = _Loss(torch.compile(model) if cfg.compile else model, cfg.aux_weights)
+    loss_mod = _Loss(torch.compile(model) if cfg.compile else model, cfg)
     if world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
     log = Path(cfg.out_dir) / "log.jsonl" if cfg.out_dir and rank == 0 else None

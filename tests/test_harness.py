@@ -24,6 +24,7 @@ def test_cli_train_eval_generate(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--preset", "flashlm-cortex8", "--data", src, "--tokenizer", "bpe:512", "--n-layers", "1",
                "--seq-len", "64", "--batch-size", "8", "--max-steps", "60", "--eval-every", "30", "--lr", "3e-3",
+               "--objective", "value=0.1", "--objective", "mtp=0.2", "--word-dropout", "0.05",
                "--out", str(out), "--json", str(tmp_path / "train.json")])
     assert rc == 0
     evals = [h for h in json.loads((tmp_path / "train.json").read_text())["history"] if "val_loss" in h]
@@ -35,6 +36,10 @@ def test_cli_train_eval_generate(tmp_path, capsys):
     assert 0 < ev["bpb"] < 10 and ev["loss"] == pytest.approx(evals[-1]["val_loss"], rel=0.3)
     capsys.readouterr()
     assert main(["generate", str(out), "--prompt", "Once upon a time", "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon a time")
+    assert model.value is not None and model.mtp is not None       # the heads the objectives asked for were trained and saved
+    assert main(["generate", str(out), "--prompt", "Once upon a time", "--max-new-tokens", "8", "--value-search", "3",
+                 "--repetition-penalty", "1.3"]) == 0
     assert capsys.readouterr().out.startswith("Once upon a time")
 
 
