@@ -185,6 +185,31 @@ def _cmd_generate(args) -> int:
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
+def _cmd_probe(args) -> int:
+    from memnb.data import load_tokenizer
+    from memnb.probes import probe_report
+    model, tok = _checkpoint(args.checkpoint)
+    if tok is None:
+        raise CLIError("no tokenizer.json beside the checkpoint")
+    text = Path(args.text)
+    if not text.is_file():
+        raise CLIError(f"--text {args.text}: no such file")
+    tokenizer = load_tokenizer(str(tok))
+    ids = tokenizer.encode(text.read_text(errors="replace"))
+    if len(ids) < 2:
+        raise CLIError(f"--text {args.text} holds fewer than two tokens")
+    rep = probe_report(model.eval(), ids, tokenizer, args.out, seq_len=args.seq_len, permutations=args.permutations,
+                       bootstrap=args.permutations)
+    for r in rep["routing"]:
+        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), K_eff {r['k_eff']:.2f}, "
+              f"{r['active_slots']} active slots, per-token entropy {r['token_entropy']:.3f}")
+    if "scope_register_mi" in rep:
+        m = rep["scope_register_mi"]
+        print(f"MI(slot; depth) {m['mi']:.4f} nats ({m['bits']:.4f} bits, {m['ratio']:.1%} of H(depth)), 95% CI "
+              f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]; shuffled {m['baseline_mean']:.4f} (p95 {m['baseline_p95']:.4f}), p = {m['p_value']:.3f}")
+    print(f"figures and probe.json in {args.out}")
+    return _write_json(rep, args.json)
+
 def _cmd_compare(args) -> int:
     from memnb.compare import MECHANISMS, compare, format_table
     names = args.mechanisms.split(",") if args.mechanisms else None
@@ -233,12 +258,18 @@ def _add_lm_commands(sub):
     gen.add_argument("--value-search", type=int, metavar="K", help="value-guided search over the top K tokens (needs a value head)")
     gen.add_argument("--value-beta", type=float, default=1.0, help="weight of the value against log p")
     gen.set_defaults(func=_cmd_generate)
-    for p in (cmp, tr, ev, gen):
+    pr = sub.add_parser("probe", help="routing statistics, decay spectra and scope-register MI of a checkpoint on a text")
+    pr.add_argument("checkpoint"); pr.add_argument("--text", required=True, help="a text file (e.g. held-out Python code)")
+    pr.add_argument("--out", default="memnb-probe", help="folder for probe.json and the figures")
+    pr.add_argument("--permutations", type=int, default=200, help="permutations (and bootstrap draws) for the MI baseline")
+    pr.set_defaults(func=_cmd_probe)
+    for p in (cmp, tr, ev, gen, pr):
         p.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--seq-len", type=int, default=256)
     for p in (tr, ev):
         p.add_argument("--seq-len", type=int, default=256); p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--device", default="cpu")
-    for p in (cmp, tr, ev):
+    for p in (cmp, tr, ev, pr):
         p.add_argument("--json", help="also write the result as JSON here")
 
 # %% ../nbs/90_cli.ipynb #da678c2a

@@ -99,3 +99,26 @@ def test_ddp_two_cpu_processes(tmp_path):
                           str(script)], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("ok 4") == 2
+
+
+def test_cli_probe_on_python_code(tmp_path, capsys):
+    import inspect
+
+    from memnb.data import load_tokenizer
+    torch.manual_seed(0)
+    model = MemLM(MemLMConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=2, d_ff=64, mixer="attention+cdm",
+                              mixer_kwargs={"cdm": {"n_slots": 8}}))
+    ck = tmp_path / "ck"
+    model.save(ck)
+    load_tokenizer("bytes").save(ck / "tokenizer.json")
+    code = tmp_path / "code.py"
+    code.write_text(inspect.getsource(json.decoder))             # real, indented Python
+    out = tmp_path / "probe"
+    assert main(["probe", str(ck), "--text", str(code), "--out", str(out), "--seq-len", "128", "--permutations", "20",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    rep = json.loads((tmp_path / "p.json").read_text())
+    assert len(rep["routing"]) == 2 and {"slot_usage.png", "decay_spectrum.png", "scope_register_mi.png"} <= {p.name for p in out.iterdir()}
+    mi = rep["scope_register_mi"]
+    assert 0 <= mi["baseline_mean"] <= mi["baseline_p95"] and mi["ci_low"] <= mi["ci_high"] and 0 < mi["h_y"] <= 1.1
+    assert "MI(slot; depth)" in capsys.readouterr().out
+    assert main(["probe", str(ck), "--text", str(tmp_path / "missing.py")]) == 2
