@@ -64,22 +64,30 @@ class Attention(nn.Module):
     "Causal GQA attention with RoPE, optional sliding window, q/k RMSNorm and logit soft-cap, with a KV / ring-buffer cache."
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *, head_dim: int | None = None,
                  window: int | None = None, rope_base: float | None = 10_000.0, qk_norm: bool = False,
-                 softcap: float | None = None):
+                 softcap: float | None = None, k_rank: int | None = None, value_vocab: int | None = None):
         super().__init__()
         G = n_kv_heads or n_heads
         if n_heads % G:
             raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
         D = head_dim or d_model // n_heads
         self.n_heads, self.n_kv_heads, self.head_dim, self.window, self.rope_base, self.softcap = n_heads, G, D, window, rope_base, softcap
-        self.q_proj, self.k_proj = nn.Linear(d_model, n_heads * D, bias=False), nn.Linear(d_model, G * D, bias=False)
+        self.q_proj = nn.Linear(d_model, n_heads * D, bias=False)
+        self.k_proj = (nn.Sequential(nn.Linear(d_model, k_rank, bias=False), nn.Linear(k_rank, G * D, bias=False)) if k_rank
+                       else nn.Linear(d_model, G * D, bias=False))
+        self.value_embed = nn.Embedding(value_vocab, G * D) if value_vocab else None
+        self.v_mix = nn.Parameter(torch.full((2,), 0.5)) if value_vocab else None
         self.v_proj, self.o_proj = nn.Linear(d_model, G * D, bias=False), nn.Linear(n_heads * D, d_model, bias=False)
         self.q_norm, self.k_norm = (RMSNorm(D), RMSNorm(D)) if qk_norm else (None, None)
 
-    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False):
+    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor | None = None):
         check_tensor(x, "x", where="Attention", shape=(None, None, self.q_proj.in_features), dims="[B, T, d_model]")
+        if (ids is None) != (self.value_embed is None):
+            raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings (value_vocab)")
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G, D), self.v_proj(x).view(B, T, G, D)
+        if self.value_embed is not None:
+            v = self.v_mix[0] * v + self.v_mix[1] * self.value_embed(ids).view(B, T, G, D).to(v.dtype)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         start = cache.next_pos if cache is not None else 0

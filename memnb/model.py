@@ -48,6 +48,7 @@ class MemLMConfig:
     n_passes: int = 1                     # depth recurrence: shared blocks run this many times
     unet_skips: bool = False              # skips from the first half of the virtual layers to the second
     logit_softcap: float | None = None
+    value_embeds: bool = False            # attention layers mix a per-token value embedding into v (parameter golf)
 
     def mixers(self) -> list[str]:
         names = [self.mixer] * self.n_layers if isinstance(self.mixer, str) else list(self.mixer)
@@ -68,22 +69,28 @@ class _Mixer(nn.Module):
         super().__init__()
         self.kind, self.inner = kind, module
 
-    def forward(self, x, cache=None, use_cache=False):
+    def forward(self, x, cache=None, use_cache=False, ids=None):
         if self.kind == "cdm":
             out = self.inner(x, cache, use_cache=use_cache)
             return out.y, out.cache, out.aux
         if self.kind in ("gated_recurrence", "pgr"):
             y, state = self.inner(x, cache)
             return y, (state if use_cache or cache is not None else None), {}
-        y, cache = self.inner(x, cache, use_cache=use_cache)
+        if getattr(self.inner, "value_embed", None) is not None:
+            y, cache = self.inner(x, cache, use_cache=use_cache, ids=ids)
+        else:
+            y, cache = self.inner(x, cache, use_cache=use_cache)
         return y, cache, {}
+
+def _ve(cfg):
+    return {"value_vocab": cfg.vocab_size} if cfg.value_embeds else {}
 
 def _linear(cfg):
     return BitLinear if cfg.ternary else nn.Linear
 
 MIXERS = {
-    "attention": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **kw),
-    "swa": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **{"window": 64, **kw}),
+    "attention": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **_ve(c), **kw),
+    "swa": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **{"window": 64, **_ve(c), **kw}),
     "deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, **kw),
     "gated_deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, gated=True, **kw),
     "cdm": lambda c, l, kw: CompetitiveDockingMemory(c.d_model, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, **kw),
@@ -119,12 +126,12 @@ class Block(nn.Module):
         new_states.append(st)
         return h
 
-    def forward(self, x, cache=None, use_cache=False):
+    def forward(self, x, cache=None, use_cache=False, ids=None):
         want = use_cache or cache is not None
         mixer_caches, shift_states = cache if cache is not None else (None, None)
         caches, shifts, aux = [], [], {}
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches else None, want)
+            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches else None, want, ids)
             x = x + y
             caches.append(c)
             aux.update(a)
@@ -168,7 +175,7 @@ class MemLM(nn.Module):
         for i, (block, cache) in enumerate(zip(order, layer_caches)):
             if self.skip_weights is not None and i >= len(order) - half:
                 x = x + self.skip_weights[len(order) - 1 - i] * skips.pop()
-            x, cache, a = block(x, cache, use_cache)
+            x, cache, a = block(x, cache, use_cache, idx)
             if self.skip_weights is not None and i < half:
                 skips.append(x)
             new_caches.append(cache)

@@ -16,7 +16,7 @@ __all__ = ['PRESETS', 'Preset', 'build', 'bench_train_step', 'bench_generation']
 @dataclass(frozen=True)
 class Preset:
     config: MemLMConfig
-    params: int           # the published parameter count
+    params: int | None    # the published parameter count (None: the limit is the artifact size instead)
     tolerance: float      # relative
     note: str = ""
 
@@ -50,6 +50,12 @@ PRESETS = {
                      "CDM V5"),
     "gqa-baseline": Preset(MemLMConfig(vocab_size=50_257, d_model=512, n_layers=12, n_heads=8, n_kv_heads=4, d_ff=2048,
                                        mixer="attention"), 72_900_000, 0.01, "the CDM cards' GQA baseline"),
+    "golf-recurrent": Preset(MemLMConfig(vocab_size=1024, d_model=768, n_layers=3, n_passes=3, unet_skips=True, n_heads=8,
+                                         n_kv_heads=2, d_ff=1536, ffn="relu2", mixer="attention", value_embeds=True,
+                                         logit_softcap=30.0, max_len=2048,
+                                         mixer_kwargs={"attention": {"rope_base": 500_000.0, "k_rank": 32}}),
+                              None, 0.0, "parameter golf, depth-recurrent: 3 shared blocks x 3 passes; sequence length 2048; "
+                              "limit: 16,000,000 bytes of int8 + zlib artifact"),
 }
 
 def build(name: str, *, ram_memory: bool = True, **overrides) -> MemLM:
