@@ -212,11 +212,22 @@ def _cmd_probe(args) -> int:
 
 def _cmd_compare(args) -> int:
     from memnb.compare import MECHANISMS, compare, format_table
+    from memnb.presets import PRESETS
     names = args.mechanisms.split(",") if args.mechanisms else None
     bad = [n for n in names or [] if n not in MECHANISMS]
     if bad:
         raise CLIError(f"unknown mechanism(s) {bad}; choose from {', '.join(MECHANISMS)}")
-    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed)
+    presets = args.presets.split(",") if args.presets else None
+    bad = [p for p in presets or [] if p not in PRESETS]
+    if bad:
+        raise CLIError(f"unknown preset(s) {bad}; choose from {', '.join(sorted(PRESETS))}")
+    data = _token_data(args.data, args.tokenizer, Path(args.out), args.seq_len) if args.data else None
+    overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
+    if presets and data is not None:
+        overrides["max_len"] = max(args.seq_len, 256)
+    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed, data=data,
+                   presets=presets, preset_overrides=overrides, lr=args.lr,
+                   **({"n_layers": args.n_layers} if args.n_layers and not presets else {}))
     print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
     return _write_json({"rows": rows, "machine": machine_info()}, args.json)
 
@@ -228,6 +239,13 @@ def _add_lm_commands(sub):
     cmp.add_argument("--mechanisms", help="comma-separated subset, e.g. 'attention,delta rule'")
     cmp.add_argument("--task", default="mqar", choices=["mqar", "selective_copying", "induction_heads"])
     cmp.add_argument("--out", default="memnb-compare", help="folder for compare.json and compare.png")
+    cmp.add_argument("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name): val CE and bits per byte")
+    cmp.add_argument("--tokenizer", default="bpe:4096", help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
+    cmp.add_argument("--seq-len", type=int, default=256, help="with --data: training sequence length")
+    cmp.add_argument("--presets", help="comma-separated presets to compare instead of the mechanisms (e.g. flashlm-nova,flashlm-cortex8)")
+    cmp.add_argument("--n-layers", type=int, help="depth of every model (presets: an override for a smaller version)")
+    cmp.add_argument("--d-model", type=int, help="presets: a width override")
+    cmp.add_argument("--lr", type=float, help="learning rate (default 1e-2 on tasks, 3e-3 on text)")
     cmp.set_defaults(func=_cmd_compare)
     tr = sub.add_parser("train", help="train a preset on a corpus or a synthetic task")
     tr.add_argument("--preset", required=True)

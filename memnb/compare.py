@@ -35,46 +35,58 @@ def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: 
         raise ValueError(f"mechanism_model: unknown mechanism {name!r}; choose from {list(MECHANISMS)}")
     mixer, kw = MECHANISMS[name]
     return MemLM(MemLMConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=2 * d_model,
-                             mixer=mixer, mixer_kwargs=kw))
+                             mixer=mixer, mixer_kwargs=kw, token_shift=True))
 
 # %% ../nbs/34_compare.ipynb #6ee89e80
+def _models(mechanisms, presets, vocab_size, d_model, n_layers, preset_overrides):
+    "{name: a function building the model}: the presets if given, else the mechanisms' equal-size models."
+    if presets:
+        from memnb.presets import build
+        return {p: (lambda p=p: build(p, vocab_size=vocab_size, **preset_overrides)) for p in presets}
+    return {n: (lambda n=n: mechanism_model(n, vocab_size, d_model=d_model, n_layers=n_layers)) for n in mechanisms or MECHANISMS}
+
 def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes: float = 15.0, quick: bool = False,
-            data=None, d_model: int = 64, n_layers: int = 2, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
-            out_dir=None, progress: bool = True, **task_kw) -> list[dict]:
-    "Train one equal-size model per mechanism for `minutes / len(mechanisms)` each; rows of params, accuracy, loss, tokens/s."
-    names = list(mechanisms or MECHANISMS)
+            data=None, presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,
+            n_layers: int = 2, batch_size: int = 32, lr: float | None = None, seed: int = 0, out_dir=None,
+            progress: bool = True, **task_kw) -> list[dict]:
+    "Train one model per mechanism (or preset) for `minutes / count` each; rows of params, accuracy, loss, bpb, tokens/s."
+    lr = lr or (1e-2 if data is None else 3e-3)
     if quick:
         task_kw = {"seq_len": 64, "n_kv": 4, "vocab_size": 512, **task_kw}
         minutes = min(minutes, 1.5)
     elif task == "mqar":
         task_kw = {"seq_len": 256, "n_kv": 16, "vocab_size": 8192, **task_kw}
     data = data or TaskData.make(task, 20_000 if not quick else 4_000, 500, seed=seed, **task_kw)
+    builders = _models(mechanisms, presets, data.vocab_size, d_model, n_layers, preset_overrides or {})
     rows = []
-    for name in names:
+    for name, make in builders.items():
         torch.manual_seed(seed)
-        model = mechanism_model(name, data.vocab_size, d_model=d_model, n_layers=n_layers)
-        cfg = TrainConfig(batch_size=batch_size, lr=lr, max_steps=10**9, minutes=minutes / len(names), warmup_steps=20,
+        model = make()
+        cfg = TrainConfig(batch_size=batch_size, lr=lr, max_steps=10**9, minutes=minutes / len(builders), warmup_steps=20,
                           weight_decay=0.0, eval_every=10**9, eval_batches=16, seed=seed, progress=progress)
         res = train(model, data, cfg)
         if not res.history:
             raise RuntimeError(f"compare: {name} finished no training step in {cfg.minutes:.2f} minutes; raise `minutes`")
         last = res.history[-1]
         rows.append({"mechanism": name, "params": model.num_params(), "accuracy": last["val_accuracy"], "loss": last["val_loss"],
+                     "bpb": last.get("val_bpb"),
                      "tokens_per_s": res.tokens_per_s, "steps": res.step, "seconds": res.seconds})
         if progress:
             print(format_table(rows[-1:], header=len(rows) == 1))
     if out_dir:
         out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-        setting = {"task": task, **task_kw, "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "quick": quick}
+        setting = {"task": task if presets is None else "presets", "lr": lr, **task_kw, "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "quick": quick}
         (out / "compare.json").write_text(json.dumps({"setting": setting, "rows": rows}, indent=1))
         plot_compare(rows, out / "compare.png", title=f"{task} {task_kw}")
     return rows
 
 def format_table(rows: list[dict], header: bool = True) -> str:
     "The rows as an aligned text table."
-    lines = [f"{'mechanism':<22}{'params':>10}{'accuracy':>10}{'val loss':>10}{'tokens/s':>11}{'steps':>7}"] if header else []
-    lines += [f"{r['mechanism']:<22}{r['params']:>10,}{r['accuracy']:>10.3f}{r['loss']:>10.3f}{r['tokens_per_s']:>11,.0f}{r['steps']:>7}"
-              for r in rows]
+    bpb = any(r.get("bpb") is not None for r in rows)
+    lines = [f"{'mechanism':<22}{'params':>11}{'accuracy':>10}{'val loss':>10}" + (f"{'bpb':>8}" if bpb else "")
+             + f"{'tokens/s':>11}{'steps':>7}"] if header else []
+    lines += [f"{r['mechanism']:<22}{r['params']:>11,}{r['accuracy']:>10.3f}{r['loss']:>10.3f}" + (f"{r['bpb'] or 0:>8.3f}" if bpb else "")
+              + f"{r['tokens_per_s']:>11,.0f}{r['steps']:>7}" for r in rows]
     return "\n".join(lines)
 
 def plot_compare(rows: list[dict], path, title: str = ""):

@@ -192,6 +192,10 @@ class TokenData:
     def __init__(self, cache_dir, seq_len: int = 256):
         self.dir, self.seq_len = Path(cache_dir), seq_len
         self.meta = json.loads((self.dir / "meta.json").read_text())
+        for s in ("train", "val"):
+            if (self.dir / f"{s}.bin").stat().st_size == 0:
+                raise ValueError(f"TokenData: the {s} split of {self.dir} is empty; the split is by document, so give a source with "
+                                 f"more documents (or a larger val_fraction)")
         self.tokens = {s: np.memmap(self.dir / f"{s}.bin", dtype=self.meta["dtype"], mode="r") for s in ("train", "val")}
         for s, t in self.tokens.items():
             if len(t) <= seq_len + 1:

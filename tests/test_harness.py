@@ -122,3 +122,15 @@ def test_cli_probe_on_python_code(tmp_path, capsys):
     assert 0 <= mi["baseline_mean"] <= mi["baseline_p95"] and mi["ci_low"] <= mi["ci_high"] and 0 < mi["h_y"] <= 1.1
     assert "MI(slot; depth)" in capsys.readouterr().out
     assert main(["probe", str(ck), "--text", str(tmp_path / "missing.py")]) == 2
+
+
+@needs_data
+def test_cli_compare_presets_on_text(tmp_path):
+    src = str(Path(DATA) / "tinystories" / "valid-v1.txt")
+    out = tmp_path / "cmp"
+    assert main(["compare", "--presets", "flashlm-nova,cpuflow-v97", "--data", src, "--tokenizer", "bytes", "--seq-len", "64",
+                 "--n-layers", "1", "--d-model", "64", "--minutes", "0.3", "--out", str(out), "--json", str(tmp_path / "c.json")]) == 0
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert [r["mechanism"] for r in rows] == ["flashlm-nova", "cpuflow-v97"]
+    assert all(0 < r["bpb"] < 8.5 and r["steps"] > 0 for r in rows), rows      # bytes: a blind model is at 8 bits per byte
+    assert (out / "compare.png").exists()
