@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from .model import generate
 
 # %% auto #0
-__all__ = ['causality', 'decode_consistency', 'next_token_loss', 'loss_alignment']
+__all__ = ['causality', 'decode_consistency', 'next_token_loss', 'loss_alignment', 'AntiCausalDecayLM', 'PooledGroupNormLM',
+           'StaleStateLM']
 
 # %% ../nbs/12_checks.ipynb #b22300b7
 @torch.no_grad()
@@ -67,3 +68,44 @@ def loss_alignment(loss_fn, model: nn.Module, seq_len: int = 16, *, vocab_size: 
             else:
                 leak = max(leak, change)
     return {"target_is_next_token": sees_target, "future_leak": leak}
+
+# %% ../nbs/12_checks.ipynb #6c85156f
+class AntiCausalDecayLM(nn.Module):
+    "Deliberately faulty: a decayed linear-attention LM whose decay mask keeps the upper triangle (s >= t); `fixed`: the lower."
+    def __init__(self, V=50, d=16, fixed: bool = False):
+        super().__init__(); self.emb, self.qkv, self.head = nn.Embedding(V, d), nn.Linear(d, 3 * d), nn.Linear(d, V)
+        self.fixed = fixed
+    def forward(self, idx):
+        q, k, v = self.qkv(self.emb(idx)).chunk(3, -1)
+        T = idx.shape[1]; t = torch.arange(T)
+        decay = 0.9 ** (t[None, :] - t[:, None]).abs().float()
+        decay = decay.tril() if self.fixed else decay.triu()                     # the bug: triu, not tril
+        return self.head((q @ k.transpose(-1, -2) * decay) @ v)
+
+class PooledGroupNormLM(nn.Module):
+    "Deliberately faulty: GroupNorm statistics pooled over the whole sequence; `fixed`: the same groups per position."
+    def __init__(self, V=50, d=16, fixed: bool = False):
+        super().__init__(); self.emb, self.norm, self.head = nn.Embedding(V, d), nn.GroupNorm(4, d), nn.Linear(d, V)
+        self.fixed = fixed
+    def forward(self, idx):
+        h = self.emb(idx).cumsum(1) / torch.arange(1, idx.shape[1] + 1, device=idx.device)[:, None]
+        if self.fixed:
+            return self.head(self.norm(h.flatten(0, 1)).view_as(h))
+        return self.head(self.norm(h.transpose(1, 2)).transpose(1, 2))          # the bug: stats over (T, d/4)
+
+class StaleStateLM(nn.Module):
+    "Deliberately faulty: cached decoding hands back the state from *before* the last token's update; `fixed`: after."
+    def __init__(self, V=50, d=16, fixed: bool = False):
+        super().__init__(); self.emb, self.head = nn.Embedding(V, d), nn.Linear(d, V)
+        self.fixed = fixed
+    def forward(self, idx, cache=None, use_cache=False):
+        x, h, hs = self.emb(idx), cache, []
+        prev = h
+        for t in range(idx.shape[1]):
+            prev = h
+            h = x[:, t] if h is None else 0.7 * h + 0.3 * x[:, t]
+            hs.append(h)
+        logits = self.head(torch.stack(hs, 1))
+        state = h if self.fixed or prev is None else prev                        # the bug: prev, not h
+        return (logits, state) if use_cache else logits
+

@@ -16,7 +16,7 @@ from .tasks import TaskData
 from .train import TrainConfig, train
 
 # %% auto #0
-__all__ = ['MECHANISMS', 'mechanism_model', 'compare', 'format_table', 'plot_compare']
+__all__ = ['MECHANISMS', 'DEFAULT_MECHANISMS', 'mechanism_model', 'compare', 'format_table', 'plot_compare']
 
 # %% ../nbs/34_compare.ipynb #a9da7c37
 MECHANISMS = {
@@ -27,7 +27,9 @@ MECHANISMS = {
     "cdm": ("cdm", {"cdm": {"n_slots": 16, "readout": "gate"}}),
     "cumulative-sum scan": ("cumscan", {"cumscan": {"d_scan": 64}}),
     "ram-net": ("ramscan", {"ramscan": {"d_scan": 64, "d_mem": 32, "n_groups": 2, "group_size": 16, "topk": 8}}),
+    "hebbian": ("hebbian", {}),     # linear attention: the delta rule without its correction (not in the default table)
 }
+DEFAULT_MECHANISMS = [n for n in MECHANISMS if n != "hebbian"]
 
 def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 2) -> MemLM:
     "The comparison's model for mechanism `name`: same width, depth and FFN; only the mixer differs."
@@ -43,7 +45,7 @@ def _models(mechanisms, presets, vocab_size, d_model, n_layers, preset_overrides
     if presets:
         from memnb.presets import build
         return {p: (lambda p=p: build(p, vocab_size=vocab_size, **preset_overrides)) for p in presets}
-    return {n: (lambda n=n: mechanism_model(n, vocab_size, d_model=d_model, n_layers=n_layers)) for n in mechanisms or MECHANISMS}
+    return {n: (lambda n=n: mechanism_model(n, vocab_size, d_model=d_model, n_layers=n_layers)) for n in mechanisms or DEFAULT_MECHANISMS}
 
 def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes: float = 15.0, quick: bool = False,
             data=None, presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,

@@ -18,7 +18,7 @@ from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
 __all__ = ['SHORT_SEQUENCE', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache', 'DeltaNet',
-           'bench_delta_rule']
+           'hebbian_step', 'hebbian_rule', 'bench_delta_rule']
 
 # %% ../nbs/02_delta_rule.ipynb #680b6458
 def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
@@ -399,8 +399,12 @@ class DeltaNet(nn.Module):
                  qk_norm: str | None = "l2",
                  v_head_dim: int | None = None,
                  norm_eps: float = 1e-6,
-                 impl: str = "auto", chunk_size: int = 64):
+                 impl: str = "auto", chunk_size: int = 64,
+                 rule: str = "delta"):   # "delta", or "hebbian" (linear attention: no correction)
         super().__init__()
+        if rule not in ("delta", "hebbian"):
+            raise ValueError(f"DeltaNet: rule must be 'delta' or 'hebbian', got {rule!r}")
+        self.rule = rule
         if qk_norm not in ("l2", None):
             raise ValueError(f"DeltaNet: qk_norm must be 'l2' or None, got {qk_norm!r}")
         H, K, V = n_heads, head_dim, v_head_dim or head_dim
@@ -441,8 +445,12 @@ class DeltaNet(nn.Module):
         beta = torch.sigmoid(self.b_proj(x))
         g = self.decay(x).to(q.dtype) if self.gated else None
         want_cache = use_cache or cache is not None
-        o, S = delta_rule(q, k, v, beta, g, initial_state=None if cache is None else cache.state,
-                          output_final_state=want_cache, impl=self.impl, chunk_size=self.chunk_size)
+        S0 = None if cache is None else cache.state
+        if self.rule == "hebbian":
+            o, S = hebbian_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache)
+        else:
+            o, S = delta_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache, impl=self.impl,
+                              chunk_size=self.chunk_size)
         o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, V))
         y = self.o_proj(o.reshape(B, T, H * V))
         return y, (DeltaNetCache(S, conv_states) if want_cache else None)
@@ -451,6 +459,37 @@ class DeltaNet(nn.Module):
         "One token `[B, d_model]` -> (y_t `[B, d_model]`, cache)."
         y, cache = self(x_t[:, None], cache, use_cache=True)
         return y[:, 0], cache
+
+# %% ../nbs/02_delta_rule.ipynb #a554674a
+def hebbian_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
+    "One token of the Hebbian (linear-attention) memory; shapes as `delta_rule_step`."
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if state is None:
+        state = q.new_zeros(*k.shape, v.shape[-1])
+    elif g is not None:
+        state = state * g.exp()[..., None, None]
+    state = state + beta[..., None, None] * k[..., :, None] * v[..., None, :]
+    return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
+
+def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_state=None, output_final_state: bool = False):
+    "Linear attention with write strengths (and log-decays `g`), in its parallel form; returns (o `[B, T, H, V]`, state)."
+    _check_delta_inputs(q, k, v, beta, g, initial_state, where="hebbian_rule")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    T = q.shape[1]
+    G = torch.zeros_like(beta) if g is None else g.cumsum(1)                       # [B, T, H]
+    diff = (G[:, :, None] - G[:, None, :]).permute(0, 3, 1, 2)                     # [B, H, t, s]
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    A = torch.einsum("bthk,bshk->bhts", q, k) * diff.masked_fill(~causal, -math.inf).exp() * beta.permute(0, 2, 1)[:, :, None]
+    o = torch.einsum("bhts,bshv->bthv", A, v)
+    if initial_state is not None:
+        o = o + G.exp()[..., None] * torch.einsum("bthk,bhkv->bthv", q, initial_state)
+    S = None
+    if output_final_state:
+        w = (G[:, -1:] - G).exp() * beta                                             # [B, T, H]
+        S = torch.einsum("bth,bthk,bthv->bhkv", w, k, v)
+        if initial_state is not None:
+            S = S + G[:, -1].exp()[..., None, None] * initial_state
+    return scale * o, S
 
 # %% ../nbs/02_delta_rule.ipynb #ea952893
 def _fla_candidates(gated: bool, device) -> dict:

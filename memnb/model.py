@@ -93,6 +93,7 @@ MIXERS = {
     "swa": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **{"window": 64, **_ve(c), **kw}),
     "deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, **kw),
     "gated_deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, gated=True, **kw),
+    "hebbian": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, rule="hebbian", **kw),
     "cdm": lambda c, l, kw: CompetitiveDockingMemory(c.d_model, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, **kw),
     "gated_recurrence": lambda c, l, kw: GatedRecurrence(c.d_model, linear=_linear(c), **kw),
     "pgr": lambda c, l, kw: ParallelGatedRecurrence(c.d_model, c.n_heads, l, c.n_layers, linear=_linear(c), **kw),

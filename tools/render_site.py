@@ -41,11 +41,11 @@ def main() -> int:
     exporter = HTMLExporter(mathjax_url="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
     nav = sidebar_html()
     pages = []
-    for nb_path in sorted(PROC.glob("*.ipynb")):
+    for nb_path in sorted(PROC.rglob("*.ipynb")):  # tutorials/ pages land beside the rest
         nb = nbformat.read(nb_path, as_version=4)
         for cell in nb.cells:  # links between notebooks point at their pages
             if cell.cell_type == "markdown":
-                cell.source = re.sub(r"\((?:\./)?(\d+_)?([\w-]+)\.ipynb", r"(\2.html", cell.source)
+                cell.source = re.sub(r"\((?:\.\.?/)*(?:tutorials/)?(\d+_)?([\w-]+)\.ipynb", r"(\2.html", cell.source)
         body, _ = exporter.from_notebook_node(nb)
         body = body.replace("</body>", nav + "</body>", 1)
         (SITE / page_name(nb_path)).write_text(body)
