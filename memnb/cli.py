@@ -137,11 +137,16 @@ def _cmd_train(args) -> int:
                       eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed, device=args.device,
                       aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {},
                       objectives=objectives, word_dropout=args.word_dropout)
+    from memnb.evaluate import evaluate
+    from memnb.train import checkpoint_dir
+    before = None if checkpoint_dir(out, "last") else evaluate(model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches,
+                                                            seed=cfg.seed + 1, device=cfg.device)["loss"]   # train's own batches
     res = train(model, data, cfg)
     evals = [h for h in res.history if "val_loss" in h]
+    start = f"{before:.3f} before training" if before is not None else f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']})"
     print(f"{res.step} steps in {res.seconds / 60:.1f} min, {res.tokens_per_s:,.0f} tokens/s; validation loss "
-          f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']}) -> {evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); best in {out}")
-    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val}, args.json)
+          f"{start} -> {evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); best in {out}")
+    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val, "val_loss_before": before}, args.json)
 
 def _checkpoint(path: str):
     from memnb.model import load

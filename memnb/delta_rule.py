@@ -41,13 +41,17 @@ def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
             raise ValueError(f"{where}: `initial_state` must be on {q.device}, got {initial_state.device}")
 
 # %% ../nbs/02_delta_rule.ipynb #1236eff6
-def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
-    "One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H, V]`, new state)."
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+def _step_start(q, k, v, g, state, scale):
+    "The output scale and the previous state, decayed by exp(g) (zeros if there is none yet)."
     if state is None:
         state = q.new_zeros(*k.shape, v.shape[-1])
     elif g is not None:
         state = state * g.exp()[..., None, None]
+    return (q.shape[-1] ** -0.5 if scale is None else scale), state
+
+def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
+    "One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H, V]`, new state)."
+    scale, state = _step_start(q, k, v, g, state, scale)
     delta = beta[..., None] * (v - torch.einsum("bhkv,bhk->bhv", state, k))
     state = state + k[..., :, None] * delta[..., None, :]
     return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
@@ -463,11 +467,7 @@ class DeltaNet(nn.Module):
 # %% ../nbs/02_delta_rule.ipynb #a554674a
 def hebbian_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
     "One token of the Hebbian (linear-attention) memory; shapes as `delta_rule_step`."
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if state is None:
-        state = q.new_zeros(*k.shape, v.shape[-1])
-    elif g is not None:
-        state = state * g.exp()[..., None, None]
+    scale, state = _step_start(q, k, v, g, state, scale)
     state = state + beta[..., None, None] * k[..., :, None] * v[..., None, :]
     return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
 

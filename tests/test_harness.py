@@ -27,8 +27,10 @@ def test_cli_train_eval_generate(tmp_path, capsys):
                "--objective", "value=0.1", "--objective", "mtp=0.2", "--word-dropout", "0.05",
                "--out", str(out), "--json", str(tmp_path / "train.json")])
     assert rc == 0
-    evals = [h for h in json.loads((tmp_path / "train.json").read_text())["history"] if "val_loss" in h]
+    res = json.loads((tmp_path / "train.json").read_text())
+    evals = [h for h in res["history"] if "val_loss" in h]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.3, evals     # visibly learning
+    assert res["val_loss_before"] > evals[0]["val_loss"]                  # measured on the same batches before step 1
     model = load_checkpoint(out, "best")
     assert isinstance(model, MemLM) and model.config.vocab_size == 512
     assert main(["eval", str(out), "--data", src, "--seq-len", "64", "--batches", "2", "--json", str(tmp_path / "e.json")]) == 0
