@@ -17,8 +17,8 @@ from .core import check_tensor, resolve_impl, triton_available, median_times, pe
 from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
-__all__ = ['SHORT_SEQUENCE', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache', 'DeltaNet',
-           'hebbian_step', 'hebbian_rule', 'bench_delta_rule']
+__all__ = ['SHORT_SEQUENCE', 'HEBBIAN_IMPLS', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache',
+           'DeltaNet', 'hebbian_step', 'hebbian_rule', 'bench_delta_rule']
 
 # %% ../nbs/02_delta_rule.ipynb #680b6458
 def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
@@ -56,13 +56,17 @@ def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = Non
     state = state + k[..., :, None] * delta[..., None, :]
     return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
 
-def delta_rule_recurrent(q, k, v, beta, g=None, scale=None, initial_state=None):
-    "Reference: loop `delta_rule_step` over dim 1. Returns (o `[B, T, H, V]`, final state `[B, H, K, V]`)."
+def _recurrent(step, q, k, v, beta, g, scale, initial_state):
+    "Loop a one-token `step` over dim 1: (o `[B, T, H, V]`, final state)."
     state, out = initial_state, []
     for t in range(q.shape[1]):
-        o, state = delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t], state, scale)
+        o, state = step(q[:, t], k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t], state, scale)
         out.append(o)
     return torch.stack(out, 1), state
+
+def delta_rule_recurrent(q, k, v, beta, g=None, scale=None, initial_state=None):
+    "Reference: loop `delta_rule_step` over dim 1. Returns (o `[B, T, H, V]`, final state `[B, H, K, V]`)."
+    return _recurrent(delta_rule_step, q, k, v, beta, g, scale, initial_state)
 
 # %% ../nbs/02_delta_rule.ipynb #bde0765f
 def _chunked(x, C: int, dtype):
@@ -451,7 +455,8 @@ class DeltaNet(nn.Module):
         want_cache = use_cache or cache is not None
         S0 = None if cache is None else cache.state
         if self.rule == "hebbian":
-            o, S = hebbian_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache)
+            o, S = hebbian_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache, impl=self.impl,
+                                chunk_size=self.chunk_size)
         else:
             o, S = delta_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache, impl=self.impl,
                               chunk_size=self.chunk_size)
@@ -471,25 +476,44 @@ def hebbian_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
     state = state + beta[..., None, None] * k[..., :, None] * v[..., None, :]
     return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
 
-def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_state=None, output_final_state: bool = False):
-    "Linear attention with write strengths (and log-decays `g`), in its parallel form; returns (o `[B, T, H, V]`, state)."
-    _check_delta_inputs(q, k, v, beta, g, initial_state, where="hebbian_rule")
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+def _hebbian_block(q, k, v, beta, g, S):
+    "A block of tokens at once from state S (None: empty): unscaled outputs and the state after the block."
     T = q.shape[1]
-    G = torch.zeros_like(beta) if g is None else g.cumsum(1)                       # [B, T, H]
+    G = torch.zeros_like(beta) if g is None else g.cumsum(1)                       # [B, T, H], log-decay since the block start
     diff = (G[:, :, None] - G[:, None, :]).permute(0, 3, 1, 2)                     # [B, H, t, s]
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     A = torch.einsum("bthk,bshk->bhts", q, k) * diff.masked_fill(~causal, -math.inf).exp() * beta.permute(0, 2, 1)[:, :, None]
     o = torch.einsum("bhts,bshv->bthv", A, v)
-    if initial_state is not None:
-        o = o + G.exp()[..., None] * torch.einsum("bthk,bhkv->bthv", q, initial_state)
-    S = None
-    if output_final_state:
-        w = (G[:, -1:] - G).exp() * beta                                             # [B, T, H]
-        S = torch.einsum("bth,bthk,bthv->bhkv", w, k, v)
-        if initial_state is not None:
-            S = S + G[:, -1].exp()[..., None, None] * initial_state
-    return scale * o, S
+    S_new = torch.einsum("bth,bthk,bthv->bhkv", (G[:, -1:] - G).exp() * beta, k, v)
+    if S is not None:
+        o = o + G.exp()[..., None] * torch.einsum("bthk,bhkv->bthv", q, S)
+        S_new = S_new + G[:, -1].exp()[..., None, None] * S
+    return o, S_new
+
+HEBBIAN_IMPLS = ("recurrent", "chunk")   # a baseline: no Triton kernel
+
+def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_state=None, output_final_state: bool = False,
+                 impl: str = "auto", chunk_size: int = 64):
+    "Linear attention with write strengths (and log-decays `g`): (o `[B, T, H, V]`, final state if asked)."
+    _check_delta_inputs(q, k, v, beta, g, initial_state, where="hebbian_rule")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"hebbian_rule: chunk_size must be a positive int, got {chunk_size!r}")
+    impl = resolve_impl(impl, q.device, name="hebbian_rule", choices=HEBBIAN_IMPLS)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out_dtype, acc = q.dtype, torch.promote_types(q.dtype, torch.float32)   # accumulate in at least fp32
+    q, k, v, beta = q.to(acc), k.to(acc), v.to(acc), beta.to(acc)
+    g = None if g is None else g.to(acc)
+    S = None if initial_state is None else initial_state.to(acc)
+    if impl == "recurrent":
+        o, S = _recurrent(hebbian_step, q, k, v, beta, g, scale, S)
+    else:
+        outs = []
+        for s in range(0, q.shape[1], chunk_size):
+            c = slice(s, s + chunk_size)
+            o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None else g[:, c], S)
+            outs.append(o_c)
+        o = scale * torch.cat(outs, 1)
+    return o.to(out_dtype), (S.to(out_dtype) if output_final_state else None)
 
 # %% ../nbs/02_delta_rule.ipynb #ea952893
 def _fla_candidates(gated: bool, device) -> dict:

@@ -148,10 +148,11 @@ def test_bad_input_raises_clear_errors(bad, match):
         bad(q, k, v, beta, g)
 
 
-@pytest.mark.parametrize("gated,short_conv", [(False, 4), (True, 4), (True, 0)])
-def test_layer_parallel_equals_step_and_is_causal(gated, short_conv):
+@pytest.mark.parametrize("gated,short_conv,rule", [(False, 4, "delta"), (True, 4, "delta"), (True, 0, "delta"),
+                                                   (False, 4, "hebbian"), (True, 4, "hebbian")])
+def test_layer_parallel_equals_step_and_is_causal(gated, short_conv, rule):
     torch.manual_seed(0)
-    layer = DeltaNet(24, 3, 8, gated=gated, short_conv=short_conv).double()
+    layer = DeltaNet(24, 3, 8, gated=gated, short_conv=short_conv, rule=rule, chunk_size=16).double()
     x = torch.randn(2, 80, 24, dtype=torch.float64)
     with torch.no_grad():
         y, _ = layer(x)
