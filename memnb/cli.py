@@ -129,9 +129,7 @@ def _cmd_train(args) -> int:
     objectives = _objectives(args.objective)
     overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {}),
                  **{f"{name}_head": True for name in ("mtp", "fsp", "value") if name in objectives}}
-    if PRESETS[args.preset].config.pos == "cumstep":
-        overrides["max_len"] = max(PRESETS[args.preset].config.max_len, getattr(data, "seq_len", 0))
-    model = build(args.preset, **overrides)
+    model = build(args.preset, seq_len=getattr(data, "seq_len", None), **overrides)
     print(f"{args.preset}: {model.num_params():,} parameters, vocabulary {data.vocab_size}")
     cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
                       eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed, device=args.device,
@@ -228,11 +226,8 @@ def _cmd_compare(args) -> int:
         raise CLIError(f"unknown preset(s) {bad}; choose from {', '.join(sorted(PRESETS))}")
     data = _token_data(args.data, args.tokenizer, Path(args.out), args.seq_len) if args.data else None
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
-    if presets and data is not None:
-        overrides["max_len"] = max(args.seq_len, 256)
     rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed, data=data,
-                   presets=presets, preset_overrides=overrides, lr=args.lr,
-                   **({"n_layers": args.n_layers} if args.n_layers and not presets else {}))
+                   presets=presets, preset_overrides=overrides, lr=args.lr, n_layers=args.n_layers or 2)
     print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
     return _write_json({"rows": rows, "machine": machine_info()}, args.json)
 

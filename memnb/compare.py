@@ -40,12 +40,13 @@ def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: 
                              mixer=mixer, mixer_kwargs=kw, token_shift=True))
 
 # %% ../nbs/34_compare.ipynb #6ee89e80
-def _models(mechanisms, presets, vocab_size, d_model, n_layers, preset_overrides):
+def _models(mechanisms, presets, data, d_model, n_layers, preset_overrides):
     "{name: a function building the model}: the presets if given, else the mechanisms' equal-size models."
     if presets:
         from memnb.presets import build
-        return {p: (lambda p=p: build(p, vocab_size=vocab_size, **preset_overrides)) for p in presets}
-    return {n: (lambda n=n: mechanism_model(n, vocab_size, d_model=d_model, n_layers=n_layers)) for n in mechanisms or DEFAULT_MECHANISMS}
+        return {p: (lambda p=p: build(p, vocab_size=data.vocab_size, seq_len=getattr(data, "seq_len", None), **preset_overrides))
+                for p in presets}
+    return {n: (lambda n=n: mechanism_model(n, data.vocab_size, d_model=d_model, n_layers=n_layers)) for n in mechanisms or DEFAULT_MECHANISMS}
 
 def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes: float = 15.0, quick: bool = False,
             data=None, presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,
@@ -59,7 +60,7 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes:
     elif task == "mqar":
         task_kw = {"seq_len": 256, "n_kv": 16, "vocab_size": 8192, **task_kw}
     data = data or TaskData.make(task, 20_000 if not quick else 4_000, 500, seed=seed, **task_kw)
-    builders = _models(mechanisms, presets, data.vocab_size, d_model, n_layers, preset_overrides or {})
+    builders = _models(mechanisms, presets, data, d_model, n_layers, preset_overrides or {})
     rows = []
     for name, make in builders.items():
         torch.manual_seed(seed)

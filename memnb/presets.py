@@ -58,8 +58,9 @@ PRESETS = {
                               "limit: 16,000,000 bytes of int8 + zlib artifact"),
 }
 
-def build(name: str, *, ram_memory: bool = True, **overrides) -> MemLM:
-    "The preset's model, with any `MemLMConfig` fields overridden; `ram_memory=False` drops RAM-Net side paths."
+def build(name: str, *, ram_memory: bool = True, seq_len: int | None = None, **overrides) -> MemLM:
+    """The preset's model, with `MemLMConfig` fields overridden; `ram_memory=False` drops RAM-Net side paths; `seq_len`
+    (the longest sequence it will see) stretches a learned position code to cover it."""
     if name not in PRESETS:
         raise ValueError(f"build: unknown preset {name!r}; choose from {sorted(PRESETS)}")
     config = PRESETS[name].config
@@ -70,6 +71,8 @@ def build(name: str, *, ram_memory: bool = True, **overrides) -> MemLM:
     bad = [k for k in overrides if k not in MemLMConfig.__dataclass_fields__]
     if bad:
         raise ValueError(f"build: {bad} are not MemLMConfig fields ({sorted(MemLMConfig.__dataclass_fields__)})")
+    if seq_len and config.pos is not None and "max_len" not in overrides:
+        overrides["max_len"] = max(config.max_len, seq_len)
     return MemLM(replace(config, **overrides))
 
 # %% ../nbs/11_presets.ipynb #d051c35d

@@ -64,6 +64,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be one of {ok}, got {val!r}")
         if self.max_steps < 1 or self.grad_accum < 1 or self.batch_size < 1:
             raise ValueError("TrainConfig: max_steps, grad_accum and batch_size must be >= 1")
+        if set(self.objectives) & set(self.aux_weights):
+            raise ValueError(f"TrainConfig: {sorted(set(self.objectives) & set(self.aux_weights))} in both objectives and "
+                             f"aux_weights would be counted twice; name each loss once")
+        if not 0 <= self.word_dropout < 1:
+            raise ValueError(f"TrainConfig: word_dropout must be in [0, 1), got {self.word_dropout}")
 
 # %% ../nbs/30_train.ipynb #3d3fd393
 def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
