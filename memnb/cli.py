@@ -227,7 +227,8 @@ def _cmd_compare(args) -> int:
     data = _token_data(args.data, args.tokenizer, Path(args.out), args.seq_len) if args.data else None
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
     rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed, data=data,
-                   presets=presets, preset_overrides=overrides, lr=args.lr, n_layers=args.n_layers or 2)
+                   presets=presets, preset_overrides=overrides, lr=args.lr, n_layers=args.n_layers or 2,
+                   curriculum=not args.no_curriculum)
     print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
     return _write_json({"rows": rows, "machine": machine_info()}, args.json)
 
@@ -246,6 +247,7 @@ def _add_lm_commands(sub):
     cmp.add_argument("--n-layers", type=int, help="depth of every model (presets: an override for a smaller version)")
     cmp.add_argument("--d-model", type=int, help="presets: a width override")
     cmp.add_argument("--lr", type=float, help="learning rate (default 1e-2 on tasks, 3e-3 on text)")
+    cmp.add_argument("--no-curriculum", action="store_true", help="MQAR: train on the final length only, not short sequences first")
     cmp.set_defaults(func=_cmd_compare)
     tr = sub.add_parser("train", help="train a preset on a corpus or a synthetic task")
     tr.add_argument("--preset", required=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .model import MemLM, MemLMConfig
-from .tasks import TaskData
+from .tasks import Curriculum, TaskData
 from .train import TrainConfig, train
 
 # %% auto #0
@@ -51,7 +51,7 @@ def _models(mechanisms, presets, data, d_model, n_layers, preset_overrides):
 def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes: float = 15.0, quick: bool = False,
             data=None, presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,
             n_layers: int = 2, batch_size: int = 32, lr: float | None = None, seed: int = 0, out_dir=None,
-            progress: bool = True, **task_kw) -> list[dict]:
+            progress: bool = True, curriculum: bool = True, **task_kw) -> list[dict]:
     "Train one model per mechanism (or preset) for `minutes / count` each; rows of params, accuracy, loss, bpb, tokens/s."
     lr = lr or (1e-2 if data is None else 3e-3)
     if quick:
@@ -59,7 +59,10 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes:
         minutes = min(minutes, 1.5)
     elif task == "mqar":
         task_kw = {"seq_len": 256, "n_kv": 16, "vocab_size": 8192, **task_kw}
-    data = data or TaskData.make(task, 20_000 if not quick else 4_000, 500, seed=seed, **task_kw)
+    n_train = 20_000 if not quick else 4_000
+    if data is None and task == "mqar" and curriculum:      # shorter sequences first, the last stage is the task
+        data = Curriculum.mqar(**task_kw, n_train=n_train, n_test=500, seed=seed)
+    data = data or TaskData.make(task, n_train, 500, seed=seed, **task_kw)
     builders = _models(mechanisms, presets, data, d_model, n_layers, preset_overrides or {})
     rows = []
     for name, make in builders.items():
@@ -78,7 +81,8 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", minutes:
             print(format_table(rows[-1:], header=len(rows) == 1))
     if out_dir:
         out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-        setting = {"task": task if presets is None else "presets", "lr": lr, **task_kw, "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "quick": quick}
+        setting = {"task": task if presets is None else "presets", "lr": lr, **task_kw, "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "quick": quick,
+                   "curriculum": isinstance(data, Curriculum)}
         (out / "compare.json").write_text(json.dumps({"setting": setting, "rows": rows}, indent=1))
         plot_compare(rows, out / "compare.png", title=f"{task} {task_kw}")
     return rows

@@ -389,6 +389,7 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
     elif impl == "triton" and not needs_grad and T <= SHORT_SEQUENCE:
         o, S = _delta_rule_fused_recurrent(q, k, v, beta, g, initial_state, scale)
     else:
+        chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))   # one chunk of 16, 32, ... for a short T, not padding
         o, S = _DeltaRuleChunk.apply(q, k, v, beta, g, initial_state, scale, chunk_size, impl == "triton")
     return o, (S.to(q.dtype) if output_final_state else None)
 

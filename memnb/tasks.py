@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['TASKS', 'mqar', 'selective_copying', 'induction_heads', 'TaskData']
+__all__ = ['TASKS', 'mqar', 'selective_copying', 'induction_heads', 'TaskData', 'Curriculum']
 
 # %% ../nbs/21_tasks.ipynb #ec2bc544
 def mqar(n: int, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, power_a: float = 0.01, seed: int = 0,
@@ -100,3 +100,49 @@ class TaskData:
         "Every example of `split` once, in order (for evaluation)."
         for s in range(0, len(self.inputs[split]), batch_size):
             yield self.inputs[split][s:s + batch_size].to(device), self.labels[split][s:s + batch_size].to(device)
+
+# %% ../nbs/21_tasks.ipynb #000123ef
+@dataclass
+class Curriculum:
+    "Training batches from `stages` in order (stage i until progress `until[i]`); validation on the last stage."
+    stages: list
+    until: list
+    progress: float = 0.0
+
+    def __post_init__(self):
+        if len(self.until) != len(self.stages) - 1 or list(self.until) != sorted(self.until) or not all(0 < u < 1 for u in self.until):
+            raise ValueError(f"Curriculum: need len(stages) - 1 increasing fractions in (0, 1), got until={self.until} "
+                             f"for {len(self.stages)} stages")
+        if len({s.vocab_size for s in self.stages}) != 1:
+            raise ValueError("Curriculum: every stage must share one vocabulary")
+
+    @classmethod
+    def mqar(cls, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, levels: int = 3, n_train: int = 20_000,
+             n_test: int = 1_000, seed: int = 0, **kw) -> "Curriculum":
+        "MQAR at `(seq_len, n_kv)` preceded by `levels - 1` halvings of both, each stage an equal share of training."
+        shapes = [(seq_len >> i, max(1, n_kv >> i)) for i in reversed(range(levels))]
+        stages = [TaskData.make("mqar", n_train, n_test if t == seq_len else 1, seed=seed, seq_len=t, n_kv=n,
+                                vocab_size=vocab_size, **kw) for t, n in shapes]
+        return cls(stages, [i / levels for i in range(1, levels)])
+
+    @property
+    def vocab_size(self) -> int: return self.stages[-1].vocab_size
+    @property
+    def seq_len(self) -> int: return self.stages[-1].seq_len
+    @property
+    def name(self) -> str: return self.stages[-1].name
+
+    def set_progress(self, fraction: float):
+        self.progress = fraction
+
+    def stage(self) -> TaskData:
+        return self.stages[sum(self.progress >= u for u in self.until)]
+
+    def batch(self, split: str, batch_size: int, generator: torch.Generator | None = None, device="cpu"):
+        if split != "train":
+            return self.stages[-1].batch(split, batch_size, generator, device)
+        s = self.stage()
+        return s.batch(split, max(1, batch_size * self.seq_len // s.seq_len), generator, device)
+
+    def batches(self, split: str, batch_size: int, device="cpu"):
+        return self.stages[-1].batches(split, batch_size, device)

@@ -200,6 +200,8 @@ def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
         for o in opts:
             for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * mult
         total = 0.0
+        if hasattr(data, "set_progress"):      # a curriculum moves through its stages with the budget
+            data.set_progress(fraction())
         for _ in range(cfg.grad_accum):
             x, y = data.batch("train", cfg.batch_size, gen, device=cfg.device)
             with autocast:

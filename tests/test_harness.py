@@ -136,3 +136,22 @@ def test_cli_compare_presets_on_text(tmp_path):
     assert [r["mechanism"] for r in rows] == ["flashlm-nova", "cpuflow-v97"]
     assert all(0 < r["bpb"] < 8.5 and r["steps"] > 0 for r in rows), rows      # bytes: a blind model is at 8 bits per byte
     assert (out / "compare.png").exists()
+
+
+def test_curriculum_follows_the_step_budget():
+    "The trainer reports its progress before every step; the curriculum's stages follow it in order, validation stays on the task."
+    from memnb.tasks import Curriculum
+    cur = Curriculum.mqar(32, 4, 64, n_train=64, n_test=8)
+    seen = []
+    class Spy(Curriculum):
+        def batch(self, split, batch_size, generator=None, device="cpu"):
+            x, y = super().batch(split, batch_size, generator, device)
+            if split == "train": seen.append(x.shape)
+            else: assert x.shape[1] == 32
+            return x, y
+    spy = Spy(cur.stages, cur.until)
+    model = MemLM(MemLMConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, d_ff=32, mixer="deltanet"))
+    res = train(model, spy, TrainConfig(batch_size=4, max_steps=9, lr=1e-3, eval_every=100, eval_batches=1, progress=False))
+    assert res.step == 9
+    assert [s[1] for s in seen] == [8] * 3 + [16] * 3 + [32] * 3          # thirds of the budget, short to long
+    assert all(s[0] * s[1] == 4 * 32 for s in seen)                         # the same tokens every step
