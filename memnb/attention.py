@@ -16,17 +16,21 @@ from .core import check_tensor
 from .layers import RMSNorm
 
 # %% auto #0
-__all__ = ['rope', 'attend', 'KVCache', 'Attention']
+__all__ = ['rope_tables', 'rope', 'attend', 'KVCache', 'Attention']
 
 # %% ../nbs/06_attention.ipynb #fcb2e047
+def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    "cos and sin `[1, T, 1, dim/2]` of the angles positions * base^(-2i/dim)."
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]                  # [T, D/2]
+    return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+
 def rope(x: torch.Tensor,          # [B, T, H, D], D even
          positions: torch.Tensor,  # [T] absolute positions
-         base: float = 10_000.0) -> torch.Tensor:
+         base: float = 10_000.0,
+         tables: tuple | None = None) -> torch.Tensor:  # `rope_tables(positions, D, base)`, to share between q and k
     "Rotary position embedding (rotate-half convention)."
-    D = x.shape[-1]
-    inv_freq = base ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
-    ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]                  # [T, D/2]
-    cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+    cos, sin = tables if tables is not None else rope_tables(positions, x.shape[-1], base)
     x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, -1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
 
@@ -41,6 +45,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # [B, Tq, H, D], 
     mask = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] >= 0)
     if window is not None:
         mask &= (q_pos[:, None] - k_pos[None, :]) < window
+    return _attend_masked(q, k, v, mask, softcap=softcap, reference=reference)
+
+def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None = None, reference: bool = False):
+    "Grouped-query attention `[B, Tq, H, Dv]` where the boolean `mask` `[Tq, Tk]` allows (None: every key)."
+    H, G = q.shape[2], k.shape[2]
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if G != H:
         kh, vh = kh.repeat_interleave(H // G, 1), vh.repeat_interleave(H // G, 1)
@@ -49,7 +58,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # [B, Tq, H, D], 
     s = (qh @ kh.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if softcap is not None:
         s = softcap * torch.tanh(s / softcap)
-    return (torch.softmax(s.masked_fill(~mask, -math.inf), -1) @ vh).transpose(1, 2)
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf)
+    return (torch.softmax(s, -1) @ vh).transpose(1, 2)
 
 # %% ../nbs/06_attention.ipynb #bf0c0a9b
 @dataclass
@@ -93,7 +104,11 @@ class Attention(nn.Module):
         start = cache.next_pos if cache is not None else 0
         pos = torch.arange(start, start + T, device=x.device)
         if self.rope_base is not None:
-            q, k = rope(q, pos, self.rope_base), rope(k, pos, self.rope_base)
+            tables = rope_tables(pos, D, self.rope_base)
+            q, k = rope(q, pos, tables=tables), rope(k, pos, tables=tables)
+        if cache is not None and T == 1:
+            o, cache = self._decode_one(q, k, v, cache)
+            return self.o_proj(o.reshape(B, 1, H * D)), cache
         if cache is not None:
             k_ctx, v_ctx, p_ctx = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos])
         else:
@@ -103,6 +118,17 @@ class Attention(nn.Module):
         if not (use_cache or cache is not None):
             return y, None
         return y, self._update(cache, k, v, pos, B)
+
+    def _decode_one(self, q, k, v, cache):
+        "One token: write it into the cache (appended, or into its ring slot), then attend to every filled slot."
+        p, W = cache.next_pos, self.window
+        if W is None:                      # every cached position is <= p: no mask
+            new = KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, cache.pos.new_full((1,), p)]), p + 1)
+            return _attend_masked(q, new.k, new.v, None, softcap=self.softcap), new
+        new = KVCache(cache.k.clone(), cache.v.clone(), cache.pos.clone(), p + 1)
+        new.k[:, p % W], new.v[:, p % W], new.pos[p % W] = k[:, 0], v[:, 0], p   # replaces position p - W, now out of the window
+        mask = None if p >= W - 1 else (new.pos >= 0)[None]                       # the ring holds p-W+1 .. p once it is full
+        return _attend_masked(q, new.k, new.v, mask, softcap=self.softcap), new
 
     def _update(self, cache, k, v, pos, B):
         "Append (full attention) or write into ring slots pos % W (sliding window)."

@@ -443,7 +443,7 @@ class CompetitiveDockingMemory(nn.Module):
             y = self.out_proj(out)
         else:
             y, S = self._xattn(h, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
-        aux = {"lbl": load_balancing_loss(p), "entropy": gate_entropy_loss(g)}
+        aux = {"lbl": load_balancing_loss(p), "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}  # not at inference
         want_cache = use_cache or cache is not None
         return CDMOutput(y, aux, routing_stats(g) if return_stats else None, CDMCache(S) if want_cache else None, g)
 

@@ -52,9 +52,9 @@ def _step_start(q, k, v, g, state, scale):
 def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
     "One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H, V]`, new state)."
     scale, state = _step_start(q, k, v, g, state, scale)
-    delta = beta[..., None] * (v - torch.einsum("bhkv,bhk->bhv", state, k))
+    delta = beta[..., None] * (v - (k[..., None, :] @ state)[..., 0, :])    # v - S^T k
     state = state + k[..., :, None] * delta[..., None, :]
-    return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
+    return scale * (q[..., None, :] @ state)[..., 0, :], state
 
 def _recurrent(step, q, k, v, beta, g, scale, initial_state):
     "Loop a one-token `step` over dim 1: (o `[B, T, H, V]`, final state)."
@@ -383,7 +383,10 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
     needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, beta, g, initial_state))
     if auto and impl == "chunk" and T <= SHORT_SEQUENCE:
         impl = "recurrent"
-    if impl == "recurrent":
+    if T == 1 and impl != "triton":          # one token (decoding): one step, no loop
+        o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0], initial_state, scale)
+        o = o[:, None]
+    elif impl == "recurrent":
         o, S = delta_rule_recurrent(q, k, v, beta, g, scale, initial_state)
         if S is None: S = q.new_zeros(*q.shape[:1], q.shape[2], q.shape[3], v.shape[-1])
     elif impl == "triton" and not needs_grad and T <= SHORT_SEQUENCE:

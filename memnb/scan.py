@@ -215,6 +215,8 @@ def linear_scan(a: torch.Tensor, # gates [B, T, ...]
     if not isinstance(chunk_size, int) or chunk_size < 2:
         raise ValueError(f"linear_scan: chunk_size must be an int >= 2, got {chunk_size!r}")
     impl = resolve_impl(impl, b.device, name="linear_scan")
+    if b.shape[1] == 1:                      # one step (decoding): no scan to run
+        return linear_scan_step(a[:, 0], b[:, 0], initial_state)[:, None]
     if impl == "recurrent":
         return linear_scan_recurrent(a, b, initial_state)
     B, T = b.shape[:2]
