@@ -184,11 +184,10 @@ def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
         t = end
     return torch.cat(reads, 1), M, pending, pos
 
-def _outer_tmajor(w, x):
-    "`w[b, t, j] * x[b, t, :]` laid out time-major and contiguous: `[T, B, k, Dm]`."
-    B, T, k = w.shape
-    out = x.new_empty(T, B, k, x.shape[-1])
-    return torch.mul(w.transpose(0, 1)[..., None], x.transpose(0, 1)[:, :, None, :], out=out)
+def _outer(w_t, x_t):
+    "`w[t, b, j] * x[t, b, :]` for time-major slices, as the `[T * B * k, Dm]` rows an index_add_ takes."
+    out = x_t.new_empty(*w_t.shape, x_t.shape[-1])
+    return torch.mul(w_t[..., None], x_t[:, :, None, :], out=out).view(-1, x_t.shape[-1])
 
 class _RAMChunk(torch.autograd.Function):
     "The chunked memory with a hand-written backward; everything per token is kept time-major, `[T, B, ...]`."
@@ -198,14 +197,14 @@ class _RAMChunk(torch.autograd.Function):
         N, Dm = M0.shape[-2:]
         M = M0.expand(B, N, Dm).clone().reshape(B * N, Dm) if M0.ndim == 2 else M0.reshape(B * N, Dm).clone()
         rows = (idx + torch.arange(B, device=idx.device)[:, None, None] * N).transpose(0, 1).contiguous()  # [T, B, k]
-        writes = _outer_tmajor(weights, values)
+        w_t, v_t = weights.transpose(0, 1), values.transpose(0, 1)
         G = values.new_empty(T, B, k, Dm)                                 # the rows each token read
         for t0 in range(0, T, chunk):
             sl = slice(t0, min(T, t0 + chunk))
             r = rows[sl].view(-1)
             torch.index_select(M, 0, r, out=G[sl].view(-1, Dm))
             if sl.stop - sl.start == chunk:  # a full chunk: decay, then its writes land
-                M.mul_(decay).index_add_(0, r, writes[sl].view(-1, Dm))
+                M.mul_(decay).index_add_(0, r, _outer(w_t[sl], v_t[sl]))   # one chunk's outer products at a time
         ctx.save_for_backward(rows, weights, values, G)
         ctx.chunk, ctx.decay, ctx.M0_shape = chunk, decay, M0.shape
         reads = torch.einsum("tbk,tbkd->tbd", weights.transpose(0, 1), G)
@@ -218,17 +217,17 @@ class _RAMChunk(torch.autograd.Function):
         N, Dm = ctx.M0_shape[-2:]
         chunk, decay = ctx.chunk, ctx.decay
         dM = dM_end.reshape(B * N, Dm).clone() if dM_end is not None else values.new_zeros(B * N, Dm)
-        scatter = _outer_tmajor(weights, dreads)
-        Gd = values.new_zeros(T, B, k, Dm)   # the adjoint memory at each write's rows (0 where it never landed)
+        w_t, dr_t, v_t = weights.transpose(0, 1), dreads.transpose(0, 1), values.transpose(0, 1)
+        Gd = values.new_empty(T, B, k, Dm)   # the adjoint memory at each write's rows (0 where it never landed)
+        Gd[T - T % chunk:].zero_()
         for c in range(-(-T // chunk) - 1, -1, -1):
             sl = slice(c * chunk, min(T, (c + 1) * chunk))
             r = rows[sl].view(-1)
             if sl.stop - sl.start == chunk:  # this chunk's writes reached the next memory
                 torch.index_select(dM, 0, r, out=Gd[sl].view(-1, Dm))
                 dM.mul_(decay)
-            dM.index_add_(0, r, scatter[sl].view(-1, Dm))
-        dr_t, v_t = dreads.transpose(0, 1), values.transpose(0, 1)
-        dw = torch.einsum("tbkd,tbd->tbk", G, dr_t) + torch.einsum("tbkd,tbd->tbk", Gd, v_t)
+            dM.index_add_(0, r, _outer(w_t[sl], dr_t[sl]))
+        dw = torch.linalg.vecdot(G, dr_t[:, :, None]) + torch.linalg.vecdot(Gd, v_t[:, :, None])   # faster than a k x 1 bmm on CPU
         dv = torch.einsum("tbk,tbkd->tbd", weights.transpose(0, 1), Gd)
         dM = dM.view(B, N, Dm)
         return None, dw.transpose(0, 1), dv.transpose(0, 1), (dM.sum(0) if len(ctx.M0_shape) == 2 else dM), None, None
