@@ -107,7 +107,7 @@ class Attention(nn.Module):
             tables = rope_tables(pos, D, self.rope_base)
             q, k = rope(q, pos, tables=tables), rope(k, pos, tables=tables)
         if cache is not None and T == 1:
-            o, cache = self._decode_one(q, k, v, cache)
+            o, cache = self._decode_one(q, k, v, pos, cache)
             return self.o_proj(o.reshape(B, 1, H * D)), cache
         if cache is not None:
             k_ctx, v_ctx, p_ctx = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos])
@@ -119,29 +119,25 @@ class Attention(nn.Module):
             return y, None
         return y, self._update(cache, k, v, pos, B)
 
-    def _decode_one(self, q, k, v, cache):
-        "One token: write it into the cache (appended, or into its ring slot), then attend to every filled slot."
-        p, W = cache.next_pos, self.window
-        if W is None:                      # every cached position is <= p: no mask
-            new = KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, cache.pos.new_full((1,), p)]), p + 1)
-            return _attend_masked(q, new.k, new.v, None, softcap=self.softcap), new
-        new = KVCache(cache.k.clone(), cache.v.clone(), cache.pos.clone(), p + 1)
-        new.k[:, p % W], new.v[:, p % W], new.pos[p % W] = k[:, 0], v[:, 0], p   # replaces position p - W, now out of the window
-        mask = None if p >= W - 1 else (new.pos >= 0)[None]                       # the ring holds p-W+1 .. p once it is full
+    def _decode_one(self, q, k, v, pos, cache):
+        "One token: write it into the cache first (its ring slot held position p - W, now out of the window), then attend to every filled slot."
+        p, W, new = cache.next_pos, self.window, self._update(cache, k, v, pos, q.shape[0])
+        mask = None if W is None or p >= W - 1 else (new.pos >= 0)[None]   # a KV cache holds 0..p, a full ring p-W+1..p
         return _attend_masked(q, new.k, new.v, mask, softcap=self.softcap), new
 
     def _update(self, cache, k, v, pos, B):
         "Append (full attention) or write into ring slots pos % W (sliding window)."
+        T, start = len(pos), (cache.next_pos if cache is not None else 0)     # pos = start, ..., start + T - 1
         if self.window is None:
             if cache is None:
-                return KVCache(k, v, pos, int(pos[-1]) + 1)
-            return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]), int(pos[-1]) + 1)
+                return KVCache(k, v, pos, T)
+            return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]), start + T)
         W = self.window
         if cache is None:
             cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]),
                             torch.full((W,), -1, dtype=torch.long, device=k.device), 0)
-        keep = slice(max(0, len(pos) - W), len(pos))          # only the last W new tokens can matter again
-        slots = pos[keep] % W
+        keep = slice(max(0, T - W), T)                        # only the last W new tokens can matter again
+        slots = slice(start % W, start % W + 1) if T == 1 else pos[keep] % W   # one token (decoding): a plain index
         ck, cv, cp = cache.k.clone(), cache.v.clone(), cache.pos.clone()
         ck[:, slots], cv[:, slots], cp[slots] = k[:, keep], v[:, keep], pos[keep]
-        return KVCache(ck, cv, cp, int(pos[-1]) + 1)
+        return KVCache(ck, cv, cp, start + T)
