@@ -77,7 +77,8 @@ def test_nan_guard_stops_with_a_clear_message():
 
 
 DDP_SCRIPT = """
-import torch, torch.distributed as dist
+import sys, torch, torch.distributed as dist
+from pathlib import Path
 from memnb.model import MemLM, MemLMConfig
 from memnb.tasks import TaskData
 from memnb.train import TrainConfig, train
@@ -89,7 +90,7 @@ w = torch.cat([p.detach().flatten() for p in model.parameters()])
 gathered = [torch.zeros_like(w) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, w)
 assert dist.get_world_size() == 2 and torch.equal(gathered[0], gathered[1]), "replicas diverged"
-print("rank", dist.get_rank(), "ok", res.step)
+Path(sys.argv[1], f"rank{dist.get_rank()}.txt").write_text(f"ok {res.step}")  # one file per rank: stdout interleaves
 dist.destroy_process_group()
 """
 
@@ -98,9 +99,9 @@ def test_ddp_two_cpu_processes(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script)], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("ok 4") == 2
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["ok 4", "ok 4"]
 
 
 def test_cli_probe_on_python_code(tmp_path, capsys):
