@@ -82,21 +82,27 @@ class Attention(nn.Module):
             raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
         D = head_dim or d_model // n_heads
         self.n_heads, self.n_kv_heads, self.head_dim, self.window, self.rope_base, self.softcap = n_heads, G, D, window, rope_base, softcap
-        self.q_proj = nn.Linear(d_model, n_heads * D, bias=False)
-        self.k_proj = (nn.Sequential(nn.Linear(d_model, k_rank, bias=False), nn.Linear(k_rank, G * D, bias=False)) if k_rank
-                       else nn.Linear(d_model, G * D, bias=False))
+        self.d_model = d_model
+        if k_rank:   # low-rank keys: W_k = B A, so q, k and v are three projections
+            self.q_proj, self.v_proj = nn.Linear(d_model, n_heads * D, bias=False), nn.Linear(d_model, G * D, bias=False)
+            self.k_proj = nn.Sequential(nn.Linear(d_model, k_rank, bias=False), nn.Linear(k_rank, G * D, bias=False))
+        else:        # [W_q; W_k; W_v] in one matmul
+            self.qkv_proj = nn.Linear(d_model, (n_heads + 2 * G) * D, bias=False)
         self.value_embed = nn.Embedding(value_vocab, G * D) if value_vocab else None
         self.v_mix = nn.Parameter(torch.full((2,), 0.5)) if value_vocab else None
-        self.v_proj, self.o_proj = nn.Linear(d_model, G * D, bias=False), nn.Linear(n_heads * D, d_model, bias=False)
+        self.o_proj = nn.Linear(n_heads * D, d_model, bias=False)
         self.q_norm, self.k_norm = (RMSNorm(D), RMSNorm(D)) if qk_norm else (None, None)
 
     def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor | None = None):
-        check_tensor(x, "x", where="Attention", shape=(None, None, self.q_proj.in_features), dims="[B, T, d_model]")
+        check_tensor(x, "x", where="Attention", shape=(None, None, self.d_model), dims="[B, T, d_model]")
         if (ids is None) != (self.value_embed is None):
             raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings (value_vocab)")
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G, D), self.v_proj(x).view(B, T, G, D)
+        if hasattr(self, "qkv_proj"):
+            q, k, v = self.qkv_proj(x).view(B, T, H + 2 * G, D).split([H, G, G], 2)
+        else:
+            q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G, D), self.v_proj(x).view(B, T, G, D)
         if self.value_embed is not None:
             v = self.v_mix[0] * v + self.v_mix[1] * self.value_embed(ids).view(B, T, G, D).to(v.dtype)
         if self.q_norm is not None:
@@ -136,8 +142,12 @@ class Attention(nn.Module):
         if cache is None:
             cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]),
                             torch.full((W,), -1, dtype=torch.long, device=k.device), 0)
+        if T == 1:   # decoding: one slot, written out of place (an older cache stays valid) in one op per tensor
+            s = start % W
+            return KVCache(cache.k.slice_scatter(k, 1, s, s + 1), cache.v.slice_scatter(v, 1, s, s + 1),
+                           cache.pos.slice_scatter(pos, 0, s, s + 1), start + 1)
         keep = slice(max(0, T - W), T)                        # only the last W new tokens can matter again
-        slots = slice(start % W, start % W + 1) if T == 1 else pos[keep] % W   # one token (decoding): a plain index
+        slots = pos[keep] % W
         ck, cv, cp = cache.k.clone(), cache.v.clone(), cache.pos.clone()
         ck[:, slots], cv[:, slots], cp[slots] = k[:, keep], v[:, keep], pos[keep]
         return KVCache(ck, cv, cp, start + T)

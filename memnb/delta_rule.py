@@ -53,7 +53,7 @@ def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = Non
     "One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H, V]`, new state)."
     scale, state = _step_start(q, k, v, g, state, scale)
     delta = beta[..., None] * (v - (k[..., None, :] @ state)[..., 0, :])    # v - S^T k
-    state = state + k[..., :, None] * delta[..., None, :]
+    state = torch.addcmul(state, k[..., :, None], delta[..., None, :])
     return scale * (q[..., None, :] @ state)[..., 0, :], state
 
 def _recurrent(step, q, k, v, beta, g, scale, initial_state):

@@ -25,7 +25,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         if x.dtype in (torch.float32, torch.float64) and hasattr(F, "rms_norm"):   # one fused op (torch >= 2.4)
-            return F.rms_norm(x, self.weight.shape, self.weight.to(x.dtype), self.eps)
+            w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+            return F.rms_norm(x, self.weight.shape, w, self.eps)
         xf = x.to(torch.promote_types(x.dtype, torch.float32))   # at least fp32; float64 stays float64
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 

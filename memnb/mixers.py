@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .attention import Attention, KVCache
 from .core import check_tensor
 from .cumscan import CumScanState, cumsum_scan
-from .delta_rule import delta_rule, l2norm
+from .delta_rule import delta_rule, delta_rule_step, l2norm
 from .layers import RMSNorm
 from .ramnet import RAMState, product_topk, ram_memory
 
@@ -37,10 +37,9 @@ class CortexMixer(nn.Module):
         self.mem_heads, self.mem_head_dim, self.impl, self.chunk_size = H, K, impl, chunk_size
         self.local = Attention(d_model, n_heads, window=window, rope_base=None)
         self.mem_norm = RMSNorm(d_model)
-        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d_model, H * K, bias=False) for _ in range(3))
-        self.beta_proj = nn.Linear(d_model, H, bias=False)
-        self.decay_proj = nn.Linear(d_model, H)
-        nn.init.zeros_(self.decay_proj.weight); nn.init.constant_(self.decay_proj.bias, 4.6)  # sigmoid(4.6) ~ 0.99
+        self.mem_in = nn.Linear(d_model, 3 * H * K + 2 * H, bias=False)    # [W_q; W_k; W_v; W_beta; W_decay] in one matmul
+        self.decay_bias = nn.Parameter(torch.full((H,), 4.6))              # sigmoid(4.6) ~ 0.99
+        nn.init.zeros_(self.mem_in.weight.data[-H:])                        # the decay starts at that bias for every token
         self.mem_out = nn.Linear(H * K, d_model, bias=False)
         self.gate = nn.Linear(d_model, d_model, bias=False)
         self.combine = nn.Linear(d_model, d_model, bias=False)
@@ -48,10 +47,16 @@ class CortexMixer(nn.Module):
     def memory(self, x, state=None, want_state=False):
         "The global stream `[B, T, d_model]` and the delta memory's final state."
         B, T, _ = x.shape
-        h = self.mem_norm(x)
-        q, k, v = (p(h).view(B, T, self.mem_heads, self.mem_head_dim) for p in (self.q_proj, self.k_proj, self.v_proj))
-        beta, g = torch.sigmoid(self.beta_proj(h)), F.logsigmoid(self.decay_proj(h).to(torch.promote_types(h.dtype, torch.float32))).to(h.dtype)
-        o, S = delta_rule(l2norm(q), l2norm(k), v, beta, g, initial_state=state, output_final_state=want_state,
+        H, K = self.mem_heads, self.mem_head_dim
+        qk, v, beta, decay = self.mem_in(self.mem_norm(x)).split([2 * H * K, H * K, H, H], -1)
+        q, k = l2norm(qk.view(B, T, 2, H, K)).unbind(2)                    # q and k normalised in one pass
+        v, beta = v.view(B, T, H, K), torch.sigmoid(beta)
+        z = decay + self.decay_bias
+        g = F.logsigmoid(z) if z.dtype in (torch.float32, torch.float64) else F.logsigmoid(z.float()).to(z.dtype)
+        if T == 1 and state is not None and self.impl != "triton":        # decoding: the one-token step itself, no checks
+            o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], g[:, 0], state)
+            return self.mem_out(o.reshape(B, 1, -1)), S
+        o, S = delta_rule(q, k, v, beta, g, initial_state=state, output_final_state=want_state,
                           impl=self.impl, chunk_size=self.chunk_size)
         return self.mem_out(o.reshape(B, T, -1)), S
 
@@ -61,7 +66,7 @@ class CortexMixer(nn.Module):
         local, local_cache = self.local(x, None if cache is None else cache.local, use_cache=want)
         glob, S = self.memory(x, None if cache is None else cache.memory, want)
         g = torch.sigmoid(self.gate(x))
-        return self.combine(g * local + (1 - g) * glob), (CortexCache(local_cache, S) if want else None)
+        return self.combine(torch.lerp(glob, local, g)), (CortexCache(local_cache, S) if want else None)   # g local + (1 - g) glob
 
 # %% ../nbs/08_mixers.ipynb #548eb9d1
 @dataclass

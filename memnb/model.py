@@ -217,11 +217,15 @@ def _sample(logits, temperature, top_k, top_p, generator):
         logits = logits.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[..., 0]
 
-@torch.no_grad()
 def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
              generator: torch.Generator | None = None, processors: list | tuple = ()) -> torch.Tensor:
     "Append `max_new_tokens` tokens to `idx` `[B, T]`."
+    with torch.inference_mode():   # no autograd bookkeeping at all (no_grad still bumps version counters)
+        out = _generate(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, processors)
+    return out.clone()             # an ordinary tensor again, usable as training input
+
+def _generate(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, processors):
     out = idx
     def pick(logits):
         for proc in processors:

@@ -5,6 +5,7 @@
 # %% ../nbs/04_ramnet.ipynb #9dff565f
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,56 @@ def _beam(probs, k):
         score, idx = score.gather(-1, best), idx.gather(-1, best)
     return idx.gather(-1, torch.sort(score, dim=-1, descending=True, stable=True).indices)  # ties: lower index
 
+@functools.lru_cache(maxsize=None)
+def _rank_tuples(S: int, G: int, k: int):
+    """Flat positions `g * S + r_g` `[C + F, G]` of the rank tuples (r_g = 0: a group's most probable digit) that can
+    hold a top-k slot, prod_g (r_g + 1) <= k, followed by the minimal tuples outside, which bound every slot outside;
+    and C. None when the (C + F) G numbers would exceed the beam's O(k S G) budget."""
+    inside, budget = [], k * S
+    def extend(prefix, size):
+        if len(prefix) == G:
+            inside.append(prefix); return
+        for r in range(min(S, k // size)):
+            if len(inside) <= budget: extend(prefix + (r,), size * (r + 1))
+    extend((), 1)
+    members = set(inside)
+    step_up = {c[:g] + (c[g] + 1,) + c[g + 1:] for c in inside for g in range(G) if c[g] + 1 < S}
+    frontier = sorted(f for f in step_up - members
+                      if all(f[h] == 0 or f[:h] + (f[h] - 1,) + f[h + 1:] in members for h in range(G)))
+    if len(inside) + len(frontier) > budget:
+        return None
+    return torch.tensor(inside + frontier).view(-1, G) + torch.arange(G) * S, len(inside)
+
+def _ranked(probs, positions, C, k):
+    """Top-k virtual indices from the rank tuples: `(idx [..., k], settled [...])`. A row is not `settled` when a tie
+    leaves its order to the tie rule, which the fixed candidate set cannot apply."""
+    S, G = probs.shape[-1], probs.shape[-2]
+    sorted_p, digit = probs.sort(dim=-1, descending=True)     # any order of equal digits will do: ties go unsettled
+    flat = sorted_p.flatten(-2)
+    cand = flat.gather(-1, positions.flatten().expand(*flat.shape[:-1], -1)).unflatten(-1, positions.shape)
+    score = cand[..., 0]
+    for g in range(1, G):          # the dense product's order of multiplication, so equal slots round equally
+        score = score * cand[..., g]
+    v = score[..., :C].topk(min(k + 1, C), -1)
+    settled = (v.values[..., :k - 1] > v.values[..., 1:k]).all(-1)             # winners strictly ordered,
+    if C > k:
+        settled &= v.values[..., k - 1] > v.values[..., k]                      # strictly above the next candidate
+    if score.shape[-1] > C:
+        settled &= v.values[..., k - 1] > score[..., C:].amax(-1)               # and above every slot outside
+    win = positions.index_select(0, v.indices[..., :k].flatten()).view(*v.indices.shape[:-1], k, G)
+    digits = digit.flatten(-2).gather(-1, win.flatten(-2)).view(win.shape)
+    return (digits * S ** torch.arange(G - 1, -1, -1, device=probs.device)).sum(-1), settled
+
+def _top_indices(probs, k):
+    "The exact top-k virtual indices, best first: by rank tuples where they are few, by `_beam` otherwise and for ties."
+    ranks = _rank_tuples(probs.shape[-1], probs.shape[-2], k)
+    if ranks is None:
+        return _beam(probs, k)
+    idx, settled = _ranked(probs, ranks[0].to(probs.device), ranks[1], k)
+    if not bool(settled.all()):
+        idx[~settled] = _beam(probs[~settled], k)
+    return idx
+
 def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
                  k: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +125,7 @@ def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
         raise ValueError(f"product_topk: k must be an int in [1, S**G = {S ** G}], got {k!r}")
     probs = torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
     with torch.no_grad():
-        idx = _beam(probs, k)                                               # [..., k]
+        idx = _top_indices(probs, k)                                        # [..., k]
     w = probs.transpose(-1, -2).gather(-2, _digits(idx, S, G)).prod(-1)     # prod_g probs[g, digit_g]
     return idx, (w / w.sum(-1, keepdim=True)).to(logits.dtype)
 
@@ -187,7 +238,7 @@ def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
 def _outer(w_t, x_t):
     "`w[t, b, j] * x[t, b, :]` for time-major slices, as the `[T * B * k, Dm]` rows an index_add_ takes."
     out = x_t.new_empty(*w_t.shape, x_t.shape[-1])
-    return torch.mul(w_t[..., None], x_t[:, :, None, :], out=out).view(-1, x_t.shape[-1])
+    return torch.mul(w_t[..., None], x_t[:, :, None, :], out=out).reshape(-1, x_t.shape[-1])
 
 class _RAMChunk(torch.autograd.Function):
     "The chunked memory with a hand-written backward; everything per token is kept time-major, `[T, B, ...]`."

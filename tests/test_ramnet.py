@@ -24,6 +24,27 @@ def test_product_topk_exact_against_dense(G, S, k, quantised, seed):
     assert torch.allclose(w1.sum(-1), torch.ones(3, 5))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 6), st.integers(1, 30), st.sampled_from([0.3, 1.0, 4.0, "ties"]), st.integers(0, 10_000))
+def test_both_searches_exact_on_their_own(G, S, k, scale, seed):
+    "The rank-tuple search (where it applies, ties left unsettled) and the beam each agree with the dense product."
+    from memnb.ramnet import _beam, _rank_tuples, _ranked
+    k = min(k, S ** G)
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 6, G, S, generator=g) * (1.0 if scale == "ties" else scale)
+    if scale == "ties":
+        logits = (2 * logits).round() / 2
+    probs = torch.softmax(logits, -1)
+    want, _ = product_topk_dense(logits, k)
+    assert torch.equal(_beam(probs, k), want)
+    ranks = _rank_tuples(S, G, k)
+    if ranks is not None:
+        idx, settled = _ranked(probs, ranks[0], ranks[1], k)
+        assert torch.equal(idx[settled], want[settled])
+        if scale != "ties":
+            assert bool(settled.all())
+
+
 def test_product_topk_gradients_reach_the_logits():
     logits = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
     idx, _ = product_topk(logits, 6)
