@@ -269,17 +269,18 @@ class _RAMChunk(torch.autograd.Function):
         chunk, decay = ctx.chunk, ctx.decay
         dM = dM_end.reshape(B * N, Dm).clone() if dM_end is not None else values.new_zeros(B * N, Dm)
         w_t, dr_t, v_t = weights.transpose(0, 1), dreads.transpose(0, 1), values.transpose(0, 1)
-        Gd = values.new_empty(T, B, k, Dm)   # the adjoint memory at each write's rows (0 where it never landed)
-        Gd[T - T % chunk:].zero_()
+        dw, dv = weights.new_empty(T, B, k), values.new_zeros(T, B, Dm)   # dv stays 0 where a write never landed
+        Gd = values.new_empty(min(chunk, T), B, k, Dm)  # one chunk of adjoint-memory rows, used while it is in cache
         for c in range(-(-T // chunk) - 1, -1, -1):
             sl = slice(c * chunk, min(T, (c + 1) * chunk))
             r = rows[sl].view(-1)
+            dw[sl] = torch.linalg.vecdot(G[sl], dr_t[sl, :, None])       # the reads' share; faster than a k x 1 bmm
             if sl.stop - sl.start == chunk:  # this chunk's writes reached the next memory
-                torch.index_select(dM, 0, r, out=Gd[sl].view(-1, Dm))
+                torch.index_select(dM, 0, r, out=Gd.view(-1, Dm))
+                dw[sl] += torch.linalg.vecdot(Gd, v_t[sl, :, None])
+                torch.matmul(w_t[sl, :, None, :], Gd, out=dv[sl, :, None, :])
                 dM.mul_(decay)
             dM.index_add_(0, r, _outer(w_t[sl], dr_t[sl]))
-        dw = torch.linalg.vecdot(G, dr_t[:, :, None]) + torch.linalg.vecdot(Gd, v_t[:, :, None])   # faster than a k x 1 bmm on CPU
-        dv = torch.einsum("tbk,tbkd->tbd", weights.transpose(0, 1), Gd)
         dM = dM.view(B, N, Dm)
         return None, dw.transpose(0, 1), dv.transpose(0, 1), (dM.sum(0) if len(ctx.M0_shape) == 2 else dM), None, None
 
