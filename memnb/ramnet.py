@@ -284,6 +284,10 @@ class _RAMChunk(torch.autograd.Function):
         dM = dM.view(B, N, Dm)
         return None, dw.transpose(0, 1), dv.transpose(0, 1), (dM.sum(0) if len(ctx.M0_shape) == 2 else dM), None, None
 
+@torch.compiler.disable   # in-place index ops in a Python loop: inside a torch.compile'd model it runs eagerly
+def _ram_chunk(idx, weights, values, memory0, chunk, decay):
+    return _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
+
 def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
                weights: torch.Tensor,  # their weights [B, T, k]
                values: torch.Tensor,   # written values [B, T, Dm]
@@ -297,7 +301,7 @@ def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
     B, T, _ = idx.shape
     fast = impl == "chunk" and state is None and not (output_final_state and torch.is_grad_enabled())
     if fast:
-        reads, M = _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
+        reads, M = _ram_chunk(idx, weights, values, memory0, chunk, decay)
         tail = T % chunk
         if not output_final_state:
             return reads
