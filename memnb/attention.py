@@ -83,11 +83,11 @@ class Attention(nn.Module):
         D = head_dim or d_model // n_heads
         self.n_heads, self.n_kv_heads, self.head_dim, self.window, self.rope_base, self.softcap = n_heads, G, D, window, rope_base, softcap
         self.d_model = d_model
-        if k_rank:   # low-rank keys: W_k = B A, so q, k and v are three projections
+        # [W_q; W_k; W_v] in one matmul, unless the keys are low-rank (W_k = B A): then three projections
+        self.qkv_proj = None if k_rank else nn.Linear(d_model, (n_heads + 2 * G) * D, bias=False)
+        if k_rank:
             self.q_proj, self.v_proj = nn.Linear(d_model, n_heads * D, bias=False), nn.Linear(d_model, G * D, bias=False)
             self.k_proj = nn.Sequential(nn.Linear(d_model, k_rank, bias=False), nn.Linear(k_rank, G * D, bias=False))
-        else:        # [W_q; W_k; W_v] in one matmul
-            self.qkv_proj = nn.Linear(d_model, (n_heads + 2 * G) * D, bias=False)
         self.value_embed = nn.Embedding(value_vocab, G * D) if value_vocab else None
         self.v_mix = nn.Parameter(torch.full((2,), 0.5)) if value_vocab else None
         self.o_proj = nn.Linear(n_heads * D, d_model, bias=False)
@@ -99,7 +99,7 @@ class Attention(nn.Module):
             raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings (value_vocab)")
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if hasattr(self, "qkv_proj"):
+        if self.qkv_proj is not None:
             q, k, v = self.qkv_proj(x).view(B, T, H + 2 * G, D).split([H, G, G], 2)
         else:
             q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G, D), self.v_proj(x).view(B, T, G, D)
