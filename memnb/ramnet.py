@@ -214,10 +214,14 @@ def _weighted_gather_torch(memory, idx, weights):
     out = F.embedding_bag(flat, memory.reshape(B * N, Dm), per_sample_weights=weights.reshape(-1, idx.shape[-1]), mode="sum")
     return out.view(*idx.shape[:2], Dm)
 
+def _outer(w, x):
+    "`w[..., j] * x[..., :]` as the `[-1, Dm]` rows an index_add_ takes."
+    return (w[..., None] * x[..., None, :]).view(-1, x.shape[-1])
+
 def _scatter_writes(idx, weights, values, N):
     "`[B, N, Dm]` holding sum over tokens and j of weights * values in rows idx."
     B, T, k = idx.shape
-    src = (weights[..., None] * values[:, :, None, :]).reshape(B, T * k, -1)
+    src = _outer(weights, values).view(B, T * k, -1)
     return torch.zeros(B, N, values.shape[-1], dtype=values.dtype, device=values.device).scatter_add(
         1, idx.reshape(B, T * k, 1).expand(-1, -1, values.shape[-1]), src)
 
@@ -235,54 +239,66 @@ def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
         t = end
     return torch.cat(reads, 1), M, pending, pos
 
-def _outer(w_t, x_t):
-    "`w[t, b, j] * x[t, b, :]` for time-major slices, as the `[T * B * k, Dm]` rows an index_add_ takes."
-    out = x_t.new_empty(*w_t.shape, x_t.shape[-1])
-    return torch.mul(w_t[..., None], x_t[:, :, None, :], out=out).reshape(-1, x_t.shape[-1])
+_STATE_BUDGET = 1 << 22   # elements of the per-chunk memories held at once
+
+def _chunk_blocks(T, chunk, per_state):
+    "Token ranges of blocks of chunks whose memories fit the budget, with the number of full chunks in each."
+    span = max(1, _STATE_BUDGET // per_state - 1) * chunk
+    return [(t0, min(T, t0 + span), (min(T, t0 + span) - t0) // chunk) for t0 in range(0, T, span)]
+
+def _state_rows(idx, chunk, B, N):
+    "Row of `[states, B, N]` each (token, j) reads: the memory at the start of the token's chunk (block-relative)."
+    c = torch.arange(idx.shape[1], device=idx.device) // chunk
+    return idx + ((c[None, :] * B + torch.arange(B, device=idx.device)[:, None]) * N)[..., None]
 
 class _RAMChunk(torch.autograd.Function):
-    "The chunked memory with a hand-written backward; everything per token is kept time-major, `[T, B, ...]`."
+    """The chunked memory with a hand-written backward. A block of chunks at a time: all writes of the block land by one
+    index_add_ in a table of per-chunk memories `[chunks + 1, B, N, Dm]`, a short scan over the chunks applies the decay,
+    and one index_select gathers every row any token reads."""
     @staticmethod
     def forward(ctx, idx, weights, values, M0, chunk, decay):
         B, T, k = idx.shape
         N, Dm = M0.shape[-2:]
-        M = M0.expand(B, N, Dm).clone().reshape(B * N, Dm) if M0.ndim == 2 else M0.reshape(B * N, Dm).clone()
-        rows = (idx + torch.arange(B, device=idx.device)[:, None, None] * N).transpose(0, 1).contiguous()  # [T, B, k]
-        w_t, v_t = weights.transpose(0, 1), values.transpose(0, 1)
-        G = values.new_empty(T, B, k, Dm)                                 # the rows each token read
-        for t0 in range(0, T, chunk):
-            sl = slice(t0, min(T, t0 + chunk))
-            r = rows[sl].view(-1)
-            torch.index_select(M, 0, r, out=G[sl].view(-1, Dm))
-            if sl.stop - sl.start == chunk:  # a full chunk: decay, then its writes land
-                M.mul_(decay).index_add_(0, r, _outer(w_t[sl], v_t[sl]))   # one chunk's outer products at a time
-        ctx.save_for_backward(rows, weights, values, G)
+        M, Gs = M0.expand(B, N, Dm), []
+        for t0, t1, full in _chunk_blocks(T, chunk, B * N * Dm):
+            mem = values.new_empty(full + 1, B, N, Dm)
+            mem[0] = M
+            rows = _state_rows(idx[:, t0:t1], chunk, B, N)
+            if full:
+                w = full * chunk
+                mem[1:].zero_().view(-1, Dm).index_add_(0, rows[:, :w].reshape(-1), _outer(weights[:, t0:t0 + w], values[:, t0:t0 + w]))
+                for c in range(full):
+                    mem[c + 1].add_(mem[c], alpha=decay)
+            Gs.append(mem.view(-1, Dm).index_select(0, rows.view(-1)).view(B, t1 - t0, k, Dm))
+            M = mem[full]
+        G = Gs[0] if len(Gs) == 1 else torch.cat(Gs, 1)
+        ctx.save_for_backward(idx, weights, values, G)
         ctx.chunk, ctx.decay, ctx.M0_shape = chunk, decay, M0.shape
-        reads = torch.einsum("tbk,tbkd->tbd", weights.transpose(0, 1), G)
-        return reads.transpose(0, 1), M.view(B, N, Dm)
+        return torch.matmul(weights[..., None, :], G).squeeze(-2), M
 
     @staticmethod
     def backward(ctx, dreads, dM_end):
-        rows, weights, values, G = ctx.saved_tensors
-        T, B, k = rows.shape
+        idx, weights, values, G = ctx.saved_tensors
+        B, T, k = idx.shape
         N, Dm = ctx.M0_shape[-2:]
-        chunk, decay = ctx.chunk, ctx.decay
-        dM = dM_end.reshape(B * N, Dm).clone() if dM_end is not None else values.new_zeros(B * N, Dm)
-        w_t, dr_t, v_t = weights.transpose(0, 1), dreads.transpose(0, 1), values.transpose(0, 1)
-        dw, dv = weights.new_empty(T, B, k), values.new_zeros(T, B, Dm)   # dv stays 0 where a write never landed
-        Gd = values.new_empty(min(chunk, T), B, k, Dm)  # one chunk of adjoint-memory rows, used while it is in cache
-        for c in range(-(-T // chunk) - 1, -1, -1):
-            sl = slice(c * chunk, min(T, (c + 1) * chunk))
-            r = rows[sl].view(-1)
-            dw[sl] = torch.linalg.vecdot(G[sl], dr_t[sl, :, None])       # the reads' share; faster than a k x 1 bmm
-            if sl.stop - sl.start == chunk:  # this chunk's writes reached the next memory
-                torch.index_select(dM, 0, r, out=Gd.view(-1, Dm))
-                dw[sl] += torch.linalg.vecdot(Gd, v_t[sl, :, None])
-                torch.matmul(w_t[sl, :, None, :], Gd, out=dv[sl, :, None, :])
-                dM.mul_(decay)
-            dM.index_add_(0, r, _outer(w_t[sl], dr_t[sl]))
-        dM = dM.view(B, N, Dm)
-        return None, dw.transpose(0, 1), dv.transpose(0, 1), (dM.sum(0) if len(ctx.M0_shape) == 2 else dM), None, None
+        dw = torch.linalg.vecdot(G, dreads[:, :, None])          # the reads' share
+        dv = values.new_zeros(B, T, Dm)                           # stays 0 where a write never landed
+        carry = dM_end
+        for t0, t1, full in reversed(_chunk_blocks(T, ctx.chunk, B * N * Dm)):
+            adj = values.new_zeros(full + 1, B, N, Dm)            # adjoint of each chunk's starting memory
+            if carry is not None:
+                adj[full] = carry
+            rows = _state_rows(idx[:, t0:t1], ctx.chunk, B, N)
+            adj.view(-1, Dm).index_add_(0, rows.view(-1), _outer(weights[:, t0:t1], dreads[:, t0:t1]))
+            for c in range(full - 1, -1, -1):
+                adj[c].add_(adj[c + 1], alpha=ctx.decay)
+            if full:   # a write of chunk c lands in memory c + 1: its rows of that adjoint
+                w = full * ctx.chunk
+                Gd = adj[1:].view(-1, Dm).index_select(0, rows[:, :w].reshape(-1)).view(B, w, k, Dm)
+                dw[:, t0:t0 + w] += torch.linalg.vecdot(Gd, values[:, t0:t0 + w, None])
+                dv[:, t0:t0 + w] = torch.matmul(weights[:, t0:t0 + w, None, :], Gd).squeeze(-2)
+            carry = adj[0]
+        return None, dw, dv, (carry.sum(0) if len(ctx.M0_shape) == 2 else carry), None, None
 
 @torch.compiler.disable   # in-place index ops in a Python loop: inside a torch.compile'd model it runs eagerly
 def _ram_chunk(idx, weights, values, memory0, chunk, decay):

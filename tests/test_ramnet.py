@@ -1,8 +1,11 @@
 """Integration and property tests of `memnb.ramnet` and `memnb.cumscan`."""
+from unittest.mock import patch
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import memnb.ramnet as ramnet
 from memnb.core import assert_rel_close
 from memnb.cumscan import RAMScanBlock, cumsum_scan, cumsum_scan_step
 from memnb.ramnet import (RAMNetMemory, addressing_stats, pkm_topk, product_topk, product_topk_dense, ram_memory,
@@ -123,6 +126,24 @@ def test_ram_memory_gradcheck(impl):
     idx, w, v, m0 = _ram_inputs(2, 11, 3, 7, 3, 1)
     xs = [x.requires_grad_() for x in (w, v, m0)]
     assert torch.autograd.gradcheck(lambda w, v, m: ram_memory(idx, w, v, m, chunk=4, decay=0.8, impl=impl), xs)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 8), st.integers(1, 4), st.booleans(), st.integers(0, 999))
+def test_chunk_blocks_match_the_loop(T, chunk, chunks_per_block, shared, seed):
+    "Any split of the chunks into blocks gives the loop's reads, final memory and gradients."
+    idx, w, v, m0 = _ram_inputs(2, T, 3, 9, 4, seed, shared)
+    grads_out = torch.randn(2, T, 4, dtype=torch.float64), torch.randn(2, 9, 4, dtype=torch.float64)
+    results = []
+    with patch.object(ramnet, "_STATE_BUDGET", (chunks_per_block + 1) * 2 * 9 * 4):
+        for impl in ("recurrent", "chunk"):
+            xs = [x.clone().requires_grad_() for x in (w, v, m0)]
+            reads, M = ramnet._ram_chunk(idx, *xs, chunk, 0.9) if impl == "chunk" else \
+                ramnet._ram_loop(xs[2].expand(2, 9, 4), torch.zeros(2, 9, 4, dtype=torch.float64), 0, idx, *xs[:2], chunk, 0.9, ramnet._weighted_gather_torch)[:2]
+            torch.autograd.backward((reads, M), grads_out)
+            results.append([reads, M] + [torch.zeros_like(x) if x.grad is None else x.grad for x in xs])
+    for a, b, name in zip(*results, ("reads", "memory", "dw", "dv", "dm0")):
+        assert_rel_close(b, a, 1e-12, name)
 
 
 @pytest.mark.parametrize("bad,match", [
