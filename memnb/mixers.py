@@ -94,21 +94,29 @@ class CumScanMixer(nn.Module):
 
     def address(self, x):
         "Addressed virtual slots and weights `[B, T, topk]`."
-        return product_topk(self.addr(x).unflatten(-1, (self.G, self.S)), self.topk)
+        return self._address(self.addr(x))
+
+    def _address(self, logits):
+        return product_topk(logits.unflatten(-1, (self.G, self.S)), self.topk)
 
     def forward(self, x, cache: CumScanCache | None = None, *, use_cache: bool = False):
         check_tensor(x, "x", where="CumScanMixer", shape=(None, None, self.proj.in_features), dims="[B, T, d_model]")
         want = use_cache or cache is not None
-        q, k, v = self.proj(x).chunk(3, -1)
+        if not self.has_memory:
+            q, k, v = self.proj(x).chunk(3, -1)
+        else:   # everything read from x in one matmul: [W_q; W_k; W_v; W_addr; W_wg; W_val]
+            w_in = torch.cat([self.proj.weight, self.addr.weight, self.write.weight])
+            q, k, v, logits, gate, val = F.linear(x, w_in).split([self.mix.in_features] * 3 + [self.G * self.S] + [self.read.in_features] * 2, -1)
         s, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps, output_final_state=True, impl=self.impl,
                                     initial_state=None if cache is None else cache.scan)
-        merged, mem_state = self.mix(s), None
-        if self.has_memory:
-            idx, w = self.address(x)
-            gate, val = self.write(x).chunk(2, -1)
-            u = torch.sigmoid(gate) * torch.tanh(val)
-            out = ram_memory(idx, w.to(u.dtype), u, self.memory0.to(u.dtype), chunk=self.chunk, decay=self.decay,
-                             state=None if cache is None else cache.memory, output_final_state=want, impl=self.impl)
-            reads, mem_state = out if want else (out, None)
-            merged = merged + self.mem_proj(self.read(reads))
+        if not self.has_memory:
+            return self.out(self.mix(s)), (CumScanCache(scan_state, None) if want else None)
+        idx, w = self._address(logits)
+        u = torch.sigmoid(gate) * torch.tanh(val)
+        out = ram_memory(idx, w.to(u.dtype), u, self.memory0.to(u.dtype), chunk=self.chunk, decay=self.decay,
+                         state=None if cache is None else cache.memory, output_final_state=want, impl=self.impl)
+        reads, mem_state = out if want else (out, None)
+        # W_m s + W_mp W_read r in one matmul: [s, r] [W_m, W_mp W_read]^T
+        w_mix = torch.cat([self.mix.weight, self.mem_proj.weight @ self.read.weight], 1)
+        merged = F.linear(torch.cat([s, reads], -1), w_mix)
         return self.out(merged), (CumScanCache(scan_state, mem_state) if want else None)

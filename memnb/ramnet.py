@@ -86,7 +86,7 @@ def _rank_tuples(S: int, G: int, k: int):
     return torch.tensor(inside + frontier).view(-1, G) + torch.arange(G) * S, len(inside)
 
 def _ranked(probs, positions, C, k):
-    """Top-k virtual indices from the rank tuples: `(idx [..., k], settled [...])`. A row is not `settled` when a tie
+    """Top-k digits from the rank tuples: `(digits [..., k, G], settled [...])`. A row is not `settled` when a tie
     leaves its order to the tie rule, which the fixed candidate set cannot apply."""
     S, G = probs.shape[-1], probs.shape[-2]
     sorted_p, digit = probs.sort(dim=-1, descending=True)     # any order of equal digits will do: ties go unsettled
@@ -102,18 +102,18 @@ def _ranked(probs, positions, C, k):
     if score.shape[-1] > C:
         settled &= v.values[..., k - 1] > score[..., C:].amax(-1)               # and above every slot outside
     win = positions.index_select(0, v.indices[..., :k].flatten()).view(*v.indices.shape[:-1], k, G)
-    digits = digit.flatten(-2).gather(-1, win.flatten(-2)).view(win.shape)
-    return (digits * S ** torch.arange(G - 1, -1, -1, device=probs.device)).sum(-1), settled
+    return digit.flatten(-2).gather(-1, win.flatten(-2)).view(win.shape), settled
 
-def _top_indices(probs, k):
-    "The exact top-k virtual indices, best first: by rank tuples where they are few, by `_beam` otherwise and for ties."
-    ranks = _rank_tuples(probs.shape[-1], probs.shape[-2], k)
+def _top_digits(probs, k):
+    "The exact top-k slots' digits `[..., k, G]`, best first: by rank tuples where they are few, else and for ties by `_beam`."
+    S, G = probs.shape[-1], probs.shape[-2]
+    ranks = _rank_tuples(S, G, k)
     if ranks is None:
-        return _beam(probs, k)
-    idx, settled = _ranked(probs, ranks[0].to(probs.device), ranks[1], k)
+        return _digits(_beam(probs, k), S, G)
+    digits, settled = _ranked(probs, ranks[0].to(probs.device), ranks[1], k)
     if not bool(settled.all()):
-        idx[~settled] = _beam(probs[~settled], k)
-    return idx
+        digits[~settled] = _digits(_beam(probs[~settled], k), S, G)
+    return digits
 
 def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
                  k: int,
@@ -123,11 +123,13 @@ def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
     G, S = logits.shape[-2:]
     if not isinstance(k, int) or not 1 <= k <= S ** G:
         raise ValueError(f"product_topk: k must be an int in [1, S**G = {S ** G}], got {k!r}")
-    probs = torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
+    lg = logits if logits.dtype == torch.float64 else logits.float()
     with torch.no_grad():
-        idx = _top_indices(probs, k)                                        # [..., k]
-    w = probs.transpose(-1, -2).gather(-2, _digits(idx, S, G)).prod(-1)     # prod_g probs[g, digit_g]
-    return idx, (w / w.sum(-1, keepdim=True)).to(logits.dtype)
+        digits = _top_digits(torch.softmax(lg, -1), k)                     # [..., k, G]
+    # prod_g p_g[d_g] renormalised over the k winners = a softmax of sum_g logit_g[d_g] (each group's normaliser cancels)
+    score = lg.flatten(-2).gather(-1, (digits + torch.arange(G, device=lg.device) * S).flatten(-2)).view(digits.shape).sum(-1)
+    idx = (digits * S ** torch.arange(G - 1, -1, -1, device=lg.device)).sum(-1)
+    return idx, torch.softmax(score, -1).to(logits.dtype)
 
 def product_topk_dense(logits, k):
     "Reference: form all S**G products, then the top-k (same tie rule)."

@@ -42,7 +42,8 @@ def test_both_searches_exact_on_their_own(G, S, k, scale, seed):
     assert torch.equal(_beam(probs, k), want)
     ranks = _rank_tuples(S, G, k)
     if ranks is not None:
-        idx, settled = _ranked(probs, ranks[0], ranks[1], k)
+        digits, settled = _ranked(probs, ranks[0], ranks[1], k)
+        idx = (digits * S ** torch.arange(G - 1, -1, -1)).sum(-1)
         assert torch.equal(idx[settled], want[settled])
         if scale != "ties":
             assert bool(settled.all())
