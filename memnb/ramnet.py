@@ -324,7 +324,7 @@ def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
         if not output_final_state:
             return reads
         pending = _scatter_writes(idx[:, T - tail:], weights[:, T - tail:], values[:, T - tail:], M.shape[1]) if tail else torch.zeros_like(M)
-        return reads, RAMState(M, pending, tail)
+        return reads, RAMState(M.clone(), pending, tail)   # M is a view into the block's table: keep only its own rows
     if state is None:
         M = memory0.expand(B, *memory0.shape[-2:]) if memory0.ndim == 2 else memory0
         state = RAMState(M, torch.zeros_like(M), 0)
