@@ -17,6 +17,8 @@ __all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'ReLUFFN', 'ReLU2', 'ternari
            'head_norm', 'ParallelGatedRecurrence']
 
 # %% ../nbs/07_layers.ipynb #23b22fa1
+_HAS_RMS_NORM = hasattr(F, "rms_norm")
+
 class RMSNorm(nn.Module):
     "Root-mean-square normalisation over the last dimension, with a learned gain."
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -24,7 +26,7 @@ class RMSNorm(nn.Module):
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        if x.dtype in (torch.float32, torch.float64) and hasattr(F, "rms_norm"):   # one fused op (torch >= 2.4)
+        if x.dtype in (torch.float32, torch.float64) and _HAS_RMS_NORM:   # one call into ATen (torch >= 2.4)
             w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
             return F.rms_norm(x, self.weight.shape, w, self.eps)
         xf = x.to(torch.promote_types(x.dtype, torch.float32))   # at least fp32; float64 stays float64

@@ -46,3 +46,32 @@ def test_triton_equals_chunk(kind, triton_device):
     ref, tri = _outputs_and_grads(ref, x), _outputs_and_grads(tri, x)
     for i, (a, b) in enumerate(zip(tri, ref)):
         assert_rel_close(a, b, 1e-4, f"{kind} triton vs chunk, tensor {i}")
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_cumscan_mixer_is_cpuflows_formula(memory):
+    "The stacked matmuls give W_out(W_m s + W_mp W_read r), with each part from its own named projection, and its gradients."
+    from memnb.cumscan import cumsum_scan
+    from memnb.ramnet import ram_memory
+    mix = small("cumscan", "chunk", memory)
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+
+    def formula(x):
+        q, k, v = mix.proj(x).chunk(3, -1)
+        merged = mix.mix(cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), mix.eps))
+        if memory:
+            idx, w = mix.address(x)
+            gate, val = mix.write(x).chunk(2, -1)
+            reads = ram_memory(idx, w, torch.sigmoid(gate) * torch.tanh(val), mix.memory0, chunk=mix.chunk,
+                               decay=mix.decay, impl="recurrent")
+            merged = merged + mix.mem_proj(mix.read(reads))
+        return mix.out(merged)
+
+    results = []
+    for f in (lambda x: mix(x)[0], formula):
+        mix.zero_grad()
+        y = f(x)
+        y.square().sum().backward()
+        results.append([y] + [p.grad.clone() for p in mix.parameters()])
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_rel_close(a, b, 1e-12, f"output" if i == 0 else f"gradient {i}")
