@@ -99,19 +99,20 @@ def bench_train_step(models: dict, *, B: int = 4, T: int = 256, threads: int | N
     return {"setting": dict(B=B, T=T, threads=threads, repeats=repeats, device=str(device)),
             "seconds": secs, "tokens_per_s": {n: B * T / s for n, s in secs.items()}}
 
-def bench_generation(model, *, prompt_len: int = 16, new_tokens: int = 128, threads: int | None = 2, seed: int = 0) -> dict:
-    "Greedy generation with caches vs full recomputation: seconds of each, the speed-up, and whether tokens agree."
-    import time
+def bench_generation(model, *, prompt_len: int = 16, new_tokens: int = 128, threads: int | None = 2, seed: int = 0,
+                     repeats: int = 1) -> dict:
+    """Greedy generation with caches vs full recomputation: median seconds of each over `repeats` interleaved runs,
+    the speed-up, and whether every run's tokens agree."""
     import torch
-    from memnb.core import torch_threads
+    from memnb.core import median_times, torch_threads
     from memnb.model import generate
     model = model.eval()
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
-    out, secs = {}, {}
+    outs = {"cached": [], "full recompute": []}
+    runs = {name: (lambda name=name: outs[name].append(generate(model, prompt, new_tokens, use_cache=name == "cached")))
+            for name in outs}
     with torch_threads(threads):
-        for use_cache in (True, False):
-            t0 = time.perf_counter()
-            out[use_cache] = generate(model, prompt, new_tokens, use_cache=use_cache)
-            secs["cached" if use_cache else "full recompute"] = time.perf_counter() - t0
-    return {"seconds": secs, "speedup": secs["full recompute"] / secs["cached"],
-            "identical": bool(torch.equal(out[True], out[False])), "new_tokens": new_tokens}
+        secs = median_times(runs, repeats=repeats, warmup=0)
+    first = outs["cached"][0]
+    return {"seconds": secs, "speedup": secs["full recompute"] / secs["cached"], "repeats": repeats,
+            "identical": all(torch.equal(first, o) for os in outs.values() for o in os), "new_tokens": new_tokens}
