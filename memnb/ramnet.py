@@ -190,6 +190,10 @@ class RAMState:
     pending: torch.Tensor  # [B, N, Dm] writes of the current chunk, applied at its end
     pos: int = 0           # tokens of the current chunk already seen
 
+    def final_memory(self, decay: float) -> torch.Tensor:
+        "The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial last chunk included."
+        return decay * self.memory + self.pending if self.pos else self.memory
+
 def _check_ram(idx, weights, values, memory0, state, chunk, decay):
     where = "ram_memory"
     if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
@@ -333,7 +337,7 @@ def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
     return (reads, RAMState(M, pending, pos)) if output_final_state else reads
 
 def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99):
-    "Token-by-token reference with a full per-chunk copy of the memory (clear, slow)."
+    "Token-by-token reference with a full per-chunk copy of the memory (clear, slow): (reads, final memory)."
     B, T, k = idx.shape
     M = (memory0.expand(B, *memory0.shape[-2:]) if memory0.ndim == 2 else memory0).clone()
     start, out = M.clone(), []
@@ -342,10 +346,10 @@ def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99)
         for b in range(B):
             for j in range(k):
                 M[b, idx[b, t, j]] = M[b, idx[b, t, j]] + weights[b, t, j] * values[b, t]
-        if (t + 1) % chunk == 0:
+        if (t + 1) % chunk == 0 or t == T - 1:   # a chunk closes (the last one may be partial)
             M = decay * start + (M - start)
             start = M.clone()
-    return torch.stack(out, 1)
+    return torch.stack(out, 1), M
 
 # %% ../nbs/04_ramnet.ipynb #71736fb5
 if triton_available():

@@ -89,8 +89,10 @@ def _ram_inputs(B, T, k, N, Dm, seed, shared=True):
 @pytest.mark.parametrize("impl", ["recurrent", "chunk"])
 def test_ram_memory_matches_per_token_reference(chunk, shared, impl):
     idx, w, v, m0 = _ram_inputs(2, 37, 4, 13, 5, chunk, shared)
-    want = ram_memory_reference(idx, w, v, m0, chunk=chunk, decay=0.95)
-    assert_rel_close(ram_memory(idx, w, v, m0, chunk=chunk, decay=0.95, impl=impl), want, 1e-12, "reads")
+    want, want_final = ram_memory_reference(idx, w, v, m0, chunk=chunk, decay=0.95)
+    got, state = ram_memory(idx, w, v, m0, chunk=chunk, decay=0.95, impl=impl, output_final_state=True)
+    assert_rel_close(got, want, 1e-12, "reads")
+    assert_rel_close(state.final_memory(0.95), want_final, 1e-12, "final memory")   # 37 tokens: a partial last chunk unless chunk=1
 
 
 @settings(max_examples=25, deadline=None)
