@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .attention import Attention, KVCache
 from .core import check_tensor
 from .cumscan import CumScanState, cumsum_scan
-from .delta_rule import delta_rule, delta_rule_step, l2norm
+from .delta_rule import delta_rule, l2norm
 from .layers import RMSNorm
 from .ramnet import RAMState, product_topk, ram_memory
 
@@ -53,12 +53,8 @@ class CortexMixer(nn.Module):
         v, beta = v.view(B, T, H, K), torch.sigmoid(beta)
         z = decay + self.decay_bias
         g = F.logsigmoid(z) if z.dtype in (torch.float32, torch.float64) else F.logsigmoid(z.float()).to(z.dtype)
-        if T == 1 and state is not None and self.impl != "triton" and x.device.type == "cpu":
-            o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], g[:, 0], state)   # decoding: the step itself,
-            o = o[:, None]                                                                  # inputs valid by construction
-        else:
-            o, S = delta_rule(q, k, v, beta, g, initial_state=state, output_final_state=want_state,
-                              impl=self.impl, chunk_size=self.chunk_size)
+        o, S = delta_rule(q, k, v, beta, g, initial_state=state, output_final_state=want_state,
+                          impl=self.impl, chunk_size=self.chunk_size)
         return self.mem_out(o.reshape(B, T, -1)), S
 
     def forward(self, x, cache: CortexCache | None = None, *, use_cache: bool = False):
