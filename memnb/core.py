@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IMPLS', 'BACKENDS', 'triton_available', 'triton_interpreting', 'triton_runs_on', 'backend_for', 'resolve_impl',
-           'check_tensor', 'seed_everything', 'rel_err', 'assert_rel_close', 'median_times', 'median_time',
+__all__ = ['IMPLS', 'BACKENDS', 'DECODE_TOKENS', 'triton_available', 'triton_interpreting', 'triton_runs_on', 'backend_for',
+           'resolve_impl', 'check_tensor', 'seed_everything', 'NonFiniteError', 'check_finite', 'acc_dtype',
+           'full_precision', 'pad_to_chunks', 'rel_err', 'assert_rel_close', 'median_times', 'median_time',
            'torch_threads', 'peak_memory']
 
 # %% ../nbs/00_core.ipynb #58d502e3
@@ -121,6 +122,40 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #3a648d33
+class NonFiniteError(FloatingPointError):
+    "A NaN or infinity where a mechanism needs finite numbers; the trainer counts the step as a bad one."
+
+def check_finite(x: torch.Tensor, name: str, where: str = "") -> torch.Tensor:
+    "Return `x`, or raise `NonFiniteError` naming `name` if it holds a NaN or an infinity."
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{where + ': ' if where else ''}`{name}` holds non-finite values (NaN or inf)")
+    return x
+
+# %% ../nbs/00_core.ipynb #881063f1
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    "The dtype to accumulate in for inputs of `dtype`: float64 stays float64, anything narrower becomes float32."
+    return torch.promote_types(dtype, torch.float32)
+
+def full_precision(device):
+    "A context in which autocast is off on `device`'s type (a no-op where autocast does not exist)."
+    kind = torch.device(device).type
+    if not torch.amp.is_autocast_available(kind):
+        return contextlib.nullcontext()
+    return torch.autocast(kind, enabled=False)
+
+# %% ../nbs/00_core.ipynb #a4971d5c
+DECODE_TOKENS = 16  # at or below this many tokens a call is decoding: "auto" prefers the recurrent forms
+
+def pad_to_chunks(x: torch.Tensor, chunk: int, dim: int = 1, value: float = 0.0) -> tuple[torch.Tensor, int]:
+    "Pad `x` along `dim` with `value` up to a whole number of chunks of `chunk` steps: (padded x, number of chunks)."
+    dim = dim % x.ndim
+    n = -(-x.shape[dim] // chunk)
+    missing = n * chunk - x.shape[dim]
+    if missing:
+        x = torch.nn.functional.pad(x, (0, 0) * (x.ndim - 1 - dim) + (0, missing), value=value)
+    return x, n
 
 # %% ../nbs/00_core.ipynb #759b987b
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
