@@ -5,7 +5,10 @@
 # %% ../nbs/10_model.ipynb #b5dca339
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import Attention
+from .attention import Attention, KVCache
 from .cdm import CompetitiveDockingMemory
 from .delta_rule import DeltaNet
 from .cumscan import CumStepPos
@@ -21,7 +24,9 @@ from .layers import BitLinear, GatedRecurrence, ParallelGatedRecurrence, ReLU2, 
 from .mixers import CortexMixer, CumScanMixer
 
 # %% auto #0
-__all__ = ['MIXERS', 'FFNS', 'MemLMConfig', 'Block', 'MemLM', 'generate', 'save', 'load', 'load_published_state']
+__all__ = ['MIXERS', 'FFNS', 'MANIFEST', 'MemLMConfig', 'Block', 'MemLM', 'position_limit', 'preallocate_caches', 'decode_step',
+           'generate', 'CheckpointError', 'file_sha256', 'write_manifest', 'read_json', 'verify_manifest', 'save',
+           'load', 'load_published_state']
 
 # %% ../nbs/10_model.ipynb #298a42c8
 @dataclass
@@ -185,7 +190,7 @@ class MemLM(nn.Module):
         h = self.norm(x)
         if not use_cache:
             return h
-        return h, ((caches[0] if caches else 0) + idx.shape[1], new_caches)
+        return h, ((caches[0] if caches else idx.new_zeros(())) + idx.shape[1], new_caches)   # a tensor position
 
     def logits(self, h):
         "The head (and logit soft-cap) on hidden states `[..., d_model]`."
@@ -217,51 +222,161 @@ def _sample(logits, temperature, top_k, top_p, generator):
         logits = logits.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[..., 0]
 
-def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             generator: torch.Generator | None = None, processors: list | tuple = ()) -> torch.Tensor:
-    "Append `max_new_tokens` tokens to `idx` `[B, T]`."
-    with torch.inference_mode():   # no autograd bookkeeping at all (no_grad still bumps version counters)
-        out = _generate(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, processors)
-    return out.clone()             # an ordinary tensor again, usable as training input
+# %% ../nbs/10_model.ipynb #1d1ed26a
+def position_limit(model: MemLM) -> int | None:
+    "The longest sequence `model` can place: its learned position code's length, or None (no limit)."
+    return None if model.pos is None else model.pos.steps.shape[0]
 
-def _generate(model, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, processors):
+def _check_generate(model, idx, max_new_tokens: int):
+    if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.dtype != torch.long or idx.shape[1] == 0:
+        raise ValueError(f"generate: idx must be int64 token ids [B, T] with T >= 1, got "
+                         f"{getattr(idx, 'dtype', type(idx).__name__)} {tuple(getattr(idx, 'shape', ()))}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    limit, total = position_limit(model), idx.shape[1] + max_new_tokens
+    if limit is not None and total > limit:
+        raise ValueError(f"generate: the prompt's {idx.shape[1]} tokens + {max_new_tokens} new tokens = {total} exceed "
+                         f"the model's position limit of {limit} (MemLMConfig.max_len); shorten the prompt or the output")
+
+# %% ../nbs/10_model.ipynb #30f9d433
+def preallocate_caches(caches, length: int):
+    "`caches` with every growing `KVCache` preallocated to `length` positions (all other states are fixed-size already)."
+    if isinstance(caches, KVCache):
+        return caches.preallocate(length)
+    if isinstance(caches, (list, tuple)):
+        return type(caches)(preallocate_caches(c, length) for c in caches)
+    if dataclasses.is_dataclass(caches) and not isinstance(caches, type):
+        return dataclasses.replace(caches, **{f.name: preallocate_caches(getattr(caches, f.name), length)
+                                              for f in dataclasses.fields(caches) if f.init})
+    return caches
+
+def _decode(model, tokens, caches):
+    logits, caches = model(tokens, caches, use_cache=True)
+    return logits[:, -1], caches
+
+_COMPILED = weakref.WeakKeyDictionary()   # model -> {length: compiled step}
+
+def decode_step(model: MemLM, length: int, compile: bool = False):
+    "One decode step `(tokens [B, 1], caches) -> (logits [B, V], caches)`; compiled once per model and `length`."
+    if not compile:
+        return functools.partial(_decode, model)
+    steps = _COMPILED.setdefault(model, {})
+    if length not in steps:
+        steps[length] = torch.compile(functools.partial(_decode, model), dynamic=False)
+    return steps[length]
+
+# %% ../nbs/10_model.ipynb #34af7002
+def _tokens(model, idx, max_new_tokens, pick, use_cache, compile):
+    "Yield the sequence after each new token."
     out = idx
-    def pick(logits):
-        for proc in processors:
-            logits = proc(logits, out)
-        return _sample(logits, temperature, top_k, top_p, generator)
-    if use_cache:
-        logits, caches = model(idx, use_cache=True)
+    if not use_cache:
         for _ in range(max_new_tokens):
-            nxt = pick(logits[:, -1])
-            out = torch.cat([out, nxt[:, None]], 1)
-            logits, caches = model(nxt[:, None], caches, use_cache=True)
-        return out
-    for _ in range(max_new_tokens):
-        nxt = pick(model(out)[:, -1])
-        out = torch.cat([out, nxt[:, None]], 1)
-    return out
+            out = torch.cat([out, pick(model(out)[:, -1], out)[:, None]], 1)
+            yield out
+        return
+    length = idx.shape[1] + max_new_tokens
+    logits, caches = model(idx, use_cache=True)                 # the prompt, through the checked dispatchers
+    logits, caches = logits[:, -1], preallocate_caches(caches, length)
+    step = decode_step(model, length, compile)
+    for i in range(max_new_tokens):
+        out = torch.cat([out, pick(logits, out)[:, None]], 1)
+        yield out
+        if i + 1 < max_new_tokens:
+            logits, caches = step(out[:, -1:], caches)
+
+def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True, compile: bool = False,
+             generator: torch.Generator | None = None, processors: list | tuple = ()) -> torch.Tensor:
+    "Append `max_new_tokens` tokens to `idx` `[B, T]`; interrupted (Ctrl-C), the tokens made so far."
+    _check_generate(model, idx, max_new_tokens)
+    if compile and not use_cache:
+        raise ValueError("generate: compile=True compiles the cached decode step; it needs use_cache=True")
+    def pick(logits, tokens):
+        for proc in processors:
+            logits = proc(logits, tokens)
+        return _sample(logits, temperature, top_k, top_p, generator)
+    out = idx
+    with torch.inference_mode():   # no autograd bookkeeping at all (no_grad still bumps version counters)
+        try:
+            for out in _tokens(model, idx, max_new_tokens, pick, use_cache, compile):
+                pass
+        except KeyboardInterrupt:
+            pass                   # keep what was made
+    return out.clone()             # an ordinary tensor again, usable as training input
 
 MemLM.generate = lambda self, idx, max_new_tokens, **kw: generate(self, idx, max_new_tokens, **kw)
 
-# %% ../nbs/10_model.ipynb #f110dd10
+# %% ../nbs/10_model.ipynb #713c0e77
+MANIFEST = "manifest.json"
+
+class CheckpointError(ValueError):
+    "A checkpoint file that is missing, truncated, corrupt or of another model; the message names the file."
+
+def file_sha256(path) -> str:
+    "The SHA-256 of a file, read in 1 MiB blocks."
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+# %% ../nbs/10_model.ipynb #cff65bcb
+def write_manifest(directory, **extra) -> dict:
+    "Record the SHA-256 of every file in `directory` (and `extra` fields) in its `manifest.json`."
+    d = Path(directory)
+    files = {p.name: file_sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name != MANIFEST}
+    man = {"files": files, **extra}
+    (d / MANIFEST).write_text(json.dumps(man, indent=1))
+    return man
+
+def read_json(path, what: str = "file"):
+    "A JSON file's content, or a one-line `CheckpointError` naming it."
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read this {what} ({'empty' if not str(e) else e}); "
+                              "it is truncated or corrupt") from None
+
+def verify_manifest(directory) -> dict | None:
+    "Check every file of `directory` against its manifest (None: no manifest, an older checkpoint)."
+    d = Path(directory)
+    if not (d / MANIFEST).exists():
+        return None
+    man = read_json(d / MANIFEST, "checkpoint manifest")
+    for name, digest in man.get("files", {}).items():
+        if not (d / name).is_file():
+            raise CheckpointError(f"{d / name}: missing from the checkpoint (listed in {MANIFEST})")
+        if file_sha256(d / name) != digest:
+            raise CheckpointError(f"{d / name}: corrupt or truncated (SHA-256 differs from {MANIFEST})")
+    return man
+
+# %% ../nbs/10_model.ipynb #8c6a3e22
 def save(model: MemLM, directory) -> Path:
-    "Write `model.safetensors` and `config.json` to `directory`."
+    "Write `model.safetensors`, `config.json` and their checksums (`manifest.json`) to `directory`."
     from safetensors.torch import save_model
     d = Path(directory); d.mkdir(parents=True, exist_ok=True)
     save_model(model, str(d / "model.safetensors"))
     (d / "config.json").write_text(json.dumps(asdict(model.config), indent=2))
+    write_manifest(d)
     return d
 
 def load(directory, map_location: str = "cpu") -> MemLM:
-    "Rebuild a `MemLM` from `save`'s files."
+    "Rebuild a `MemLM` from `save`'s files, checking their checksums first."
     from safetensors.torch import load_model
     d = Path(directory)
-    model = MemLM(MemLMConfig(**json.loads((d / "config.json").read_text())))
-    load_model(model, str(d / "model.safetensors"), device=map_location)
+    verify_manifest(d)
+    try:
+        model = MemLM(MemLMConfig(**read_json(d / "config.json", "model config")))
+    except TypeError as e:
+        raise CheckpointError(f"{d / 'config.json'}: not a memnb model config ({e})") from None
+    try:
+        load_model(model, str(d / "model.safetensors"), device=map_location)
+    except Exception as e:  # safetensors' own errors: truncated header, wrong shapes, missing file
+        raise CheckpointError(f"{d / 'model.safetensors'}: cannot load ({str(e).splitlines()[0][:200]})") from None
     return model
 
+# %% ../nbs/10_model.ipynb #661a9ca1
 def load_published_state(path) -> dict:
     "The `model_state` of a published `.pt` checkpoint, read with `weights_only=True` (never arbitrary objects)."
     try:
