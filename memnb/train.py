@@ -5,12 +5,15 @@
 # %% ../nbs/30_train.ipynb #7ef89168
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -19,56 +22,164 @@ import torch.nn as nn
 
 from .evaluate import evaluate, scored_loss
 from .objectives import objective_losses, word_dropout
-from .model import MemLM, load, save
+from .model import CheckpointError, MemLM, load, read_json, save, verify_manifest, write_manifest
+try:
+    from memnb.core import NonFiniteError          # raised by mechanisms that meet non-finite input
+except ImportError:
+    NonFiniteError = FloatingPointError
 
 # %% auto #0
-__all__ = ['TrainConfig', 'lr_multiplier', 'make_optimizers', 'save_checkpoint', 'checkpoint_dir', 'load_checkpoint',
-           'TrainResult', 'train']
+__all__ = ['RUN_MANIFEST', 'OptimConfig', 'ScheduleConfig', 'BudgetConfig', 'ObjectiveConfig', 'CheckpointConfig', 'GuardConfig',
+           'TrainConfig', 'cpu_has_bf16', 'autocast_dtype', 'autocast', 'lr_multiplier', 'make_optimizers',
+           'RunDirError', 'claim_run_dir', 'clean_stale', 'list_checkpoints', 'save_checkpoint', 'checkpoint_dir',
+           'load_checkpoint', 'TrainResult', 'TrainingDiverged', 'train']
 
-# %% ../nbs/30_train.ipynb #bb2cbc1d
+# %% ../nbs/30_train.ipynb #82b0da3e
 @dataclass
-class TrainConfig:
-    batch_size: int = 16
+class OptimConfig:
+    optimizer: str = "adamw"           # "adamw", or "muon" (2-D hidden matrices) + AdamW (the rest)
     lr: float = 1e-3
-    min_lr_ratio: float = 0.1
+    muon_lr: float = 0.02
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.95)
-    optimizer: str = "adamw"           # "adamw", or "muon" (2-D hidden matrices) + AdamW (the rest)
-    muon_lr: float = 0.02
+    clip: float = 1.0                  # gradient-norm clip (0: none)
+
+@dataclass
+class ScheduleConfig:
     schedule: str = "cosine"           # "cosine", "wsd" (warmup-stable-decay) or "constant"
     warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
     decay_fraction: float = 0.2        # WSD: the last fraction of the budget decays linearly
+
+@dataclass
+class BudgetConfig:
     max_steps: int = 1000
     minutes: float | None = None       # wall-clock budget (also ends training), None: steps only
-    stop_at: int | None = None         # end this run at that step, budget unfinished (a staged run; resume continues it)
-    grad_accum: int = 1
-    clip: float = 1.0
-    eval_every: int = 200
-    eval_batches: int = 10
-    aux_weights: dict = field(default_factory=dict)
+    stop_at: int | None = None         # end this run at that step, budget unfinished (resume continues it)
+
+# %% ../nbs/30_train.ipynb #e0832243
+@dataclass
+class ObjectiveConfig:
+    aux_weights: dict = field(default_factory=dict)         # {name in model.aux: weight}
     objectives: dict = field(default_factory=dict)          # {name from memnb.objectives.OBJECTIVES: weight}
     objective_options: dict = field(default_factory=dict)   # {name: keyword arguments}
     word_dropout: float = 0.0
     dropout_token: int = 0
-    out_dir: str | None = None         # checkpoints and the JSONL log; None: keep nothing
-    seed: int = 0
-    device: str = "cpu"
-    bf16: bool = True                  # autocast to bfloat16 on CUDA
-    compile: bool = False              # torch.compile the model
-    max_bad_steps: int = 20            # non-finite losses tolerated before stopping
-    progress: bool = True
 
-    def __post_init__(self):
-        for name, val, ok in (("optimizer", self.optimizer, ("adamw", "muon")), ("schedule", self.schedule, ("cosine", "wsd", "constant"))):
-            if val not in ok:
-                raise ValueError(f"TrainConfig: {name} must be one of {ok}, got {val!r}")
-        if self.max_steps < 1 or self.grad_accum < 1 or self.batch_size < 1:
-            raise ValueError("TrainConfig: max_steps, grad_accum and batch_size must be >= 1")
-        if set(self.objectives) & set(self.aux_weights):
-            raise ValueError(f"TrainConfig: {sorted(set(self.objectives) & set(self.aux_weights))} in both objectives and "
-                             f"aux_weights would be counted twice; name each loss once")
-        if not 0 <= self.word_dropout < 1:
-            raise ValueError(f"TrainConfig: word_dropout must be in [0, 1), got {self.word_dropout}")
+@dataclass
+class CheckpointConfig:
+    out_dir: str | None = None         # run folder: checkpoints, log.jsonl, memnb-run.json; None: keep nothing
+    eval_every: int = 200
+    eval_batches: int = 10
+    keep: int = 3                      # the newest `keep` checkpoints stay (and the best)
+    from_step: int | None = None       # resume from this step's checkpoint instead of the last
+    overwrite: bool = False            # write into a non-empty folder memnb did not make
+
+@dataclass
+class GuardConfig:
+    max_bad_steps: int = 20            # non-finite steps tolerated in all
+    bad_streak: int = 5                # this many in a row: roll back or stop
+    on_blowup: str = "rollback"        # "rollback" (to the newest good checkpoint, lr scaled) or "stop"
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3
+
+# %% ../nbs/30_train.ipynb #27535472
+_GROUPS = {"optim": OptimConfig, "sched": ScheduleConfig, "budget": BudgetConfig, "loss": ObjectiveConfig,
+           "ckpt": CheckpointConfig, "guard": GuardConfig}
+_FLAT = {f.name: g for g, cls in _GROUPS.items() for f in fields(cls)}
+
+@dataclass(init=False)
+class TrainConfig:
+    "Every training choice; group fields may be given (and read) flat: `TrainConfig(lr=3e-3).optim.lr`."
+    batch_size: int = 16
+    grad_accum: int = 1
+    seed: int = 0                      # data order, dropout (the caller seeds model construction)
+    device: str = "cpu"
+    precision: str = "auto"            # "auto": bf16 autocast on CUDA and CPUs with native bf16; "bf16"; "fp32"
+    compile: bool = False              # torch.compile the model
+    progress: bool = True
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: ScheduleConfig = field(default_factory=ScheduleConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    loss: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def __init__(self, **kw):
+        for f in fields(self):
+            given, cls = kw.pop(f.name, None), _GROUPS.get(f.name)
+            if cls:
+                given = cls(**given) if isinstance(given, dict) else given or cls()
+            object.__setattr__(self, f.name, f.default if given is None else given)
+        for k, v in kw.items():
+            if k not in _FLAT and k != "bf16":
+                raise TypeError(f"TrainConfig: unknown field {k!r}")
+            setattr(self, k, v)
+        self._validate()
+
+    def __getattr__(self, name):       # only for names that are not top-level fields: a group's field
+        if name not in _FLAT:
+            raise AttributeError(f"TrainConfig has no field {name!r}")
+        return getattr(getattr(self, _FLAT[name]), name)
+
+    def __setattr__(self, name, value):
+        if name == "bf16":             # the older switch: True = autocast where it pays, False = fp32
+            name, value = "precision", "auto" if value else "fp32"
+        target = getattr(self, _FLAT[name]) if name in _FLAT else self
+        object.__setattr__(target, name, value)
+
+# %% ../nbs/30_train.ipynb #9d687754
+def _config_errors(c: TrainConfig):
+    "Each broken rule of a `TrainConfig` as a sentence."
+    for name, ok in (("optimizer", ("adamw", "muon")), ("schedule", ("cosine", "wsd", "constant")),
+                     ("precision", ("auto", "bf16", "fp32")), ("on_blowup", ("rollback", "stop"))):
+        if getattr(c, name) not in ok:
+            yield f"{name} must be one of {ok}, got {getattr(c, name)!r}"
+    if not isinstance(c.max_bad_steps, int) or c.max_bad_steps < 0:
+        yield f"max_bad_steps must be an integer >= 0, got {c.max_bad_steps!r}"
+    for name in ("max_steps", "grad_accum", "batch_size", "eval_every", "eval_batches", "keep", "bad_streak"):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
+            yield f"{name} must be an integer >= 1, got {getattr(c, name)!r}"
+    if c.minutes is not None and not (c.minutes > 0 and math.isfinite(c.minutes)):
+        yield f"minutes must be a positive number (a wall-clock budget), got {c.minutes}"
+    if not (c.lr > 0 and math.isfinite(c.lr)):
+        yield f"lr must be positive, got {c.lr}"
+    if c.stop_at is not None and c.stop_at < 1 or c.from_step is not None and c.from_step < 0:
+        yield f"stop_at must be >= 1 and from_step >= 0, got {c.stop_at}, {c.from_step}"
+    if set(c.objectives) & set(c.aux_weights):
+        yield f"{sorted(set(c.objectives) & set(c.aux_weights))} in both objectives and aux_weights would be " \
+              "counted twice; name each loss once"
+    if not 0 <= c.word_dropout < 1:
+        yield f"word_dropout must be in [0, 1), got {c.word_dropout}"
+
+def _validate(self):
+    errors = list(_config_errors(self))
+    if errors:
+        raise ValueError("TrainConfig: " + "; ".join(errors))
+
+TrainConfig._validate = _validate
+
+# %% ../nbs/30_train.ipynb #b72c19b6
+@functools.lru_cache(None)
+def cpu_has_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo's flags."
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+def autocast_dtype(precision: str, device) -> torch.dtype | None:
+    "The autocast dtype for `precision` on `device`: bfloat16, or None for float32."
+    kind = torch.device(device).type
+    if precision == "bf16" or precision == "auto" and (kind == "cuda" or kind == "cpu" and cpu_has_bf16()):
+        return torch.bfloat16
+    return None
+
+def autocast(precision: str, device):
+    "The forward's autocast context for `precision` (a no-op for float32)."
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(torch.device(device).type, dtype) if dtype else contextlib.nullcontext()
 
 # %% ../nbs/30_train.ipynb #3d3fd393
 def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
@@ -94,56 +205,151 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
     return [torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"),
             torch.optim.AdamW(rest, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)]
 
-# %% ../nbs/30_train.ipynb #0e104d5f
+# %% ../nbs/30_train.ipynb #098e943e
+RUN_MANIFEST = "memnb-run.json"
+
+class RunDirError(ValueError):
+    "An output folder memnb may not, or cannot, write into."
+
 def _atomic_write_text(path: Path, text: str):
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
-def save_checkpoint(out_dir, model: MemLM, state: dict, *, best: bool = False) -> Path:
-    "Write `step-N/` atomically and point `last.json` (and `best.json` if `best`) at it."
+def _older_run(out: Path) -> bool:
+    "A folder written by a memnb from before run manifests: `last.json` names a checkpoint."
+    try:
+        return (out / json.loads((out / "last.json").read_text())["dir"] / "config.json").is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+# %% ../nbs/30_train.ipynb #84c8bdcd
+def claim_run_dir(out_dir, command: list | None = None, *, overwrite: bool = False) -> dict:
+    "Make `out_dir` this run's folder (created, empty, an earlier memnb run, or `overwrite`); its run manifest."
+    out = Path(out_dir)
+    if (out / RUN_MANIFEST).is_file():
+        return read_json(out / RUN_MANIFEST, "run manifest")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or _older_run(out)):
+        raise RunDirError(f"{out} is not empty and is not a memnb run folder (no {RUN_MANIFEST}); give a new or "
+                          "empty folder, or pass --overwrite to write into it (memnb deletes nothing it did not write)")
+    from memnb import __version__
+    info = {"memnb": __version__, "run_id": uuid.uuid4().hex[:12], "command": list(command or [])}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(out / RUN_MANIFEST, json.dumps(info, indent=1))
+    except OSError as e:
+        raise RunDirError(f"cannot write to {out}: {e.strerror or e}") from None
+    return info
+
+def clean_stale(out_dir) -> list[str]:
+    "Remove what killed writes left in a run folder (`.tmp-step-*` folders, `*.tmp*` files); their names."
+    out, gone = Path(out_dir), []
+    for p in sorted({*out.glob(".tmp-*"), *out.glob("*.tmp*"), *out.glob("data/*.tmp*")}):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        gone.append(str(p.relative_to(out)))
+    return gone
+
+# %% ../nbs/30_train.ipynb #4ccd5b50
+def _remove(d: Path):
+    "Delete a folder via an atomic rename first: a kill leaves a `.tmp-` name that the next start cleans up."
+    gone = d.with_name(f".tmp-old-{d.name}-{os.getpid()}")
+    os.replace(d, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+def _manifest(d: Path) -> dict:
+    try:
+        return json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+def list_checkpoints(out_dir, run_id: str | None = None, good: bool = False) -> dict[int, Path]:
+    "`{step: folder}` of the complete checkpoints in `out_dir` (of one run, or only the good ones, if asked)."
+    found = {}
+    for d in Path(out_dir).glob("step-*"):
+        m = _manifest(d)
+        if d.name[5:].isdigit() and (d / "config.json").is_file() and (run_id is None or m.get("run_id") == run_id) \
+                and (not good or m.get("good", True)):
+            found[int(d.name[5:])] = d
+    return dict(sorted(found.items()))
+
+# %% ../nbs/30_train.ipynb #16504f86
+def _point(out: Path, names, final: Path, step: int):
+    for name in names:
+        _atomic_write_text(out / f"{name}.json", json.dumps({"dir": final.name, "step": step}))
+
+def _prune(out: Path, keep: int, run_id: str):
+    "Delete this run's checkpoints beyond the newest `keep` written, sparing the ones a pointer names."
+    pinned = {d.name for d in (checkpoint_dir(out, "last", strict=False), checkpoint_dir(out, "best", strict=False)) if d}
+    mine = sorted(list_checkpoints(out, run_id).values(), key=lambda d: _manifest(d).get("written", 0), reverse=True)
+    for d in mine[keep:]:
+        if d.name not in pinned:
+            _remove(d)
+
+def save_checkpoint(out_dir, model: MemLM, state: dict, *, best: bool = False, keep: int = 3, run_id: str = "",
+                    good: bool = True) -> Path:
+    "Write `step-N/` atomically with its checksums, point `last.json` (and `best.json`) at it, prune old ones."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    final = out / f"step-{state['step']}"
-    tmp = out / f".tmp-step-{state['step']}-{os.getpid()}"
+    final, tmp = out / f"step-{state['step']}", out / f".tmp-step-{state['step']}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save(model, tmp)
     torch.save(state, tmp / "train_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
+    write_manifest(tmp, step=state["step"], run_id=run_id, good=good, written=time.time_ns())
+    if final.exists():              # a step replayed after a rollback: replace only what this run wrote
+        if _manifest(final).get("run_id") != run_id:
+            raise RunDirError(f"{final} exists and was not written by this run; refusing to replace it")
+        _remove(final)
     os.replace(tmp, final)
-    for name in ["last"] + (["best"] if best else []):
-        _atomic_write_text(out / f"{name}.json", json.dumps({"dir": final.name, "step": state["step"]}))
-    keep = {json.loads((out / f"{n}.json").read_text())["dir"] for n in ("last", "best") if (out / f"{n}.json").exists()}
-    for old in out.glob("step-*"):
-        if old.name not in keep: shutil.rmtree(old, ignore_errors=True)
+    _point(out, ["last"] + (["best"] if best else []), final, state["step"])
+    _prune(out, keep, run_id)
     return final
 
-def checkpoint_dir(out_dir, which: str = "last") -> Path | None:
-    "The folder `last.json` or `best.json` points at (None if there is none)."
+# %% ../nbs/30_train.ipynb #f8dfa6fa
+def checkpoint_dir(out_dir, which: str = "last", *, strict: bool = True) -> Path | None:
+    "The folder `last.json` or `best.json` points at (None if there is none); a broken pointer is an error."
     ptr = Path(out_dir) / f"{which}.json"
-    return Path(out_dir) / json.loads(ptr.read_text())["dir"] if ptr.exists() else None
+    if not ptr.exists():
+        return None
+    try:
+        d = Path(out_dir) / json.loads(ptr.read_text())["dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        if not strict: return None
+        steps = list(list_checkpoints(out_dir))
+        raise CheckpointError(f"{ptr}: empty or corrupt (an interrupted write?); resume from a checkpoint with "
+                              f"--from-step N ({'steps ' + ', '.join(map(str, steps)) if steps else 'there are none'})") from None
+    if strict and not (d / "config.json").is_file():
+        raise CheckpointError(f"{ptr} names {d.name}, which is not a complete checkpoint")
+    return d
 
 def load_checkpoint(out_dir, which: str = "best", map_location: str = "cpu") -> MemLM:
-    "The model of a training run's best (or last) checkpoint."
+    "The model of a training run's best (or last) checkpoint, its checksums verified."
     d = checkpoint_dir(out_dir, which)
     if d is None:
         raise FileNotFoundError(f"load_checkpoint: no {which}.json in {out_dir}: not a memnb training folder")
     return load(d, map_location)
 
-# %% ../nbs/30_train.ipynb #5f094e86
+# %% ../nbs/30_train.ipynb #64a4fba7
 @dataclass
 class TrainResult:
     step: int
     history: list          # one dict per logged step / evaluation
     best_val: float
-    bad_steps: int
+    bad_steps: int         # steps skipped for a non-finite loss, gradient or forward
     seconds: float         # wall-clock, evaluations and checkpoints included
     tokens_per_s: float    # training tokens per second of training alone (evaluation time excluded)
+    rollbacks: int = 0     # times a run of bad steps sent training back to a checkpoint
+    events: list = field(default_factory=list)   # resume / rollback records, as in log.jsonl
+
+class TrainingDiverged(RuntimeError):
+    "Training stopped: too many steps had a non-finite loss, gradient or forward."
 
 def _ddp():
     if dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
+# %% ../nbs/30_train.ipynb #ca30d041
 class _Loss(nn.Module):
     "The model and its training loss in one forward, so DDP sees every parameter used."
     def __init__(self, model, cfg):
@@ -163,83 +369,249 @@ class _Loss(nn.Module):
             if name in aux: loss = loss + w * aux[name]
         return loss
 
-# %% ../nbs/30_train.ipynb #a2f19fe4
-def _restore(out_dir, model, opts, gen):
-    d = checkpoint_dir(out_dir, "last") if out_dir else None
-    if d is None:
-        return None
+# %% ../nbs/30_train.ipynb #2b7a9311
+@dataclass
+class _Run:
+    "Everything one training run carries from step to step."
+    model: MemLM
+    data: object
+    cfg: TrainConfig
+    opts: list
+    gen: torch.Generator
+    loss_mod: nn.Module
+    rank: int = 0
+    world: int = 1
+    run_id: str = ""
+    step: int = 0
+    best: float = math.inf
+    bad: int = 0               # bad steps in all
+    streak: int = 0            # bad steps in a row
+    lr_scale: float = 1.0      # lowered by each rollback
+    rollbacks: int = 0
+    tried: set = field(default_factory=set)      # checkpoints already rolled back to
+    history: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    rec: dict = field(default_factory=dict)      # the record of the step just taken
+    t0: float = 0.0
+    elapsed0: float = 0.0      # seconds spent before a resume
+    tokens: int = 0
+    eval_secs: float = 0.0
+    bar: object = None
+
+# %% ../nbs/30_train.ipynb #a6ddc781
+def _fraction(run) -> float:
+    "The fraction of the budget used: steps, or wall-clock minutes, whichever is further."
+    c = run.cfg
+    return max(run.step / c.max_steps, (time.perf_counter() - run.t0) / 60 / c.minutes if c.minutes else 0.0)
+
+def _done(run) -> bool:
+    return run.step >= min(run.cfg.max_steps, run.cfg.stop_at or run.cfg.max_steps) or _fraction(run) >= 1.0
+
+def _log(run, rec: dict):
+    "Append one record to `log.jsonl` (rank 0 of a run with a folder)."
+    if run.cfg.out_dir and run.rank == 0:
+        with open(Path(run.cfg.out_dir) / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+def _event(run, rec: dict):
+    "A resume or rollback: logged, kept in the result, and shown."
+    run.events.append(rec); _log(run, rec)
+    if run.cfg.progress and run.rank == 0:
+        from tqdm.auto import tqdm
+        tqdm.write("train: " + ", ".join(f"{k} {v}" for k, v in rec.items()))
+
+# %% ../nbs/30_train.ipynb #5f9f4660
+def _restore(run, d: Path) -> dict:
+    "Load model, optimisers, RNG and counters from checkpoint folder `d` (checksums verified first)."
+    verify_manifest(d)
+    saved = read_json(d / "config.json", "model config")
+    here = asdict(run.model.config)
+    diff = [f"{k} {saved.get(k)!r} there, {here[k]!r} here" for k in here if k in saved and saved[k] != here[k]]
+    if diff:
+        raise CheckpointError(f"{d} is a checkpoint of a different model ({'; '.join(diff[:3])}); use a new folder "
+                              "or the same preset and overrides")
     from safetensors.torch import load_model
-    load_model(model, str(d / "model.safetensors"), device=str(next(model.parameters()).device))
-    st = torch.load(d / "train_state.pt", weights_only=True)
-    for o, s in zip(opts, st["optimizers"]): o.load_state_dict(s)
-    torch.set_rng_state(st["torch_rng"]); gen.set_state(st["data_rng"])
+    load_model(run.model, str(d / "model.safetensors"), device=str(next(run.model.parameters()).device))
+    try:
+        st = torch.load(d / "train_state.pt", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{d / 'train_state.pt'}: cannot load ({str(e).splitlines()[0][:200]})") from None
+    for o, s in zip(run.opts, st["optimizers"]): o.load_state_dict(s)
+    torch.set_rng_state(st["torch_rng"]); run.gen.set_state(st["data_rng"])
+    run.step, run.best, run.history = st["step"], st.get("best_val", math.inf), st.get("history", [])
     return st
 
-def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
-    "Train `model` on `data` under `cfg`; returns the step reached, the logged history and the best validation loss."
+# %% ../nbs/30_train.ipynb #c814c27e
+_RESUME_KEYS = ("lr", "muon_lr", "schedule", "warmup_steps", "min_lr_ratio", "decay_fraction", "max_steps", "minutes",
+                "stop_at", "batch_size", "grad_accum", "eval_every", "optimizer", "precision")
+
+def _flat(config: dict) -> dict:
+    "A stored config, nested (now) or flat (older checkpoints), as flat names."
+    return {**config, **{k: v for g in _GROUPS if isinstance(config.get(g), dict) for k, v in config[g].items()}}
+
+def _resume(run):
+    "Continue from the last checkpoint, or `from_step`'s; log what the configuration given now changes."
+    out, cfg = Path(run.cfg.out_dir), run.cfg
+    d = checkpoint_dir(out, "last") if cfg.from_step is None else list_checkpoints(out).get(cfg.from_step)
+    if d is None and cfg.from_step is not None:
+        steps = ", ".join(map(str, list_checkpoints(out))) or "none"
+        raise CheckpointError(f"{out}: no checkpoint at step {cfg.from_step} (steps: {steps})")
+    if d is None:
+        return
+    st = _restore(run, d)
+    run.bad, run.lr_scale, run.elapsed0 = st.get("bad_steps", 0), st.get("lr_scale", 1.0), st.get("seconds", 0.0)
+    if run.rank == 0:               # the log from the saved history: no lost and no repeated lines
+        lines = [json.dumps(h) + "\n" for h in run.history + st.get("events", [])]
+        _atomic_write_text(out / "log.jsonl", "".join(lines))
+        if cfg.from_step is not None: _point(out, ("last", "best"), d, run.step)
+    run.events = list(st.get("events", []))
+    old = _flat(st.get("config", {}))
+    changed = {k: [old[k], getattr(cfg, k)] for k in _RESUME_KEYS if k in old and old[k] != getattr(cfg, k)}
+    _event(run, {"event": "resume", "step": run.step, "from": d.name, "applied": changed})
+
+# %% ../nbs/30_train.ipynb #60433c44
+def _start(model: MemLM, data, cfg: TrainConfig) -> _Run:
+    "Seed, build optimisers, claim the run folder, resume from a checkpoint if there is one."
     rank, world = _ddp()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)                                     # dropout and word dropout
     model.to(cfg.device).train()
-    opts = make_optimizers(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    st = _restore(cfg.out_dir, model, opts, gen) or {}
-    step, best, bad, elapsed0 = st.get("step", 0), st.get("best_val", math.inf), st.get("bad_steps", 0), st.get("seconds", 0.0)
-    history = st.get("history", [])
     loss_mod = _Loss(torch.compile(model) if cfg.compile else model, cfg)
     if world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
-    log = Path(cfg.out_dir) / "log.jsonl" if cfg.out_dir and rank == 0 else None
-    autocast = torch.autocast("cuda", torch.bfloat16) if cfg.bf16 and "cuda" in str(cfg.device) else torch.autocast("cpu", enabled=False)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)     # data order
+    run = _Run(model, data, cfg, make_optimizers(model, cfg), gen, loss_mod, rank, world)
+    if cfg.out_dir:
+        if rank == 0:
+            run.run_id = claim_run_dir(cfg.out_dir, overwrite=cfg.overwrite)["run_id"]
+            clean_stale(cfg.out_dir)
+        _resume(run)
+    run.t0 = time.perf_counter() - run.elapsed0
+    run.bar = _bar(run)
+    return run
+
+# %% ../nbs/30_train.ipynb #506d5190
+def _bar(run):
+    "Steps done of the total, or percent of the time budget, with an ETA; loss, tokens/s and bad steps after."
     from tqdm.auto import tqdm
-    bar = tqdm(total=None if cfg.minutes else cfg.max_steps, initial=step, disable=not cfg.progress or rank != 0, desc="train")
-    t0, tokens, eval_secs = time.perf_counter() - elapsed0, 0, 0.0
-    fraction = lambda: max(step / cfg.max_steps, (time.perf_counter() - t0) / 60 / cfg.minutes if cfg.minutes else 0.0)
-    stop = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
-    while step < stop and fraction() < 1.0:
-        mult = lr_multiplier(cfg, step, fraction())
-        for o in opts:
-            for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * mult
-        total = 0.0
-        if hasattr(data, "set_progress"):      # a curriculum moves through its stages with the budget
-            data.set_progress(fraction())
-        for _ in range(cfg.grad_accum):
-            x, y = data.batch("train", cfg.batch_size, gen, device=cfg.device)
-            with autocast:
-                loss = loss_mod(x, y) / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-            tokens += x.numel()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip else math.inf)
-        if not (math.isfinite(total) and torch.isfinite(norm)):
-            bad += 1
-            for o in opts: o.zero_grad(set_to_none=True)
-            if bad > cfg.max_bad_steps:
-                raise RuntimeError(f"train: {bad} steps had a non-finite loss or gradient (last loss {total}); stopping at "
-                                   f"step {step}. Lower the learning rate, check the data, or raise max_bad_steps.")
-            continue
-        for o in opts:
-            o.step(); o.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1); bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens * world / (time.perf_counter() - t0 - elapsed0 - eval_secs + 1e-9):,.0f}")
-        rec = {"step": step, "loss": total, "lr": mult * cfg.lr, "grad_norm": norm.item(), "seconds": time.perf_counter() - t0}
-        done = step >= stop or fraction() >= 1.0
-        if rank == 0 and (step % cfg.eval_every == 0 or done):
-            t_eval = time.perf_counter()
-            ev = evaluate(model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1, device=cfg.device)
-            rec.update({f"val_{k}": v for k, v in ev.items()})
-            is_best = ev["loss"] < best
-            best = min(best, ev["loss"])
-            history.append(rec)
-            if cfg.out_dir:
-                state = {"step": step, "optimizers": [o.state_dict() for o in opts], "torch_rng": torch.get_rng_state(),
-                         "data_rng": gen.get_state(), "best_val": best, "bad_steps": bad, "seconds": rec["seconds"],
-                         "history": history, "config": asdict(cfg)}
-                save_checkpoint(cfg.out_dir, model, state, best=is_best)
-            eval_secs += time.perf_counter() - t_eval
-        else:
-            history.append(rec)
-        if log:
-            with log.open("a") as f: f.write(json.dumps(rec) + "\n")
-    bar.close()
-    secs = time.perf_counter() - t0
-    return TrainResult(step, history, best, bad, secs, tokens * world / max(secs - elapsed0 - eval_secs, 1e-9))
+    off = not run.cfg.progress or run.rank != 0
+    if run.cfg.minutes:
+        fmt = "{l_bar}{bar}| {n:.0f}/{total}% of " + f"{run.cfg.minutes:g} min" + " [{elapsed}<{remaining}{postfix}]"
+        return tqdm(total=100, initial=round(100 * _fraction(run)), desc="train", disable=off, bar_format=fmt)
+    total = min(run.cfg.max_steps, run.cfg.stop_at or run.cfg.max_steps)
+    return tqdm(total=total, initial=run.step, desc="train", unit="step", disable=off)
+
+def _tokens_per_s(run) -> float:
+    return run.tokens * run.world / max(time.perf_counter() - run.t0 - run.elapsed0 - run.eval_secs, 1e-9)
+
+def _show(run, loss: float):
+    b = run.bar
+    b.update((round(100 * min(_fraction(run), 1.0)) if run.cfg.minutes else run.step) - b.n)
+    b.set_postfix(step=run.step, loss=f"{loss:.3f}", tok_s=f"{_tokens_per_s(run):,.0f}", bad=run.bad)
+
+# %% ../nbs/30_train.ipynb #12454d81
+def _set_lr(run):
+    "Warmup, then the schedule, on the fraction of the budget used; scaled down by any rollback."
+    c = run.cfg
+    mult = lr_multiplier(c, run.step, _fraction(run)) * run.lr_scale
+    bases = [c.muon_lr, c.lr] if c.optimizer == "muon" else [c.lr]     # the configuration's, also after a resume
+    for o, base in zip(run.opts, bases):
+        for g in o.param_groups: g["lr"] = base * mult
+    run.rec = {"step": run.step + 1, "lr": c.lr * mult}
+
+def _accumulate(run) -> float:
+    "Forward and backward `grad_accum` micro-batches; the summed loss (NaN if the forward met non-finite values)."
+    c, total = run.cfg, 0.0
+    if hasattr(run.data, "set_progress"):     # a curriculum moves through its stages with the budget
+        run.data.set_progress(_fraction(run))
+    for _ in range(c.grad_accum):
+        x, y = run.data.batch("train", c.batch_size, run.gen, device=c.device)
+        try:
+            with autocast(c.precision, c.device):
+                loss = run.loss_mod(x, y) / c.grad_accum
+        except (NonFiniteError, FloatingPointError):
+            return math.nan
+        loss.backward()
+        total += loss.item()
+        run.tokens += x.numel()
+    return total
+
+# %% ../nbs/30_train.ipynb #6563e5cd
+def _apply_step(run, loss: float) -> bool:
+    "Clip; skip a non-finite step (the NaN guard), else step the optimisers. Whether a step was taken."
+    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.clip or math.inf)
+    if not (math.isfinite(loss) and torch.isfinite(norm)):
+        for o in run.opts: o.zero_grad(set_to_none=True)
+        _bad_step(run, loss)
+        return False
+    for o in run.opts:
+        o.step(); o.zero_grad(set_to_none=True)
+    run.step, run.streak = run.step + 1, 0
+    run.rec.update(loss=loss, grad_norm=norm.item(), seconds=time.perf_counter() - run.t0, bad_steps=run.bad)
+    _show(run, loss)
+    return True
+
+def _bad_step(run, loss: float):
+    "Count a bad step; after `bad_streak` in a row roll back (or stop), and stop after `max_bad_steps` in all."
+    c = run.cfg
+    run.bad, run.streak = run.bad + 1, run.streak + 1
+    run.bar.set_postfix(step=run.step, loss=f"{loss}", bad=run.bad)
+    advice = (f"stopping at step {run.step}: {run.bad} steps had a non-finite loss, gradient or forward (last loss "
+              f"{loss}). Lower the learning rate, resume from an earlier checkpoint (--from-step N or --rollback), "
+              f"or check the data.")
+    if run.bad > c.max_bad_steps:
+        raise TrainingDiverged(advice)
+    if run.streak >= c.bad_streak and not _rollback(run):
+        raise TrainingDiverged(advice)
+
+# %% ../nbs/30_train.ipynb #dba15fae
+def _rollback(run) -> bool:
+    "Reload the newest good checkpoint not tried yet, learning rate scaled down; False if none is left."
+    c = run.cfg
+    if c.on_blowup != "rollback" or not c.out_dir or run.rollbacks >= c.max_rollbacks:
+        return False
+    steps = [s for s in reversed(list_checkpoints(c.out_dir, good=True)) if s <= run.step and s not in run.tried]
+    if not steps:
+        return False
+    run.tried.add(steps[0])
+    bad = run.bad
+    _restore(run, Path(c.out_dir) / f"step-{steps[0]}")
+    run.bad, run.streak, run.rollbacks, run.lr_scale = bad, 0, run.rollbacks + 1, run.lr_scale * c.rollback_lr_factor
+    _event(run, {"event": "rollback", "to_step": steps[0], "lr_scale": run.lr_scale, "bad_steps": run.bad})
+    return True
+
+# %% ../nbs/30_train.ipynb #d0470f5d
+def _state(run) -> dict:
+    "What a checkpoint needs to resume exactly: tensors and plain data only."
+    return {"step": run.step, "optimizers": [o.state_dict() for o in run.opts], "torch_rng": torch.get_rng_state(),
+            "data_rng": run.gen.get_state(), "best_val": run.best, "bad_steps": run.bad, "lr_scale": run.lr_scale,
+            "seconds": run.rec["seconds"], "history": run.history, "events": run.events, "config": asdict(run.cfg)}
+
+def _evaluate_and_save(run):
+    "Log the step; every `eval_every` steps and at the end, evaluate and write a checkpoint (rank 0)."
+    c, rec = run.cfg, run.rec
+    if run.rank == 0 and (run.step % c.eval_every == 0 or _done(run)):
+        t = time.perf_counter()
+        ev = evaluate(run.model, run.data, batch_size=c.batch_size, n_batches=c.eval_batches, seed=c.seed + 1,
+                      device=c.device)
+        rec.update({f"val_{k}": v for k, v in ev.items()})
+        is_best, run.best = ev["loss"] < run.best, min(run.best, ev["loss"])
+        run.history.append(rec); _log(run, rec)                       # logged first: a kill loses no line
+        if c.out_dir:
+            save_checkpoint(c.out_dir, run.model, _state(run), best=is_best, keep=c.keep, run_id=run.run_id,
+                            good=math.isfinite(ev["loss"]))
+        run.eval_secs += time.perf_counter() - t
+    else:
+        run.history.append(rec); _log(run, rec)
+
+# %% ../nbs/30_train.ipynb #b7961e05
+def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
+    "Train `model` on `data` under `cfg`: the step reached, the history, the best validation loss, the bad steps."
+    run = _start(model, data, cfg)       # seed, optimisers, the run folder; resume from a checkpoint if one is there
+    while not _done(run):                # the step budget, the stop_at step or the wall-clock budget
+        _set_lr(run)                     # warmup then decay, on the fraction of the budget used
+        loss = _accumulate(run)          # grad_accum micro-batches, forward and backward, under autocast
+        if _apply_step(run, loss):       # clip; skip a non-finite step (rolling back after a streak), else step
+            _evaluate_and_save(run)      # every eval_every steps and at the end: validation loss, checkpoint
+    run.bar.close()
+    secs = time.perf_counter() - run.t0
+    return TrainResult(run.step, run.history, run.best, run.bad, secs, _tokens_per_s(run), run.rollbacks, run.events)
