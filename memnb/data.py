@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['EOT', 'HUB', 'data_path', 'read_documents', 'TextTokenizer', 'load_tokenizer', 'train_bpe', 'build_cache',
-           'TokenData']
+__all__ = ['EOT', 'HUB', 'data_path', 'cache_root', 'read_documents', 'TextTokenizer', 'load_tokenizer', 'train_bpe',
+           'build_cache', 'TokenData']
 
 # %% ../nbs/20_data.ipynb #11543d24
 EOT = "<|endoftext|>"
@@ -32,6 +32,12 @@ def data_path(*parts: str) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"data_path: {p} does not exist (MEMNB_DATA={root})")
     return p
+
+# %% ../nbs/20_data.ipynb #2df1df46
+def cache_root(*parts: str) -> Path:
+    "A folder under memnb's cache (`$MEMNB_CACHE`, else `$XDG_CACHE_HOME/memnb` or `~/.cache/memnb`)."
+    root = os.environ.get("MEMNB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memnb"
+    return Path(root).expanduser().joinpath(*parts)
 
 # %% ../nbs/20_data.ipynb #e02c2484
 HUB = {"tinystories": ("roneneldan/TinyStories", "text"), "python": ("codeparrot/codeparrot-clean", "content")}
@@ -131,13 +137,13 @@ def load_tokenizer(spec: str) -> TextTokenizer:
         return TextTokenizer()
     return TextTokenizer(Tokenizer.from_file(str(p)))
 
-def train_bpe(docs: list[str], vocab_size: int, *, min_frequency: int = 2) -> TextTokenizer:
+def train_bpe(docs: list[str], vocab_size: int, *, min_frequency: int = 2, progress: bool = False) -> TextTokenizer:
     "A byte-level BPE of `vocab_size` tokens (with `<|endoftext|>`) trained on `docs` with `tokenizers`."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT], show_progress=progress,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(docs, trainer)
     return TextTokenizer(tok)
@@ -167,7 +173,7 @@ def build_cache(source: str, tokenizer, cache_dir, *, val_fraction: float = 0.05
     docs = read_documents(source, max_docs=max_docs)
     is_val = [_is_val(i, seed, val_fraction) for i in range(len(docs))]
     if isinstance(tokenizer, str) and tokenizer.startswith("bpe:"):
-        tokenizer = train_bpe([d for d, v in zip(docs, is_val) if not v], int(tokenizer[4:]))
+        tokenizer = train_bpe([d for d, v in zip(docs, is_val) if not v], int(tokenizer[4:]), progress=progress)
     elif isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
     dtype = np.uint16 if tokenizer.vocab_size <= 65_536 else np.uint32
