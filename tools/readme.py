@@ -2,9 +2,11 @@
 
 `nbdev_readme` needs Quarto, which cannot be installed everywhere memnb is built, so this small converter
 does the same job: markdown cells as they are, code cells as Python blocks with their stored text outputs,
-cells marked `#| hide` left out and `#|` directives stripped.
+cells marked `#| hide` left out and `#|` directives stripped. Relative links are written for the notebook's place
+(`nbs/`, where the docs site resolves them) and rewritten here for the README's place at the repository root.
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +34,18 @@ def _outputs(cell):
     return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
 
 
+_LINK = re.compile(r"(\]\()(?!https?:|#|/|mailto:)([^)\s]+)(\))")
+
+
+def root_links(md: str) -> str:
+    "Markdown links relative to `nbs/` made relative to the repository root: `(11_presets.ipynb)` -> `(nbs/11_presets.ipynb)`."
+    def fix(m):
+        target = m.group(2)
+        target = target[3:] if target.startswith("../") else "nbs/" + target
+        return m.group(1) + target + m.group(3)
+    return _LINK.sub(fix, md)
+
+
 def render(nb_path: Path) -> str:
     nb = nbformat.read(nb_path, as_version=4)
     parts = []
@@ -39,7 +53,7 @@ def render(nb_path: Path) -> str:
         if any(d.replace(" ", "") in ("#|hide", "#|exporti") for d in _directives(cell.source)):
             continue
         if cell.cell_type == "markdown":
-            parts.append(cell.source.strip("\n"))
+            parts.append(root_links(cell.source.strip("\n")))
         elif cell.cell_type == "code" and _code(cell.source):
             parts.append(f"```python\n{_code(cell.source)}\n```")
             if out := _outputs(cell):
