@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads
+from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads,
+                        acc_dtype, full_precision, DECODE_TOKENS)
 from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
@@ -28,12 +29,13 @@ def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
     check_tensor(k, "k", where=where, shape=(B, T, H, K), dims="[B, T, H, K] like `q`", like=(q, "q"))
     check_tensor(v, "v", where=where, shape=(B, T, H, None), dims="[B, T, H, V]", like=(q, "q"))
     check_tensor(beta, "beta", where=where, shape=(B, T, H), dims="[B, T, H]", like=(q, "q"))
-    if T == 0:
-        raise ValueError(f"{where}: sequences must have at least one step, got T=0")
-    if g is not None:
-        check_tensor(g, "g", where=where, shape=(B, T, H), dims="[B, T, H]", like=(q, "q"))
-        if bool((g > 0).any()):
-            raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got max {g.max().item():.3g}); "
+    if g is not None:   # its own dtype: decays stay float32 under autocast
+        check_tensor(g, "g", where=where, shape=(B, T, H), dims="[B, T, H]")
+        if g.device != q.device:
+            raise ValueError(f"{where}: `g` must be on {q.device}, got {g.device}")
+        if not bool((g <= 0).all()):   # NaN fails `<= 0` too
+            got = "NaN" if bool(g.isnan().any()) else f"max {g.max().item():.3g}"
+            raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got {got}); "
                              "pass log(alpha) for a decay alpha in (0, 1], e.g. -softplus(x)")
     if initial_state is not None:
         check_tensor(initial_state, "initial_state", where=where, shape=(B, H, K, v.shape[-1]), dims="[B, H, K, V]")
@@ -203,7 +205,7 @@ class _DeltaRuleChunk(torch.autograd.Function):
         qc, kc, vc, bc = ch(q) * scale, ch(k), ch(v), ch(beta)
         gam = None if g is None else ch(g).cumsum(-1)
         h0c = None if h0 is None else h0.to(cdt).reshape(B * H, K, -1)
-        state_fwd = _state_fwd_triton if triton_states else _state_fwd_torch
+        state_fwd = (lambda *a: _state_fwd_triton(*a, op_dtype=q.dtype)) if triton_states else _state_fwd_torch
         o, S, saved = _chunk_fwd(qc, kc, vc, bc, gam, h0c, n, state_fwd)
         ctx.save_for_backward(qc, kc, vc, bc, gam, *saved)
         ctx.meta = (B, T, H, n, scale, chunk, triton_states, q.dtype, h0 is not None, g is not None)
@@ -215,7 +217,7 @@ class _DeltaRuleChunk(torch.autograd.Function):
         B, T, H, n, scale, chunk, triton_states, dtype, has_h0, gated = ctx.meta
         cdt = qc.dtype
         dSc = None if dS is None else dS.to(cdt).reshape(B * H, *dS.shape[2:])
-        state_bwd = _state_bwd_triton if triton_states else _state_bwd_torch
+        state_bwd = (lambda *a: _state_bwd_triton(*a, op_dtype=dtype)) if triton_states else _state_bwd_torch
         dq, dk, dv, dbeta, dg, dh0 = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, cdt), dSc, n, state_bwd)
         un = lambda x: _unchunked(x, B, T, H).to(dtype)
         return (un(dq) * scale, un(dk), un(dv), un(dbeta), un(dg) if gated else None,
@@ -225,92 +227,217 @@ class _DeltaRuleChunk(torch.autograd.Function):
 if triton_available():
     import triton
     import triton.language as tl
-    from memnb.core import block_2d
+    from memnb.core import block_2d, triton_interpreting
 
     @triton.jit
-    def _dr_state_fwd_kernel(W, UT, KD, EC, H0, S_ALL, U, S_FIN, n, M, K, V,
-                             C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                             HAS_EC: tl.constexpr, HAS_H0: tl.constexpr):
+    def _slab_mm(X, base, k0, rc, S, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+        "`X[:, k0:k0+BK] @ S`: a [C, BK] slab of the row-major chunk matrix at `base` times a state slab."
+        rk = k0 + tl.arange(0, BK)
+        x = tl.load(X + base + rc[:, None] * K + rk[None, :], mask=rk[None, :] < K, other=0.0)
+        return tl.dot(x, S.to(x.dtype), input_precision=PREC)
+
+    @triton.jit
+    def _slab_tmm(X, base, k0, rc, U, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+        "`X[:, k0:k0+BK]^T @ U`: the [BK, BV] slab of X^T U for a [C, BV] block U."
+        rk = k0 + tl.arange(0, BK)
+        x = tl.load(X + base + rc[:, None] * K + rk[None, :], mask=rk[None, :] < K, other=0.0)
+        return tl.dot(tl.trans(x), U.to(x.dtype), input_precision=PREC)
+
+# %% ../nbs/02_delta_rule.ipynb #0db0fa6d
+if triton_available():
+    @triton.jit
+    def _mm4(X, base, rc, S1, S2, S3, S4, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+        "`X @ S` with S held as up to four BK-row slabs."
+        out = _slab_mm(X, base, 0, rc, S1, K, BK, PREC)
+        if K > BK:
+            out += _slab_mm(X, base, BK, rc, S2, K, BK, PREC)
+        if K > 2 * BK:
+            out += _slab_mm(X, base, 2 * BK, rc, S3, K, BK, PREC)
+        if K > 3 * BK:
+            out += _slab_mm(X, base, 3 * BK, rc, S4, K, BK, PREC)
+        return out
+
+    @triton.jit
+    def _tmm4(X, base, rc, U, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+        "`X^T @ U` as up to four BK-row slabs (zeros past K)."
+        d1 = _slab_tmm(X, base, 0, rc, U, K, BK, PREC)
+        d2, d3, d4 = tl.zeros_like(d1), tl.zeros_like(d1), tl.zeros_like(d1)
+        if K > BK:
+            d2 = _slab_tmm(X, base, BK, rc, U, K, BK, PREC)
+        if K > 2 * BK:
+            d3 = _slab_tmm(X, base, 2 * BK, rc, U, K, BK, PREC)
+        if K > 3 * BK:
+            d4 = _slab_tmm(X, base, 3 * BK, rc, U, K, BK, PREC)
+        return d1, d2, d3, d4
+
+# %% ../nbs/02_delta_rule.ipynb #11f956d8
+if triton_available():
+    @triton.jit
+    def _slab_ptr(P, base, k0, rv, mv, V, K: tl.constexpr, BK: tl.constexpr):
+        rk = k0 + tl.arange(0, BK)
+        return P + base + rk[:, None] * V + rv[None, :], (rk[:, None] < K) & mv[None, :]
+
+    @triton.jit
+    def _slabs_load(P, base, rv, mv, V, K: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                    acc: tl.constexpr):
+        "Columns `rv` of the [K, V] matrix at `base`: four [BK, BV] slabs, zeros past K."
+        p, m = _slab_ptr(P, base, 0, rv, mv, V, K, BK)
+        S1 = tl.load(p, mask=m, other=0.0).to(acc)
+        S2, S3, S4 = tl.zeros([BK, BV], acc), tl.zeros([BK, BV], acc), tl.zeros([BK, BV], acc)
+        if K > BK:
+            p, m = _slab_ptr(P, base, BK, rv, mv, V, K, BK)
+            S2 = tl.load(p, mask=m, other=0.0).to(acc)
+        if K > 2 * BK:
+            p, m = _slab_ptr(P, base, 2 * BK, rv, mv, V, K, BK)
+            S3 = tl.load(p, mask=m, other=0.0).to(acc)
+        if K > 3 * BK:
+            p, m = _slab_ptr(P, base, 3 * BK, rv, mv, V, K, BK)
+            S4 = tl.load(p, mask=m, other=0.0).to(acc)
+        return S1, S2, S3, S4
+
+    @triton.jit
+    def _slabs_store(P, base, rv, mv, V, S1, S2, S3, S4, K: tl.constexpr, BK: tl.constexpr):
+        "Store the slabs of `_slabs_load` back."
+        p, m = _slab_ptr(P, base, 0, rv, mv, V, K, BK)
+        tl.store(p, S1.to(P.dtype.element_ty), mask=m)
+        if K > BK:
+            p, m = _slab_ptr(P, base, BK, rv, mv, V, K, BK)
+            tl.store(p, S2.to(P.dtype.element_ty), mask=m)
+        if K > 2 * BK:
+            p, m = _slab_ptr(P, base, 2 * BK, rv, mv, V, K, BK)
+            tl.store(p, S3.to(P.dtype.element_ty), mask=m)
+        if K > 3 * BK:
+            p, m = _slab_ptr(P, base, 3 * BK, rv, mv, V, K, BK)
+            tl.store(p, S4.to(P.dtype.element_ty), mask=m)
+
+# %% ../nbs/02_delta_rule.ipynb #5fe6cba1
+if triton_available():
+    @triton.jit
+    def _dr_state_fwd_kernel(W, UT, KD, EC, H0, S_ALL, U, S_FIN, n, M, V, K: tl.constexpr, C: tl.constexpr,
+                             BK: tl.constexpr, BV: tl.constexpr, HAS_EC: tl.constexpr, HAS_H0: tl.constexpr,
+                             PREC: tl.constexpr):
         i_v, i_m = tl.program_id(0), tl.program_id(1)
-        rk, rv, mk, mv, kv, m_kv = block_2d(i_v, K, V, BK, BV)
-        rc = tl.arange(0, C)
-        acc = tl.float64 if S_ALL.dtype.element_ty == tl.float64 else tl.float32
-        if HAS_H0:
-            S = tl.load(H0 + i_m.to(tl.int64) * K * V + kv, mask=m_kv, other=0.0).to(acc)
-        else:
-            S = tl.zeros([BK, BV], dtype=acc)
+        rc, rv = tl.arange(0, C), i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        acc: tl.constexpr = S_ALL.dtype.element_ty
+        m_h0 = mv if HAS_H0 else rv < 0   # no initial state: all masked, zeros
+        S1, S2, S3, S4 = _slabs_load(H0, i_m.to(tl.int64) * K * V, rv, m_h0, V, K, BK, BV, acc)
         for i in range(n):
             row = (i * M + i_m).to(tl.int64)
-            tl.store(S_ALL + row * K * V + kv, S, mask=m_kv)
-            ck = row * C * K + rc[:, None] * K + rk[None, :]
+            _slabs_store(S_ALL, row * K * V, rv, mv, V, S1, S2, S3, S4, K, BK)
             cv = row * C * V + rc[:, None] * V + rv[None, :]
-            w = tl.load(W + ck, mask=mk[None, :], other=0.0).to(acc)
-            u = tl.load(UT + cv, mask=mv[None, :], other=0.0).to(acc) - tl.dot(w, S, input_precision="ieee")
+            u = tl.load(UT + cv, mask=mv[None, :], other=0.0).to(acc)
+            u -= _mm4(W, row * C * K, rc, S1, S2, S3, S4, K, BK, PREC)
             tl.store(U + cv, u, mask=mv[None, :])
-            kd = tl.load(KD + ck, mask=mk[None, :], other=0.0).to(acc)
             if HAS_EC:
-                S = S * tl.load(EC + row).to(acc)
-            S += tl.dot(tl.trans(kd), u, input_precision="ieee")
-        tl.store(S_FIN + i_m.to(tl.int64) * K * V + kv, S, mask=m_kv)
+                e = tl.load(EC + row).to(acc)
+                S1, S2, S3, S4 = S1 * e, S2 * e, S3 * e, S4 * e
+            d1, d2, d3, d4 = _tmm4(KD, row * C * K, rc, u, K, BK, PREC)
+            S1, S2, S3, S4 = S1 + d1, S2 + d2, S3 + d3, S4 + d4
+        _slabs_store(S_FIN, i_m.to(tl.int64) * K * V, rv, mv, V, S1, S2, S3, S4, K, BK)
 
 # %% ../nbs/02_delta_rule.ipynb #35127d93
 if triton_available():
     @triton.jit
-    def _dr_state_bwd_kernel(W, KD, EC, DU, DS0, DS_IN, DS1_ALL, DH0, n, M, K, V,
-                             C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                             HAS_EC: tl.constexpr, HAS_DS: tl.constexpr):
+    def _dr_state_bwd_kernel(W, KD, EC, DU, DS0, DS_IN, DS1_ALL, DH0, n, M, V,
+                             K: tl.constexpr, C: tl.constexpr,
+                             BK: tl.constexpr, BV: tl.constexpr, HAS_EC: tl.constexpr, HAS_DS: tl.constexpr,
+                             PREC: tl.constexpr):
         i_v, i_m = tl.program_id(0), tl.program_id(1)
-        rk, rv, mk, mv, kv, m_kv = block_2d(i_v, K, V, BK, BV)
-        rc = tl.arange(0, C)
-        acc = tl.float64 if DS1_ALL.dtype.element_ty == tl.float64 else tl.float32
-        if HAS_DS:
-            dS = tl.load(DS_IN + i_m.to(tl.int64) * K * V + kv, mask=m_kv, other=0.0).to(acc)
-        else:
-            dS = tl.zeros([BK, BV], dtype=acc)
+        rc, rv = tl.arange(0, C), i_v * BV + tl.arange(0, BV)
+        mv = rv < V
+        acc: tl.constexpr = DS1_ALL.dtype.element_ty
+        m_ds = mv if HAS_DS else rv < 0   # no incoming state gradient: all masked, zeros
+        d1, d2, d3, d4 = _slabs_load(DS_IN, i_m.to(tl.int64) * K * V, rv, m_ds, V, K, BK, BV, acc)
         for j in range(n):
             row = ((n - 1 - j) * M + i_m).to(tl.int64)
-            tl.store(DS1_ALL + row * K * V + kv, dS, mask=m_kv)
-            ck = row * C * K + rc[:, None] * K + rk[None, :]
+            _slabs_store(DS1_ALL, row * K * V, rv, mv, V, d1, d2, d3, d4, K, BK)
             cv = row * C * V + rc[:, None] * V + rv[None, :]
-            kd = tl.load(KD + ck, mask=mk[None, :], other=0.0).to(acc)
-            du = tl.load(DU + cv, mask=mv[None, :], other=0.0).to(acc) + tl.dot(kd, dS, input_precision="ieee")
+            du = tl.load(DU + cv, mask=mv[None, :], other=0.0).to(acc)
+            du += _mm4(KD, row * C * K, rc, d1, d2, d3, d4, K, BK, PREC)
             tl.store(DU + cv, du, mask=mv[None, :])
-            w = tl.load(W + ck, mask=mk[None, :], other=0.0).to(acc)
             if HAS_EC:
-                dS = dS * tl.load(EC + row).to(acc)
-            dS += tl.load(DS0 + row * K * V + kv, mask=m_kv, other=0.0).to(acc) - tl.dot(tl.trans(w), du, input_precision="ieee")
-        tl.store(DH0 + i_m.to(tl.int64) * K * V + kv, dS, mask=m_kv)
+                e = tl.load(EC + row).to(acc)
+                d1, d2, d3, d4 = d1 * e, d2 * e, d3 * e, d4 * e
+            x1, x2, x3, x4 = _slabs_load(DS0, row * K * V, rv, mv, V, K, BK, BV, acc)
+            t1, t2, t3, t4 = _tmm4(W, row * C * K, rc, du, K, BK, PREC)
+            d1, d2, d3, d4 = d1 + x1 - t1, d2 + x2 - t2, d3 + x3 - t3, d4 + x4 - t4
+        _slabs_store(DH0, i_m.to(tl.int64) * K * V, rv, mv, V, d1, d2, d3, d4, K, BK)
 
 # %% ../nbs/02_delta_rule.ipynb #5f6b76b8
+def _state_configs(K: int, V: int, op_dtype=torch.float32) -> list[tuple[int, int, int]]:
+    "Candidates (BV, num_warps, num_stages) of the state kernels at key width K; the first is the default."
+    if K <= 64:
+        cands = [(32, 4, 2), (64, 4, 2)]
+    elif K <= 128:
+        cands = [(32, 4, 2), (16, 4, 2)]
+    else:  # four slabs: narrower value blocks keep the state in registers
+        cands = [(16, 4, 2), (32, 8, 2)] if op_dtype == torch.float32 else [(32, 8, 2), (16, 4, 2)]
+    cap = max(16, triton.next_power_of_2(V))
+    return list(dict.fromkeys((min(bv, cap), w, s) for bv, w, s in cands))
+
 def _state_blocks(K, V, C):
+    "The slab width BK of the state kernels (chunk size and key width checked)."
     if C < 16 or C & (C - 1):
         raise ValueError(f"delta_rule: impl='triton' needs chunk_size a power of two >= 16, got {C}")
-    BK = max(16, triton.next_power_of_2(K))
-    return BK, max(16, min(triton.next_power_of_2(V), 64 if BK <= 64 else 32))
+    if K > 256:
+        raise ValueError(f"delta_rule: impl='triton' holds at most four 64-wide key slabs (K <= 256), "
+                         f"got K={K}; use impl='chunk'")
+    return min(64, max(16, triton.next_power_of_2(K)))
 
-def _state_fwd_triton(W, Ut, kd, eC, h0, n: int):
-    "`_state_fwd_torch` as one Triton launch."
+# %% ../nbs/02_delta_rule.ipynb #726a24c2
+_TUNED_STATE = {}
+
+def _tuned_state_kernel(fwd: bool, K: int, V: int, op_dtype):
+    "The state kernel under `triton.autotune` over `_state_configs` (CUDA only; the backward restores `DU`)."
+    if (fwd, K, V, op_dtype) in _TUNED_STATE:
+        return _TUNED_STATE[fwd, K, V, op_dtype]
+    configs = [triton.Config({"BV": bv}, num_warps=w, num_stages=s)
+               for bv, w, s in _state_configs(K, V, op_dtype)]
+    kernel = _dr_state_fwd_kernel if fwd else _dr_state_bwd_kernel
+    tuned = triton.autotune(configs, key=["V", "K", "C", "PREC"], restore_value=[] if fwd else ["DU"])(kernel)
+    return _TUNED_STATE.setdefault((fwd, K, V, op_dtype), tuned)
+
+def _launch_state(fwd: bool, M: int, V: int, K: int, op_dtype, *args, **consts):
+    "Launch a state kernel over (value blocks, M): autotuned on a GPU, its first configuration interpreted."
+    configs = _state_configs(K, V, op_dtype)
+    if triton_interpreting() or len(configs) == 1:
+        bv, w, s = configs[0]
+        kernel = _dr_state_fwd_kernel if fwd else _dr_state_bwd_kernel
+        return kernel[(triton.cdiv(V, bv), M)](*args, K=K, BV=bv, num_warps=w, num_stages=s, **consts)
+    grid = lambda meta: (triton.cdiv(V, meta["BV"]), M)
+    _tuned_state_kernel(fwd, K, V, op_dtype)[grid](*args, K=K, **consts)
+
+# %% ../nbs/02_delta_rule.ipynb #185711a0
+def _state_operands(W, kd, op_dtype):
+    "W and K_d in the dtype the dots read (bf16/fp16 inputs: theirs, for tensor cores), and the precision."
+    dt = op_dtype if op_dtype in (torch.bfloat16, torch.float16) else W.dtype
+    return W.to(dt).contiguous(), kd.to(dt).contiguous(), ("tf32x3" if dt == torch.float32 else "ieee")
+
+def _state_fwd_triton(W, Ut, kd, eC, h0, n: int, op_dtype=torch.float32):
+    "`_state_fwd_torch` as one Triton launch; `op_dtype` is the dtype of the layer's inputs."
     N, C, K = W.shape
     M, V = N // n, Ut.shape[-1]
-    BK, BV = _state_blocks(K, V, C)
-    W, Ut, kd = W.contiguous(), Ut.contiguous(), kd.contiguous()
-    S_all, U, S = W.new_empty(N, K, V), torch.empty_like(Ut), W.new_empty(M, K, V)
-    _dr_state_fwd_kernel[(triton.cdiv(V, BV), M)](
-        W, Ut, kd, eC.contiguous() if eC is not None else W, h0.contiguous() if h0 is not None else W, S_all, U, S,
-        n, M, K, V, C=C, BK=BK, BV=BV, HAS_EC=eC is not None, HAS_H0=h0 is not None)
+    BK = _state_blocks(K, V, C)
+    W, kd, prec = _state_operands(W, kd, op_dtype)
+    Ut = Ut.contiguous()
+    S_all, U, S = Ut.new_empty(N, K, V), torch.empty_like(Ut), Ut.new_empty(M, K, V)
+    _launch_state(True, M, V, K, op_dtype, W, Ut, kd, eC.contiguous() if eC is not None else Ut,
+                  h0.contiguous() if h0 is not None else Ut, S_all, U, S, n, M, V,
+                  C=C, BK=BK, HAS_EC=eC is not None, HAS_H0=h0 is not None, PREC=prec)
     return S_all, U, S
 
-def _state_bwd_triton(W, kd, eC, dU, dS0, dS, n: int):
+def _state_bwd_triton(W, kd, eC, dU, dS0, dS, n: int, op_dtype=torch.float32):
     "`_state_bwd_torch` as one Triton launch (completes `dU` in place)."
     N, C, K = W.shape
     M, V = N // n, dU.shape[-1]
-    BK, BV = _state_blocks(K, V, C)
+    BK = _state_blocks(K, V, C)
+    W, kd, prec = _state_operands(W, kd, op_dtype)
     assert dU.is_contiguous()
-    dS1_all, dh0 = torch.empty_like(dS0), W.new_empty(M, K, V)
-    _dr_state_bwd_kernel[(triton.cdiv(V, BV), M)](
-        W.contiguous(), kd.contiguous(), eC.contiguous() if eC is not None else W, dU, dS0.contiguous(),
-        dS.contiguous() if dS is not None else W, dS1_all, dh0, n, M, K, V,
-        C=C, BK=BK, BV=BV, HAS_EC=eC is not None, HAS_DS=dS is not None)
+    dS1_all, dh0 = torch.empty_like(dS0), dS0.new_empty(M, K, V)
+    _launch_state(False, M, V, K, op_dtype, W, kd, eC.contiguous() if eC is not None else dU, dU,
+                  dS0.contiguous(), dS.contiguous() if dS is not None else dU, dS1_all, dh0, n, M, V,
+                  C=C, BK=BK, HAS_EC=eC is not None, HAS_DS=dS is not None, PREC=prec)
     return dS1_all, dh0
 
 # %% ../nbs/02_delta_rule.ipynb #7c8b45cd
@@ -337,32 +464,60 @@ if triton_available():
             delta = (v - tl.sum(S * k[:, None], 0)) * beta
             S += k[:, None] * delta[None, :]
             tl.store(O + tok * V + rv, tl.sum(S * q[:, None], 0).to(O.dtype.element_ty), mask=mv)
-        tl.store(S_FIN + i_bh.to(tl.int64) * K * V + kv, S.to(S_FIN.dtype.element_ty), mask=m_kv)
+        tl.store(S_FIN + i_bh.to(tl.int64) * K * V + kv, S, mask=m_kv)
 
 def _delta_rule_fused_recurrent(q, k, v, beta, g, h0, scale):
-    "Forward-only fused recurrent kernel: o `[B, T, H, V]` and the final state, in the input dtype."
+    "Forward-only fused recurrent kernel: o `[B, T, H, V]` in the input dtype, the final state in float32+."
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK, BV = triton.next_power_of_2(K), min(triton.next_power_of_2(V), 32)
-    o, S = torch.empty_like(v), q.new_empty(B, H, K, V)
+    BK = triton.next_power_of_2(K)
+    BV = min(triton.next_power_of_2(V), 32 if BK <= 128 else 16)   # the [BK, BV] state stays in registers
+    o, S = torch.empty_like(v), q.new_empty(B, H, K, V, dtype=torch.promote_types(q.dtype, torch.float32))
     _dr_recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
         q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), g.contiguous() if g is not None else beta,
-        h0.to(q.dtype).contiguous() if h0 is not None else q, o, S, T, H, K, V, scale,
+        h0.contiguous() if h0 is not None else q, o, S, T, H, K, V, scale,
         BK=BK, BV=BV, HAS_G=g is not None, HAS_H0=h0 is not None)
     return o, S
 
 # %% ../nbs/02_delta_rule.ipynb #80ac09db
-SHORT_SEQUENCE = 16  # at or below this many tokens, "auto" prefers the recurrent forms (decoding)
+SHORT_SEQUENCE = DECODE_TOKENS  # the name this module used for `memnb.core.DECODE_TOKENS`
 
 def l2norm(x, eps: float = 1e-6):
     "Normalise the last dimension to unit L2 norm."
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
+def _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl: str, auto: bool, chunk_size: int):
+    "The implementation `impl` on checked inputs with at least one token: (o, final state)."
+    T = q.shape[1]
+    if auto and impl == "chunk" and T <= DECODE_TOKENS:
+        impl = "recurrent"
+    if T == 1 and impl != "triton":          # one token (decoding): one step, no loop
+        o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0], initial_state, scale)
+        return o[:, None], S
+    if impl == "recurrent":
+        return delta_rule_recurrent(q, k, v, beta, g, scale, initial_state)
+    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, beta, g, initial_state))
+    if impl == "triton" and not needs_grad and T <= DECODE_TOKENS:
+        return _delta_rule_fused_recurrent(q, k, v, beta, g, initial_state, scale)
+    chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))   # one chunk of 16, 32, ... for a short T, not padding
+    return _DeltaRuleChunk.apply(q, k, v, beta, g, initial_state, scale, chunk_size, impl == "triton")
+
+
+# %% ../nbs/02_delta_rule.ipynb #818f7adc
+def _no_tokens(q, v, initial_state):
+    "(o, final state) of a call without tokens (B=0 or T=0): empty outputs; the state passes through (zeros if None)."
+    B, T, H, K = q.shape
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
+    return v.new_zeros(B, T, H, v.shape[-1]), S.to(acc_dtype(q.dtype))
+
+def _to_acc(acc, *xs):
+    return [None if x is None else x.to(acc) for x in xs]
+
 def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
                k: torch.Tensor,      # keys [B, T, H, K]
                v: torch.Tensor,      # values [B, T, H, V]
                beta: torch.Tensor,   # write strengths [B, T, H]
-               g: torch.Tensor | None = None,  # log-decays <= 0 [B, T, H]; None: ungated delta rule
+               g: torch.Tensor | None = None,  # log-decays <= 0 [B, T, H] (any float dtype); None: ungated
                *, scale: float | None = None,  # output scale; K**-0.5 if None
                initial_state: torch.Tensor | None = None,  # [B, H, K, V]
                output_final_state: bool = False,
@@ -370,31 +525,24 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
                impl: str = "auto",              # "auto", "recurrent", "chunk" or "triton"
                chunk_size: int = 64,
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "The (gated) delta rule. Returns the outputs `[B, T, H, V]` and, if asked, the final state `[B, H, K, V]`."
+    "The (gated) delta rule: outputs `[B, T, H, V]` in q's dtype and, if asked, the final state `[B, H, K, V]` in float32."
     _check_delta_inputs(q, k, v, beta, g, initial_state)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"delta_rule: chunk_size must be a positive int, got {chunk_size!r}")
-    auto = impl == "auto"
-    impl = resolve_impl(impl, q.device, name="delta_rule")
-    if use_qk_l2norm:
-        q, k = l2norm(q), l2norm(k)
+    auto, impl = impl == "auto", resolve_impl(impl, q.device, name="delta_rule")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    T = q.shape[1]
-    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, beta, g, initial_state))
-    if auto and impl == "chunk" and T <= SHORT_SEQUENCE:
-        impl = "recurrent"
-    if T == 1 and impl != "triton":          # one token (decoding): one step, no loop
-        o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0], initial_state, scale)
-        o = o[:, None]
-    elif impl == "recurrent":
-        o, S = delta_rule_recurrent(q, k, v, beta, g, scale, initial_state)
-        if S is None: S = q.new_zeros(*q.shape[:1], q.shape[2], q.shape[3], v.shape[-1])
-    elif impl == "triton" and not needs_grad and T <= SHORT_SEQUENCE:
-        o, S = _delta_rule_fused_recurrent(q, k, v, beta, g, initial_state, scale)
-    else:
-        chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))   # one chunk of 16, 32, ... for a short T, not padding
-        o, S = _DeltaRuleChunk.apply(q, k, v, beta, g, initial_state, scale, chunk_size, impl == "triton")
-    return o, (S.to(q.dtype) if output_final_state else None)
+    if q.shape[0] == 0 or q.shape[1] == 0:
+        o, S = _no_tokens(q, v, initial_state)
+        return o, (S if output_final_state else None)
+    out_dtype = q.dtype
+    with full_precision(q.device):   # bf16 has no triangular solve, and decays need float32
+        if impl != "triton":          # (the Triton kernels take bf16 operands and accumulate in float32 themselves)
+            q, k, v, beta, g, initial_state = _to_acc(acc_dtype(q.dtype), q, k, v, beta, g, initial_state)
+        if use_qk_l2norm:
+            q, k = l2norm(q), l2norm(k)
+        o, S = _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl, auto, chunk_size)
+    return o.to(out_dtype), (S.to(acc_dtype(out_dtype)) if output_final_state else None)
+
 
 # %% ../nbs/02_delta_rule.ipynb #435a8024
 @dataclass
@@ -455,7 +603,7 @@ class DeltaNet(nn.Module):
         if self.qk_norm == "l2":
             q, k = l2norm(q), l2norm(k)
         beta = torch.sigmoid(self.b_proj(x))
-        g = self.decay(x).to(q.dtype) if self.gated else None
+        g = self.decay(x) if self.gated else None   # float32 (the rule keeps decays in float32 under autocast)
         want_cache = use_cache or cache is not None
         S0 = None if cache is None else cache.state
         if self.rule == "hebbian":
@@ -504,20 +652,22 @@ def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_s
         raise ValueError(f"hebbian_rule: chunk_size must be a positive int, got {chunk_size!r}")
     impl = resolve_impl(impl, q.device, name="hebbian_rule", choices=HEBBIAN_IMPLS)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    out_dtype, acc = q.dtype, torch.promote_types(q.dtype, torch.float32)   # accumulate in at least fp32
-    q, k, v, beta = q.to(acc), k.to(acc), v.to(acc), beta.to(acc)
-    g = None if g is None else g.to(acc)
-    S = None if initial_state is None else initial_state.to(acc)
-    if impl == "recurrent":
-        o, S = _recurrent(hebbian_step, q, k, v, beta, g, scale, S)
-    else:
-        outs = []
-        for s in range(0, q.shape[1], chunk_size):
-            c = slice(s, s + chunk_size)
-            o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None else g[:, c], S)
-            outs.append(o_c)
-        o = scale * torch.cat(outs, 1)
-    return o.to(out_dtype), (S.to(out_dtype) if output_final_state else None)
+    if q.shape[0] == 0 or q.shape[1] == 0:
+        o, S = _no_tokens(q, v, initial_state)
+        return o, (S if output_final_state else None)
+    out_dtype = q.dtype
+    with full_precision(q.device):   # accumulate in at least float32, under autocast too
+        q, k, v, beta, g, S = _to_acc(acc_dtype(q.dtype), q, k, v, beta, g, initial_state)
+        if impl == "recurrent":
+            o, S = _recurrent(hebbian_step, q, k, v, beta, g, scale, S)
+        else:
+            outs = []
+            for s in range(0, q.shape[1], chunk_size):
+                c = slice(s, s + chunk_size)
+                o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None else g[:, c], S)
+                outs.append(o_c)
+            o = scale * torch.cat(outs, 1)
+    return o.to(out_dtype), (S if output_final_state else None)
 
 # %% ../nbs/02_delta_rule.ipynb #ea952893
 def _fla_candidates(gated: bool, device) -> dict:
