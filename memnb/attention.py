@@ -16,12 +16,12 @@ from .core import check_tensor
 from .layers import RMSNorm
 
 # %% auto #0
-__all__ = ['rope_tables', 'rope', 'attend', 'KVCache', 'Attention']
+__all__ = ['rope_tables', 'rope', 'attend', 'KVCache', 'kv_update', 'Attention']
 
 # %% ../nbs/06_attention.ipynb #fcb2e047
 def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    "cos and sin `[1, T, 1, dim/2]` of the angles positions * base^(-2i/dim)."
-    inv_freq = base ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    "cos and sin `[1, T, 1, dim/2]` of the angles positions * 1/base^(2i/dim), computed in float32."
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
     ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]                  # [T, D/2]
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 
@@ -65,12 +65,48 @@ def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None 
 # %% ../nbs/06_attention.ipynb #bf0c0a9b
 @dataclass
 class KVCache:
-    "Keys/values with their absolute positions; a ring buffer of `window` slots when the layer has a window."
-    k: torch.Tensor      # [B, S, G, D]
-    v: torch.Tensor      # [B, S, G, Dv]
-    pos: torch.Tensor    # [S] absolute positions (-1: empty slot)
-    next_pos: int = 0    # position of the next token
+    "Keys/values with their absolute positions: a ring buffer of `window` slots, or a KV cache of every position."
+    k: torch.Tensor         # [B, S, G, D]
+    v: torch.Tensor         # [B, S, G, Dv]
+    pos: torch.Tensor       # [S] absolute positions (-1: empty slot)
+    next_pos: torch.Tensor  # [] int64, the position of the next token: a tensor, so decoding never reads it back
+    fixed: bool = False     # S slots, token p written to slot p % S (ring buffers, preallocated KV caches)
 
+    def preallocate(self, length: int) -> KVCache:
+        "A fixed-size cache of `length` slots holding positions 0 .. `length` - 1 (a ring buffer is already fixed)."
+        if self.fixed:
+            return self
+        S = self.k.shape[1]
+        if length < S:
+            raise ValueError(f"KVCache.preallocate: length={length} is shorter than the {S} positions already cached")
+        grow = lambda t: F.pad(t, (0, 0, 0, 0, 0, length - S))   # noqa: E731
+        return KVCache(grow(self.k), grow(self.v), F.pad(self.pos, (0, length - S), value=-1), self.next_pos, True)
+
+# %% ../nbs/06_attention.ipynb #6544ba38
+def kv_update(cache: KVCache | None, k, v, pos, window: int | None = None) -> KVCache:
+    "Append `k`, `v` at `pos` to a growing KV cache, or write token p into slot p % S of a fixed one (ring: S = `window`)."
+    T = len(pos)
+    nxt = cache.next_pos + T if cache is not None else pos.new_tensor(T) + pos[:1].sum()   # pos[0] + T, as a tensor
+    if cache is None and window is None:
+        return KVCache(k, v, pos, nxt)
+    if cache is not None and not cache.fixed:
+        return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]), nxt)
+    if cache is None:
+        B, W = k.shape[0], window
+        cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]), pos.new_full((W,), -1), nxt, True)
+    S = cache.k.shape[1]
+    keep = slice(max(0, T - S), T)                       # only the last S new tokens can matter again
+    slots = pos[keep] % S                                # written out of place: an older cache stays valid
+    return KVCache(cache.k.index_copy(1, slots, k[:, keep]), cache.v.index_copy(1, slots, v[:, keep]),
+                   cache.pos.index_copy(0, slots, pos[keep]), nxt, True)
+
+def _decode_one(q, k, v, pos, cache: KVCache, softcap=None):
+    "One token: write it into the cache first (its ring slot held position p - W, out of the window), attend to the filled slots."
+    new = kv_update(cache, k, v, pos)
+    mask = (new.pos >= 0)[None] if new.fixed else None   # a growing KV cache holds exactly 0..p
+    return _attend_masked(q, new.k, new.v, mask, softcap=softcap), new
+
+# %% ../nbs/06_attention.ipynb #14146be8
 class Attention(nn.Module):
     "Causal GQA attention with RoPE, optional sliding window, q/k RMSNorm and logit soft-cap, with a KV / ring-buffer cache."
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *, head_dim: int | None = None,
@@ -81,8 +117,8 @@ class Attention(nn.Module):
         if n_heads % G:
             raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
         D = head_dim or d_model // n_heads
-        self.n_heads, self.n_kv_heads, self.head_dim, self.window, self.rope_base, self.softcap = n_heads, G, D, window, rope_base, softcap
-        self.d_model = d_model
+        self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, G, D, window
+        self.d_model, self.rope_base, self.softcap = d_model, rope_base, softcap
         # [W_q; W_k; W_v] in one matmul, unless the keys are low-rank (W_k = B A): then three projections
         self.qkv_proj = None if k_rank else nn.Linear(d_model, (n_heads + 2 * G) * D, bias=False)
         if k_rank:
@@ -93,10 +129,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(n_heads * D, d_model, bias=False)
         self.q_norm, self.k_norm = (RMSNorm(D), RMSNorm(D)) if qk_norm else (None, None)
 
-    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor | None = None):
-        check_tensor(x, "x", where="Attention", shape=(None, None, self.d_model), dims="[B, T, d_model]")
-        if (ids is None) != (self.value_embed is None):
-            raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings (value_vocab)")
+    def qkv(self, x, ids=None):
+        "Queries `[B, T, H, D]`, keys and values `[B, T, G, D]` (value embeddings mixed in, q/k normalised)."
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
@@ -107,47 +141,27 @@ class Attention(nn.Module):
             v = self.v_mix[0] * v + self.v_mix[1] * self.value_embed(ids).view(B, T, G, D).to(v.dtype)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        start = cache.next_pos if cache is not None else 0
-        pos = torch.arange(start, start + T, device=x.device)
+        return q, k, v
+
+    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor | None = None):
+        check_tensor(x, "x", where="Attention", shape=(None, None, self.d_model), dims="[B, T, d_model]")
+        if (ids is None) != (self.value_embed is None):
+            raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings (value_vocab)")
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x, ids)
+        pos = torch.arange(T, device=x.device) + (cache.next_pos if cache is not None else 0)   # no host read
         if self.rope_base is not None:
-            tables = rope_tables(pos, D, self.rope_base)
+            tables = rope_tables(pos, self.head_dim, self.rope_base)
             q, k = rope(q, pos, tables=tables), rope(k, pos, tables=tables)
         if cache is not None and T == 1:
-            o, cache = self._decode_one(q, k, v, pos, cache)
-            return self.o_proj(o.reshape(B, 1, H * D)), cache
+            o, cache = _decode_one(q, k, v, pos, cache, self.softcap)
+            return self.o_proj(o.reshape(B, 1, -1)), cache
         if cache is not None:
             k_ctx, v_ctx, p_ctx = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos])
         else:
             k_ctx, v_ctx, p_ctx = k, v, pos
         o = attend(q, k_ctx, v_ctx, pos, p_ctx, window=self.window, softcap=self.softcap)
-        y = self.o_proj(o.reshape(B, T, H * D))
+        y = self.o_proj(o.reshape(B, T, -1))
         if not (use_cache or cache is not None):
             return y, None
-        return y, self._update(cache, k, v, pos, B)
-
-    def _decode_one(self, q, k, v, pos, cache):
-        "One token: write it into the cache first (its ring slot held position p - W, now out of the window), then attend to every filled slot."
-        p, W, new = cache.next_pos, self.window, self._update(cache, k, v, pos, q.shape[0])
-        mask = None if W is None or p >= W - 1 else (new.pos >= 0)[None]   # a KV cache holds 0..p, a full ring p-W+1..p
-        return _attend_masked(q, new.k, new.v, mask, softcap=self.softcap), new
-
-    def _update(self, cache, k, v, pos, B):
-        "Append (full attention) or write into ring slots pos % W (sliding window)."
-        T, start = len(pos), (cache.next_pos if cache is not None else 0)     # pos = start, ..., start + T - 1
-        if self.window is None:
-            if cache is None:
-                return KVCache(k, v, pos, T)
-            return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]), start + T)
-        W = self.window
-        if cache is None:
-            cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]),
-                            torch.full((W,), -1, dtype=torch.long, device=k.device), 0)
-        if T == 1:   # decoding: one slot, written out of place (an older cache stays valid) in one op per tensor
-            s = start % W
-            return KVCache(cache.k.slice_scatter(k, 1, s, s + 1), cache.v.slice_scatter(v, 1, s, s + 1),
-                           cache.pos.slice_scatter(pos, 0, s, s + 1), start + 1)
-        keep = slice(max(0, T - W), T)                        # only the last W new tokens can matter again
-        slots = pos[keep] % W
-        ck, cv, cp = cache.k.clone(), cache.v.clone(), cache.pos.clone()
-        ck[:, slots], cv[:, slots], cp[slots] = k[:, keep], v[:, keep], pos[keep]
-        return KVCache(ck, cv, cp, start + T)
+        return y, kv_update(cache, k, v, pos, self.window)

@@ -372,15 +372,17 @@ class CompetitiveDockingMemory(nn.Module):
     def __init__(self, d_model: int, n_slots: int = 16, *,
                  decay: str = "slot+eta", update: str = "gated", readout: str = "gate", exclusive: bool = True,
                  n_heads: int = 4, n_kv_heads: int | None = None, eta_bias: float = 0.0,
-                 impl: str = "auto", chunk_size: int = 32, norm_eps: float = 1e-6):
+                 impl: str = "auto", chunk_size: int = 32, norm_eps: float | None = 1e-6, slot_input: str = "shared"):
         super().__init__()
         if n_slots < 1: raise ValueError(f"CompetitiveDockingMemory: n_slots must be >= 1, got {n_slots}")
         for name, val, ok in (("decay", decay, DECAYS), ("update", update, UPDATES), ("readout", readout, READOUTS)):
             if val not in ok: raise ValueError(f"CompetitiveDockingMemory: {name} must be one of {ok}, got {val!r}")
+        if slot_input not in ("shared", "residual"):
+            raise ValueError(f"CompetitiveDockingMemory: slot_input must be 'shared' or 'residual', got {slot_input!r}")
         if update == "ema" and "slot" not in decay:
             raise ValueError("CompetitiveDockingMemory: update='ema' (the card's rule) needs per-slot rates: decay='slot' or 'slot+eta'")
         self.n_slots, self.decay_kind, self.update, self.readout, self.exclusive = n_slots, decay, update, readout, exclusive
-        self.impl, self.chunk_size = impl, chunk_size
+        self.impl, self.chunk_size, self.slot_input = impl, chunk_size, slot_input
         self.norm = RMSNorm(d_model, norm_eps)
         self.router = nn.Linear(d_model, n_slots)
         self.eta = nn.Linear(d_model, 1) if "eta" in decay else None
@@ -429,10 +431,21 @@ class CompetitiveDockingMemory(nn.Module):
         att = torch.softmax(torch.einsum("btgrd,btkgd->btgrk", q, k) * hd ** -0.5, -1)
         return self.o_proj(torch.einsum("btgrk,btkgd->btgrd", att, vv).reshape(B, T, H * hd)), S
 
-    def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False, return_stats: bool = False) -> CDMOutput:
+    def _inputs(self, x, residual):
+        "(what the slots are written from, what the queries read): norm(x) twice, or norm(residual) and x."
+        if self.slot_input == "shared":
+            h = self.norm(x)
+            return h, h
+        if residual is None:
+            raise ValueError("CompetitiveDockingMemory: slot_input='residual' needs the residual stream: residual=[B, T, d_model]")
+        check_tensor(residual, "residual", where="CompetitiveDockingMemory", shape=tuple(x.shape), dims="[B, T, d_model] like x")
+        return self.norm(residual), x
+
+    def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False, return_stats: bool = False,
+                residual: torch.Tensor | None = None) -> CDMOutput:
         check_tensor(x, "x", where="CompetitiveDockingMemory", shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
         B, T, D = x.shape
-        h = self.norm(x)
+        h, hq = self._inputs(x, residual)
         p, g = self.route(h)
         write, keep = cdm_write_keep(g, self.alpha, self.update)
         v = self.write_proj(h)
@@ -442,14 +455,14 @@ class CompetitiveDockingMemory(nn.Module):
                                   impl=self.impl, chunk_size=self.chunk_size, output_final_state=True)
             y = self.out_proj(out)
         else:
-            y, S = self._xattn(h, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
+            y, S = self._xattn(hq, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
         aux = {"lbl": load_balancing_loss(p), "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}  # not at inference
         want_cache = use_cache or cache is not None
         return CDMOutput(y, aux, routing_stats(g) if return_stats else None, CDMCache(S) if want_cache else None, g)
 
-    def step(self, x_t, cache: CDMCache | None = None):
-        "One token `[B, d_model]` -> (y_t, cache)."
-        out = self(x_t[:, None], cache, use_cache=True)
+    def step(self, x_t, cache: CDMCache | None = None, residual_t: torch.Tensor | None = None):
+        "One token `[B, d_model]` (and its residual stream, with `slot_input='residual'`) -> (y_t, cache)."
+        out = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None else residual_t[:, None])
         return out.y[:, 0], out.cache
 
 # %% ../nbs/03_cdm.ipynb #b88c8bfd

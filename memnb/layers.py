@@ -13,15 +13,15 @@ from .core import check_tensor
 from .scan import linear_scan
 
 # %% auto #0
-__all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'ReLUFFN', 'ReLU2', 'ternarize', 'BitLinear', 'TokenShift', 'GatedRecurrence',
-           'head_norm', 'ParallelGatedRecurrence']
+__all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'GeGLU', 'ReLUFFN', 'ReLU2', 'ternarize', 'BitLinear', 'TokenShift',
+           'GatedRecurrence', 'head_norm', 'seq_group_norm', 'ParallelGatedRecurrence']
 
 # %% ../nbs/07_layers.ipynb #23b22fa1
 _HAS_RMS_NORM = hasattr(F, "rms_norm")
 
 class RMSNorm(nn.Module):
-    "Root-mean-square normalisation over the last dimension, with a learned gain."
-    def __init__(self, dim: int, eps: float = 1e-6):
+    "Root-mean-square normalisation over the last dimension, with a learned gain (`eps=None`: the dtype's epsilon)."
+    def __init__(self, dim: int, eps: float | None = 1e-6):
         super().__init__()
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
 
@@ -30,7 +30,8 @@ class RMSNorm(nn.Module):
             w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
             return F.rms_norm(x, self.weight.shape, w, self.eps)
         xf = x.to(torch.promote_types(x.dtype, torch.float32))   # at least fp32; float64 stays float64
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        eps = torch.finfo(xf.dtype).eps if self.eps is None else self.eps
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * self.weight
 
 # %% ../nbs/07_layers.ipynb #7a1f1f14
 class ShortConvolution(nn.Module):
@@ -62,8 +63,16 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.w1, self.w3, self.w2 = linear(d_model, d_ff, bias=False), linear(d_model, d_ff, bias=False), linear(d_ff, d_model, bias=False)
 
+    def activation(self, h):
+        return F.silu(h)
+
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(self.activation(self.w1(x)) * self.w3(x))
+
+class GeGLU(SwiGLU):
+    "W2(gelu(W1 x) * W3 x), the exact (erf) GELU: FlashLM v5.2 Nova's FFN."
+    def activation(self, h):
+        return F.gelu(h)
 
 class ReLUFFN(nn.Module):
     "W2(relu(W1 x)): CPUFlow's feed-forward network (no biases)."
@@ -83,60 +92,88 @@ class ReLU2(ReLUFFN):
         return F.relu(h).square()
 
 # %% ../nbs/07_layers.ipynb #4866401c
-def ternarize(w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    "s * clip(round(w / s), -1, 1) with s = mean|w| (no gradient trick; see `BitLinear`)."
-    s = w.abs().mean().clamp_min(eps)
-    return (w / s).round().clamp(-1, 1) * s
+def ternarize(w: torch.Tensor, eps: float = 1e-5, groups: int = 1) -> torch.Tensor:
+    "s * clip(round(w / s), -1, 1), s = mean|w| over each of `groups` equal blocks of rows (no gradient trick; see `BitLinear`)."
+    if w.shape[0] % groups:
+        raise ValueError(f"ternarize: {w.shape[0]} rows do not split into {groups} equal groups")
+    wg = w.unflatten(0, (groups, -1))
+    s = wg.abs().mean(dim=tuple(range(1, wg.dim())), keepdim=True).clamp_min(eps)
+    return ((wg / s).round().clamp(-1, 1) * s).flatten(0, 1)
 
 class BitLinear(nn.Linear):
-    "A linear layer with ternary weights {-s, 0, s} in the forward and a straight-through gradient to the latent weights."
+    "A linear layer with ternary weights {-s, 0, s} (a scale per group of rows) and a straight-through gradient."
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, groups: int = 1, **kwargs):
+        if groups < 1 or out_features % groups:
+            raise ValueError(f"BitLinear: out_features={out_features} must split into groups={groups} equal blocks")
+        super().__init__(in_features, out_features, bias, **kwargs)
+        self.groups = groups
+
     def forward(self, x):
-        w = self.weight + (ternarize(self.weight) - self.weight).detach()
+        w = self.weight + (ternarize(self.weight, groups=self.groups) - self.weight).detach()
         return F.linear(x, w, self.bias)
 
 # %% ../nbs/07_layers.ipynb #49f20af4
 class TokenShift(nn.Module):
-    "x_t + mu * (x_{t-1} - x_t); the state is the last token `[B, D]`."
+    "sigmoid(mix) * x_t + (1 - sigmoid(mix)) * x_{t-1} (FlashLM v5's parameters); the state is the last token `[B, D]`."
     def __init__(self, dim: int, init: float = 0.5):
         super().__init__()
-        self.mu = nn.Parameter(torch.full((dim,), init))
+        if not 0 < init < 1:
+            raise ValueError(f"TokenShift: init (the previous token's weight) must be in (0, 1), got {init}")
+        self.mix = nn.Parameter(torch.full((dim,), float(torch.logit(torch.tensor(1.0 - init, dtype=torch.float64)))))
 
     def forward(self, x, state: torch.Tensor | None = None):
         prev = torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2]) if state is None else state[:, None], x[:, :-1]], 1)
-        return x + self.mu * (prev - x), x[:, -1]
+        m = torch.sigmoid(self.mix)
+        return x * m + prev * (1 - m), x[:, -1]
 
 # %% ../nbs/07_layers.ipynb #da04ac23
 class GatedRecurrence(nn.Module):
-    "FlashLM v4 mixer: W_o(sigmoid(W_g x) * causal_depthwise_conv_k(W_v x)), with the conv window as decode state."
-    def __init__(self, d_model: int, kernel_size: int = 8, *, linear=nn.Linear):
+    "FlashLM v4 mixer: W_o(sigmoid(g) * causal_depthwise_conv_k(v)), [g; v] = W_up x, with the conv window as decode state."
+    def __init__(self, d_model: int, kernel_size: int = 8, *, linear=nn.Linear, ternary_groups: int = 1):
         super().__init__()
-        self.v, self.g, self.o = (linear(d_model, d_model, bias=False) for _ in range(3))
+        if ternary_groups != 1 and not (isinstance(linear, type) and issubclass(linear, BitLinear)):
+            raise ValueError(f"GatedRecurrence: ternary_groups={ternary_groups} needs ternary projections (linear=BitLinear)")
+        self.up = linear(d_model, 2 * d_model, bias=False, **({"groups": ternary_groups} if ternary_groups != 1 else {}))
+        self.o = linear(d_model, d_model, bias=False)
         self.conv = ShortConvolution(d_model, kernel_size, activation=None)
 
     def forward(self, x, state: torch.Tensor | None = None):
-        c, state = self.conv(self.v(x), state)
-        return self.o(torch.sigmoid(self.g(x)) * c), state
+        g, v = self.up(x).chunk(2, -1)
+        c, state = self.conv(v, state)
+        return self.o(torch.sigmoid(g) * c), state
 
+# %% ../nbs/07_layers.ipynb #0312ca0f
 def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     "GroupNorm's arithmetic (one group per head, per-channel affine) over each position alone: causal."
     return F.group_norm(x.reshape(-1, x.shape[-1]), n_heads, weight, bias, eps).view(x.shape)   # positions as the batch
 
+def seq_group_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    "The published GroupNorm over `[B, D, T]`: each head's statistics pool the whole sequence (it sees the future)."
+    return F.group_norm(x.transpose(1, 2), n_heads, weight, bias, eps).transpose(1, 2)
+
+# %% ../nbs/07_layers.ipynb #c8e9644c
 class ParallelGatedRecurrence(nn.Module):
-    "FlashLM v5 mixer: a lower-bounded forget-gate recurrence (memnb.scan), output gate, per-position head norm."
-    def __init__(self, d_model: int, n_heads: int, layer: int, n_layers: int, *, linear=nn.Linear, impl: str = "auto"):
+    "FlashLM v5 mixer: a lower-bounded forget-gate recurrence (memnb.scan), output gate, per-head norm."
+    def __init__(self, d_model: int, n_heads: int, layer: int, n_layers: int, *, linear=nn.Linear, impl: str = "auto",
+                 norm: str = "head"):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"ParallelGatedRecurrence: d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.impl = n_heads, impl
-        self.lower_bound = 0.9 * layer / max(1, n_layers - 1)
+        if norm not in ("head", "groupnorm_seq"):
+            raise ValueError(f"ParallelGatedRecurrence: norm must be 'head' or 'groupnorm_seq', got {norm!r}")
+        self.n_heads, self.impl, self.norm = n_heads, impl, norm
+        self.lower_bound = layer / max(1, n_layers - 1) * 0.9        # the published order of the arithmetic
         self.f, self.v, self.o, self.out = (linear(d_model, d_model, bias=False) for _ in range(4))
         self.f_bias = nn.Parameter(torch.zeros(d_model))
         self.norm_weight, self.norm_bias = nn.Parameter(torch.ones(d_model)), nn.Parameter(torch.zeros(d_model))
 
     def forward(self, x, state: torch.Tensor | None = None):
+        if state is not None and self.norm == "groupnorm_seq":
+            raise ValueError("ParallelGatedRecurrence: norm='groupnorm_seq' pools the whole sequence; it cannot decode "
+                             "from a state (use the causal norm='head')")
         lb = self.lower_bound
         f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)
         h = linear_scan(f, (1 - f) * self.v(x), state, impl=self.impl)
-        y = head_norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
+        norm = head_norm if self.norm == "head" else seq_group_norm
+        y = norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
         return self.out(y), h[:, -1]
-

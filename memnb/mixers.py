@@ -19,7 +19,7 @@ from .layers import RMSNorm
 from .ramnet import RAMState, product_topk, ram_memory
 
 # %% auto #0
-__all__ = ['CortexCache', 'CortexMixer', 'CumScanCache', 'CumScanMixer']
+__all__ = ['CortexCache', 'CortexMixer', 'published_cortex_memory', 'CumScanCache', 'CumScanMixer']
 
 # %% ../nbs/08_mixers.ipynb #625f6738
 @dataclass
@@ -31,10 +31,10 @@ class CortexCache:
 class CortexMixer(nn.Module):
     "CORTEX-VIII mixer: W_c(g * sliding-window attention + (1 - g) * gated delta memory), g = sigmoid(W_g x)."
     def __init__(self, d_model: int, n_heads: int = 4, *, window: int = 64, mem_heads: int = 4, mem_head_dim: int = 32,
-                 impl: str = "auto", chunk_size: int = 64):
+                 impl: str = "auto", chunk_size: int = 64, causal: bool = True):
         super().__init__()
         H, K = mem_heads, mem_head_dim
-        self.mem_heads, self.mem_head_dim, self.impl, self.chunk_size = H, K, impl, chunk_size
+        self.mem_heads, self.mem_head_dim, self.impl, self.chunk_size, self.causal = H, K, impl, chunk_size, causal
         self.local = Attention(d_model, n_heads, window=window, rope_base=None)
         self.mem_norm = RMSNorm(d_model)
         self.mem_in = nn.Linear(d_model, 3 * H * K + 2 * H, bias=False)    # [W_q; W_k; W_v; W_beta; W_decay] in one matmul
@@ -45,10 +45,14 @@ class CortexMixer(nn.Module):
         self.combine = nn.Linear(d_model, d_model, bias=False)
 
     def memory(self, x, state=None, want_state=False):
-        "The global stream `[B, T, d_model]` and the delta memory's final state."
+        "The global stream `[B, T, d_model]` read from `mem_norm(x)`, and the delta memory's final state."
         B, T, _ = x.shape
         H, K = self.mem_heads, self.mem_head_dim
         qk, v, beta, decay = self.mem_in(self.mem_norm(x)).split([2 * H * K, H * K, H, H], -1)
+        if not self.causal:                                                 # the published read (sees the future)
+            q, k = qk.view(B, T, 2, H, K).unbind(2)
+            o = published_cortex_memory(q, k, v.view(B, T, H, K), torch.sigmoid(beta))
+            return self.mem_out(o.reshape(B, T, -1)), None
         q, k = l2norm(qk.view(B, T, 2, H, K)).unbind(2)                    # q and k normalised in one pass
         v, beta = v.view(B, T, H, K), torch.sigmoid(beta)
         z = decay + self.decay_bias
@@ -57,13 +61,28 @@ class CortexMixer(nn.Module):
                           impl=self.impl, chunk_size=self.chunk_size)
         return self.mem_out(o.reshape(B, T, -1)), S
 
-    def forward(self, x, cache: CortexCache | None = None, *, use_cache: bool = False):
+    def forward(self, x, cache: CortexCache | None = None, *, use_cache: bool = False, residual=None):
+        "`x`: the block's normalised input; `residual`: the stream before that norm, which the memory reads (default `x`)."
         check_tensor(x, "x", where="CortexMixer", shape=(None, None, self.gate.in_features), dims="[B, T, d_model]")
         want = use_cache or cache is not None
+        if want and not self.causal:
+            raise ValueError("CortexMixer: causal=False (the published anti-causal memory) has no decode state")
         local, local_cache = self.local(x, None if cache is None else cache.local, use_cache=want)
-        glob, S = self.memory(x, None if cache is None else cache.memory, want)
+        glob, S = self.memory(x if residual is None else residual, None if cache is None else cache.memory, want)
         g = torch.sigmoid(self.gate(x))
         return self.combine(torch.lerp(glob, local, g)), (CortexCache(local_cache, S) if want else None)   # g local + (1 - g) glob
+
+# %% ../nbs/08_mixers.ipynb #acd51252
+def published_cortex_memory(q, k, v, beta):
+    "CORTEX-VIII's published read `[B, T, H, K]`: sum_{s >= t} (q_t . k_s) / sqrt(K) v_s + beta_t v_t (sees the future)."
+    q, k = (F.normalize(z, dim=-1).transpose(1, 2) for z in (q, k))      # [B, H, T, K]
+    v, beta = v.transpose(1, 2), beta.transpose(1, 2)                     # [B, H, T, K], [B, H, T]
+    T, K = q.shape[2], q.shape[3]
+    cum = torch.log(1 - beta + 1e-8).cumsum(-1)                          # the published decay, as computed
+    upper = torch.ones(T, T, dtype=torch.bool, device=q.device).triu()
+    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).clamp(max=0)) * upper   # 1 on the triangle it keeps
+    w = (q @ k.transpose(-1, -2)) / K ** 0.5 * decay
+    return (w @ v + beta[..., None] * v).transpose(1, 2)
 
 # %% ../nbs/08_mixers.ipynb #548eb9d1
 @dataclass
@@ -76,8 +95,9 @@ class CumScanMixer(nn.Module):
     "CPUFlow mixer: W_out(W_m cumsum_scan(q, sigmoid(k), tanh(v)) + RAM-Net read), in a `d_scan`-wide space."
     def __init__(self, d_model: int, d_scan: int = 64, *, memory: bool = True, n_groups: int = 3, group_size: int = 8,
                  topk: int = 8, d_mem: int = 64, chunk: int = 32, decay: float = 0.99, eps: float = 1e-3,
-                 impl: str = "auto"):
+                 impl: str = "auto", renorm_eps: float = 0.0):
         super().__init__()
+        self.renorm_eps = renorm_eps   # CPUFlow's top-k weights: p / (sum p + renorm_eps); 0: exactly p / sum p
         self.eps, self.impl, self.G, self.S, self.topk, self.chunk, self.decay = eps, impl, n_groups, group_size, topk, chunk, decay
         self.proj = nn.Linear(d_model, 3 * d_scan, bias=False)
         self.mix = nn.Linear(d_scan, d_scan, bias=False)
@@ -97,7 +117,15 @@ class CumScanMixer(nn.Module):
         return self._address(self.addr(x))
 
     def _address(self, logits):
-        return product_topk(logits.unflatten(-1, (self.G, self.S)), self.topk)
+        lg = logits.unflatten(-1, (self.G, self.S))
+        idx, w = product_topk(lg, self.topk)
+        if not self.renorm_eps:
+            return idx, w
+        logp = torch.log_softmax(lg if lg.dtype == torch.float64 else lg.float(), -1).flatten(-2)   # [..., G*S]
+        digits = idx[..., None] // self.S ** torch.arange(self.G - 1, -1, -1, device=idx.device) % self.S
+        at = (digits + torch.arange(self.G, device=idx.device) * self.S).flatten(-2)                # [..., k*G]
+        p_sum = logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)        # sum of winners' p
+        return idx, w * (p_sum / (p_sum + self.renorm_eps)).to(w.dtype)
 
     def forward(self, x, cache: CumScanCache | None = None, *, use_cache: bool = False):
         check_tensor(x, "x", where="CumScanMixer", shape=(None, None, self.proj.in_features), dims="[B, T, d_model]")

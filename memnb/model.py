@@ -20,7 +20,8 @@ from .attention import Attention, KVCache
 from .cdm import CompetitiveDockingMemory
 from .delta_rule import DeltaNet
 from .cumscan import CumStepPos
-from .layers import BitLinear, GatedRecurrence, ParallelGatedRecurrence, ReLU2, ReLUFFN, RMSNorm, SwiGLU, TokenShift
+from .layers import (BitLinear, GatedRecurrence, GeGLU, ParallelGatedRecurrence, ReLU2, ReLUFFN, RMSNorm, SwiGLU,
+                          TokenShift)
 from .mixers import CortexMixer, CumScanMixer
 
 # %% auto #0
@@ -39,8 +40,10 @@ class MemLMConfig:
     d_ff: int = 512
     mixer: str | list = "attention"       # a name from MIXERS ("a+b" stacks two), or one per layer
     mixer_kwargs: dict = field(default_factory=dict)   # {mixer name: {option: value}}
-    ffn: str = "swiglu"                   # "swiglu", "relu2", "relu" or "none"
+    ffn: str = "swiglu"                   # "swiglu", "geglu", "relu2", "relu" or "none"
     norm: str = "rmsnorm"                 # "rmsnorm" or "layernorm"
+    norm_eps: float | None = 1e-6         # RMSNorm's eps (None: the dtype's epsilon, torch.nn.RMSNorm's default)
+    block: str = "sequential"             # "a+b": in turn ("sequential") or both on the block's input, summed ("parallel")
     ternary: bool = False                 # BitLinear in the FFN (and mixers that take `linear`)
     tie_embeddings: bool = True
     embed_norm: bool = False              # a norm right after the embedding (CORTEX-VIII)
@@ -62,7 +65,8 @@ class MemLMConfig:
         unknown = [p for m in names for p in m.split("+") if p not in MIXERS]
         if unknown:
             raise ValueError(f"MemLMConfig: unknown mixer(s) {unknown}; choose from {sorted(MIXERS)}")
-        for name, val, ok in (("ffn", self.ffn, FFNS), ("norm", self.norm, ("rmsnorm", "layernorm")), ("pos", self.pos, (None, "cumstep"))):
+        for name, val, ok in (("ffn", self.ffn, FFNS), ("norm", self.norm, ("rmsnorm", "layernorm")), ("pos", self.pos, (None, "cumstep")),
+                              ("block", self.block, ("sequential", "parallel"))):
             if val not in ok:
                 raise ValueError(f"MemLMConfig: {name} must be one of {ok}, got {val!r}")
         return names
@@ -74,9 +78,12 @@ class _Mixer(nn.Module):
         super().__init__()
         self.kind, self.inner = kind, module
 
-    def forward(self, x, cache=None, use_cache=False, ids=None):
-        if self.kind == "cdm":
-            out = self.inner(x, cache, use_cache=use_cache)
+    def forward(self, x, cache=None, use_cache=False, ids=None, residual=None):
+        if self.kind == "cortex":   # its memory reads the un-normalised stream through a norm of its own
+            y, cache = self.inner(x, cache, use_cache=use_cache, residual=residual)
+            return y, cache, {}
+        if self.kind == "cdm":     # with slot_input="residual" its slots read the stream through its own norm
+            out = self.inner(x, cache, use_cache=use_cache, residual=residual)
             return out.y, out.cache, out.aux
         if self.kind in ("gated_recurrence", "pgr"):
             y, state = self.inner(x, cache)
@@ -99,21 +106,22 @@ MIXERS = {
     "deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, **kw),
     "gated_deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, gated=True, **kw),
     "hebbian": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, rule="hebbian", **kw),
-    "cdm": lambda c, l, kw: CompetitiveDockingMemory(c.d_model, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, **kw),
+    "cdm": lambda c, l, kw: CompetitiveDockingMemory(c.d_model, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
+                                                     **{"norm_eps": c.norm_eps, **kw}),
     "gated_recurrence": lambda c, l, kw: GatedRecurrence(c.d_model, linear=_linear(c), **kw),
     "pgr": lambda c, l, kw: ParallelGatedRecurrence(c.d_model, c.n_heads, l, c.n_layers, linear=_linear(c), **kw),
     "cortex": lambda c, l, kw: CortexMixer(c.d_model, c.n_heads, **kw),
     "cumscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": False, **kw}),
     "ramscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": True, **kw}),
 }
-FFNS = {"swiglu": SwiGLU, "relu2": ReLU2, "relu": ReLUFFN, "none": None}
+FFNS = {"swiglu": SwiGLU, "geglu": GeGLU, "relu2": ReLU2, "relu": ReLUFFN, "none": None}
 
 # %% ../nbs/10_model.ipynb #4438384c
 def _norm(cfg):
-    return RMSNorm(cfg.d_model) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.d_model)
+    return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.d_model)
 
 class Block(nn.Module):
-    "Pre-norm residual sub-layers: one per mixer in the block's spec (`a+b`), then the FFN."
+    "Pre-norm residual sub-layers, one per mixer in the spec (`a+b`; in turn, or in parallel on one input), then the FFN."
     def __init__(self, cfg: MemLMConfig, layer: int, mixer: str):
         super().__init__()
         parts = mixer.split("+")
@@ -124,6 +132,7 @@ class Block(nn.Module):
         self.ffn = ffn(cfg.d_model, cfg.d_ff, linear=_linear(cfg)) if ffn else None
         n_shifts = (len(parts) + (ffn is not None)) if cfg.token_shift else 0
         self.shifts = nn.ModuleList(TokenShift(cfg.d_model) for _ in range(n_shifts))
+        self.parallel = cfg.block == "parallel"
 
     def _shift(self, i, h, states, new_states):
         if not self.shifts:
@@ -135,12 +144,16 @@ class Block(nn.Module):
     def forward(self, x, cache=None, use_cache=False, ids=None):
         want = use_cache or cache is not None
         mixer_caches, shift_states = cache if cache is not None else (None, None)
-        caches, shifts, aux = [], [], {}
+        caches, shifts, aux, ys = [], [], {}, []
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches else None, want, ids)
-            x = x + y
+            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches else None, want, ids,
+                            residual=x)
+            if self.parallel: ys.append(y)    # every sub-layer reads the block's input x
+            else: x = x + y
             caches.append(c)
             aux.update(a)
+        if ys:
+            x = x + sum(ys[1:], ys[0])
         if self.ffn is not None:
             x = x + self.ffn(self._shift(len(self.mixers), self.ffn_norm(x), shift_states, shifts))
         return x, ((caches, shifts) if want else None), aux
