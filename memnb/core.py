@@ -10,6 +10,7 @@ import functools
 import os
 import random
 import statistics
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -43,6 +44,23 @@ def triton_runs_on(device) -> bool:
     "Whether a Triton kernel can run on tensors living on `device`."
     kind = torch.device(device).type
     return triton_available() and (kind == "cuda" or (kind == "cpu" and triton_interpreting()))
+
+# %% ../nbs/00_core.ipynb #c0e1f2a4
+def _in_jupyter() -> bool:
+    "Whether memnb runs inside a Jupyter kernel (a reader running a notebook), not a script or a test runner."
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+def _skip_note(lines: list[str]) -> list[str]:
+    "IPython input transformer: a `#| triton` or `#| gpu` cell that cannot run here prints why instead."
+    flags = {l.strip()[2:].strip() for l in lines if l.strip().startswith("#|")}
+    why = ("needs Triton, which is not installed (pip install 'memnb[triton]')" if "triton" in flags
+           and not triton_available() else "needs a CUDA GPU" if "gpu" in flags and not torch.cuda.is_available() else None)
+    return [f"print({f'Skipped: this cell {why}.'!r})\n"] if why else lines
+
+if _in_jupyter() and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel is defined: `#| triton` cells run on the CPU
+    sys.modules["IPython"].get_ipython().input_transformers_cleanup.append(_skip_note)
 
 # %% ../nbs/00_core.ipynb #3a826b75
 if triton_available():

@@ -1,22 +1,70 @@
-"""Run nbdev's docs pre-processing (`nbdev_proc_nbs`) without Quarto.
+"""Run nbdev's docs pre-processing (`nbdev_proc_nbs`) without Quarto, or the whole site build (`--render`) with it.
 
-`nbdev_proc_nbs` first tries to download and install Quarto when it is missing, which cannot work on a
-machine without internet access. Everything after that step (refreshing nbdev.yml, the module index, the
-sidebar and the processed notebooks in `_proc/`) needs no Quarto, so this script skips only the install and
-fails if any notebook breaks the processing. `nbdev_docs` renders the site wherever Quarto exists.
+`nbdev_proc_nbs` first tries to download and install Quarto when it is missing, which cannot work on a machine without
+internet access (or without sudo). Everything after that step (refreshing nbdev.yml, the module index, the sidebar
+and the processed notebooks in `_proc/`) needs no Quarto, so this script skips only the install and fails if any
+notebook breaks the processing. It also adds memnb's one docs processor: a visible note above every cell flagged
+`slow`, which readers should expect to run for minutes (`nbdev_test` skips those cells). `--render` then renders the
+site with Quarto (what `nbdev_docs` does), and says in one line where to get Quarto when it is missing.
 """
+import argparse
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import nbdev.quarto as quarto
+from nbdev.process import Processor
+from execnb.nbio import mk_cell
+from nbdev.processors import FilterDefaults
 
-if __name__ == "__main__":
-    if not shutil.which("quarto"):
+QUARTO_URL = "https://quarto.org/docs/get-started/"
+SLOW_NOTE = ('<div class="memnb-slow callout callout-note"><strong>Slow cell.</strong> The next cell trains or measures '
+             'for minutes, so <code>nbdev_test</code> and CI skip it (it is flagged <code>slow</code>); its output below '
+             'is from a run on a 2-core CPU.</div>')
+
+
+class SlowNote(Processor):
+    "Put a visible note above every shown code cell flagged `slow`."
+    def end(self):
+        cells = []
+        for cell in self.nb.cells:
+            if cell.cell_type == "code" and "slow" in (getattr(cell, "directives_", None) or {}):
+                cells.append(mk_cell(SLOW_NOTE, cell_type="markdown"))
+            cells.append(cell)
+        self.nb.cells = cells
+
+
+def _with_slow_note(self, _xtra=FilterDefaults.xtra_procs):
+    return _xtra(self) + [SlowNote]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--render", action="store_true", help="render the site with Quarto (nbdev_docs) after processing")
+    args = p.parse_args(argv)
+    FilterDefaults.xtra_procs = _with_slow_note
+    if args.render:
+        if not shutil.which("quarto"):
+            print(f"The docs site needs Quarto, which is not installed: get it from {QUARTO_URL} "
+                  "(or run `make docs` for the nbconvert preview).", file=sys.stderr)
+            return 2
+    else:
         quarto._ensure_quarto = lambda: None
-    quarto.nbdev_proc_nbs.__wrapped__()
-    proc = Path(quarto.get_config().config_path) / "_proc"
-    nbs = sorted(p.name for p in proc.glob("*.ipynb"))
+    shutil.rmtree(Path(quarto.get_config().config_path) / "_proc", ignore_errors=True)  # no stale pages from a cache
+    # n_workers=0: processed in this process, where SlowNote is installed (nbdev's workers are spawned afresh)
+    proc, cfg, _ = quarto._pre_docs(n_workers=0)
+    if args.render:  # as nbdev_docs does, without regenerating README.md (tools/readme.py writes it)
+        subprocess.run(["quarto", "render", "--no-cache"], cwd=proc, check=True)
+        shutil.rmtree(cfg.doc_path, ignore_errors=True)
+        shutil.move(str(proc / cfg.doc_path.name), str(cfg.config_path))
+        return 0
+    nbs = sorted(str(p.relative_to(proc)) for p in proc.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if not nbs:
         sys.exit("docs pre-processing produced no notebooks in _proc/")
     print(f"processed {len(nbs)} notebooks into {proc}: {', '.join(nbs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
