@@ -66,6 +66,7 @@ def _check_derived(name, d: Derived, sd, where):
     want, got = d.make(sd), sd[name]
     if got.shape != want.shape:
         raise ValueError(f"{where}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)} ({d.reason})")
+    if got.is_meta or want.is_meta: return      # a shape-only (meta) state dict: shapes are all there is to check
     ok = torch.equal(got, want.to(got.dtype)) if d.exact else torch.allclose(got.double(), want.double(), atol=1e-5)
     if not ok:
         raise ValueError(f"{where}: {name} is not what memnb recomputes ({d.reason}); this checkpoint does not fit")
