@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from .model import MemLM, save
 # %% auto #0
 __all__ = ['PUBLISHED', 'PublishedModel', 'register', 'Rule', 'Derived', 'map_to_memnb', 'map_to_published', 'rule_mapping',
            'unwrap_checkpoint', 'read_checkpoint', 'resolve_config', 'load_mapped', 'registry', 'published_model',
-           'from_published', 'to_published', 'convert', 'add_convert_arguments', 'run_convert_cli']
+           'from_published', 'to_published', 'convert', 'add_convert_arguments', 'run_convert_cli', 'fixtures_dir',
+           'fixture_errors']
 
 # %% ../nbs/14_published.ipynb #6e06da62
 @dataclass
@@ -436,3 +438,28 @@ register(PublishedModel(
                   k_top=8, mem_decay=0.99, scan_eps=1e-3, chunk=32),
     config_from=_cpuflow_config_from, config_of=_cpuflow_config_of, infer_config=_infer_cpuflow,
     **rule_mapping(_cpuflow_rules)))
+
+# %% ../nbs/14_published.ipynb #8fbf9a79
+_REPO = Path(importlib.import_module("memnb").__file__).resolve().parents[1]
+
+def fixtures_dir() -> Path:
+    "The published-model fixtures: `$MEMNB_FIXTURES`, else `shared/fixtures/published` beside the repository."
+    return Path(os.environ.get("MEMNB_FIXTURES", _REPO.parent / "shared/fixtures/published"))
+
+def _rel(a, b) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+# %% ../nbs/14_published.ipynb #6ec1bf3f
+def fixture_errors(name: str, folder: Path | None = None) -> dict:
+    "max|published - memnb| / max|logit| on one fixture: float64 at init and perturbed, float32 at init."
+    from safetensors.torch import load_file
+    d = (folder or fixtures_dir()) / name
+    tokens = torch.tensor(json.loads((d / "inputs.json").read_text())["tokens"])
+    out = {}
+    for tag, state, logits in (("init", "published_state", "expected_logits"),
+                               ("perturbed", "published_state_perturbed", "expected_logits_perturbed")):
+        model, expected = from_published(name, d / f"{state}.safetensors"), load_file(str(d / f"{logits}.safetensors"))
+        with torch.no_grad():
+            if tag == "init": out["float32"] = _rel(model(tokens), expected["logits"])
+            out[f"float64 {tag}"] = _rel(model.double()(tokens), expected["logits_float64"])
+    return out
