@@ -5,18 +5,24 @@
 # %% ../nbs/50_bench.ipynb #1b16dea4
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
 
 from .cdm import bench_cdm
+from .core import triton_interpreting
 from .cumscan import bench_ramscan
 from .delta_rule import bench_delta_rule
 from .scan import bench_linear_scan
 
 # %% auto #0
-__all__ = ['run_all', 'summary_rows', 'markdown_table']
+__all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'run_all', 'summary_rows', 'markdown_table', 'ptxas_stats',
+           'compile_kernel', 'kernel_signature', 'compile_report', 'compile_table']
 
 # %% ../nbs/50_bench.ipynb #03730fe3
 def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False) -> dict:
@@ -54,3 +60,159 @@ def markdown_table(results: dict) -> str:
     lines = ["| benchmark | candidate | time per step | note |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
     return "\n".join(lines)
+
+# %% ../nbs/50_bench.ipynb #ac944e37
+SM90_SHARED_BYTES = 227 * 1024   # the most shared memory one block may use on an H100/H200
+
+def ptxas_stats(ptx: str, arch: str = "sm_90a") -> dict:
+    "Assemble `ptx` with the Triton wheel's ptxas: ok, registers, spilled bytes (stores + loads), log."
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "kernel.ptx"
+        src.write_text(ptx)
+        # the register-allocation flag Triton itself assembles with, so the figures are those of a launch
+        cmd = [get_ptxas(int(re.sub(r"\D", "", arch))).path, f"-arch={arch}", "-v",
+               "--regAllocOptLevel=2", str(src), "-o", f"{src}.cubin"]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+    log = run.stdout + run.stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = sum(int(b) for b in re.findall(r"(\d+) bytes spill (?:stores|loads)", log))
+    return {"ok": run.returncode == 0, "regs": int(regs[1]) if regs else None, "spill_bytes": spills,
+            "log": "" if run.returncode == 0 else log[-400:]}
+
+# %% ../nbs/50_bench.ipynb #572be730
+def compile_kernel(fn, signature: dict, constexprs: dict, *, num_warps: int = 4, num_stages: int = 3,
+                   arch: str = "sm_90") -> dict:
+    "Compile a `@triton.jit` function for `arch`, no GPU needed: ok, error, registers, spills, shared memory."
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if triton_interpreting():   # TRITON_INTERPRET=1 replaced every @triton.jit function by the interpreter's
+        raise RuntimeError("compile_kernel: unset TRITON_INTERPRET (interpreted kernels cannot be compiled)")
+    cap = int(re.sub(r"\D", "", arch))
+    row = dict(ok=False, error=None, regs=None, spill_bytes=None, shared_bytes=None,
+               num_warps=num_warps, num_stages=num_stages)
+    try:
+        k = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", cap, 32),
+                           options=dict(num_warps=num_warps, num_stages=num_stages))
+    except Exception as e:   # a kernel that does not compile is a row of the report, not a crash
+        return {**row, "error": f"{type(e).__name__}: {e}"[:400]}
+    st = ptxas_stats(k.asm["ptx"], f"sm_{cap}a")
+    row.update(regs=st["regs"], spill_bytes=st["spill_bytes"], shared_bytes=k.metadata.shared)
+    if not st["ok"]:
+        row["error"] = "ptxas: " + st["log"]
+    elif k.metadata.shared > SM90_SHARED_BYTES:
+        row["error"] = f"shared memory {k.metadata.shared} B > {SM90_SHARED_BYTES} B"
+    return {**row, "ok": row["error"] is None}
+
+# %% ../nbs/50_bench.ipynb #42efec69
+_TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64",
+                 torch.int64: "i64", torch.int32: "i32"}
+
+def kernel_signature(fn, dtype: torch.dtype, scalars: dict, pointers: dict, constexprs: dict) -> dict:
+    "`fn`'s Triton signature: constexprs, `scalars` ({name: 'i32'}), pointers to `dtype` or `pointers[name]`."
+    def kind(p):
+        if p.is_constexpr or p.name in constexprs:   # a None argument is a constexpr too
+            return "constexpr"
+        return scalars.get(p.name) or "*" + _TRITON_TYPES[pointers.get(p.name, dtype)]
+    return {p.name: kind(p) for p in fn.params}
+
+# %% ../nbs/50_bench.ipynb #be1b8106
+LAUNCH_DEFAULTS = (4, 3)   # Triton's num_warps and num_stages where a launch does not set them
+
+def _module(name):
+    return importlib.import_module(f"memnb.{name}")   # `memnb.delta_rule` is also the function's name
+
+def _scan_specs(dtype, D):
+    "The scan kernels as `linear_scan` launches them on CUDA for D channels."
+    scan = _module("scan")
+    BT, BF = scan._triton_blocks(2048, D, "cuda")
+    c, ints = dict(HAS_H0=True, BLOCK_T=BT, BLOCK_F=BF), dict(T="i32", Fd="i32")
+    return [("scan fwd", scan._scan_fwd_kernel, ints, {}, c, *LAUNCH_DEFAULTS),
+            ("scan bwd", scan._scan_bwd_kernel, ints, {}, c, *LAUNCH_DEFAULTS)]
+
+# %% ../nbs/50_bench.ipynb #e868e19c
+def _delta_specs(dtype, D):
+    "The delta-rule kernels at K = V = D: state kernels at each autotuning candidate, fused recurrent kernel."
+    dr, f32 = _module("delta_rule"), torch.float32
+    op = dtype if dtype in (torch.bfloat16, torch.float16) else f32
+    BK, rows = dr._state_blocks(D, D, 64), []
+    kernels = (("fwd", dr._dr_state_fwd_kernel, "HAS_H0"), ("bwd", dr._dr_state_bwd_kernel, "HAS_DS"))
+    for name, fn, flag in kernels:
+        ptrs = {a: f32 for a in fn.arg_names if a not in ("W", "KD")}   # W, K_d in the operand dtype
+        for bv, w, s in dr._state_configs(D, D, op):
+            prec = "tf32x3" if op == f32 else "ieee"
+            c = dict(K=D, C=64, BK=BK, BV=bv, HAS_EC=True, PREC=prec, **{flag: True})
+            rows.append((f"delta_rule state {name}", fn, dict(n="i32", M="i32", V="i32"), ptrs, c, w, s))
+    BK, BV = dr._recurrent_blocks(D, D)
+    rows.append(("delta_rule fused recurrent", dr._dr_recurrent_fwd_kernel,
+                 dict(T="i32", H="i32", K="i32", V="i32", scale="fp32"), dict(G=f32, H0=f32, S_FIN=f32),
+                 dict(BK=BK, BV=BV, HAS_G=True, HAS_H0=True), *LAUNCH_DEFAULTS))
+    return rows
+
+# %% ../nbs/50_bench.ipynb #e769d3c1
+def _cdm_specs(dtype, D, K: int = 16):
+    "The CDM dock kernels as `dock_readout` launches them on CUDA for D channels and K slots."
+    cdm = _module("cdm")
+    BK, BD, C = cdm._dock_blocks(K, D, "cuda")
+    ints = dict(T="i32", K="i32", D="i32", n_chunks="i32", n_dblocks="i32")
+    f32 = {a: torch.float32 for a in ("CKPT", "SCR", "DW", "DKP", "DR")}
+    c = dict(EXCLUSIVE=True, C=C, BK=BK, BD=BD)
+    return [("cdm dock fwd", cdm._dock_fwd_kernel, ints, f32, c, *LAUNCH_DEFAULTS),
+            ("cdm dock bwd", cdm._dock_bwd_kernel, ints, f32, {**c, "HAS_DS": True}, *LAUNCH_DEFAULTS)]
+
+def _ram_specs(dtype, D, k: int = 8):
+    "The RAM-Net weighted-gather kernels for D-wide memory rows and top-k reads."
+    ram = _module("ramnet")
+    _, BK, BD = ram._gather_launch(None, 1, k, D, "cuda")
+    ints, ptrs = dict(N="i32", k="i32", Dm="i32"), dict(IDX=torch.int64, DM=torch.float32, DW=torch.float32)
+    return [("ramnet gather fwd", ram._gather_fwd_kernel, ints, ptrs, dict(BK=BK, BD=BD), *LAUNCH_DEFAULTS),
+            ("ramnet gather bwd", ram._gather_bwd_kernel, ints, ptrs, dict(BK=BK, BD=BD), *LAUNCH_DEFAULTS)]
+
+# %% ../nbs/50_bench.ipynb #72c02c70
+FLA_CONFIGS = ((32, 4, 2), (64, 4, 3))   # (BV, num_warps, num_stages) from fla's Hopper autotuning space
+
+def _fla_specs(dtype, D, H: int = 8):
+    "fla's gated delta rule state kernels at K = V = D, chunk 64, with gate, initial and final state."
+    h = importlib.import_module("fla.ops.common.chunk_delta_h")
+    jit = lambda f: f if hasattr(f, "params") else jit(f.fn)   # under fla's heuristics and autotuner
+    f32 = torch.float32
+    c = dict(H=H, HV=H, K=D, V=D, BT=64, USE_G=True, USE_GK=False, STATE_V_FIRST=False, IS_VARLEN=False,
+             gk=None, cu_seqlens=None, chunk_offsets=None, USE_INITIAL_STATE=True)
+    fwd = dict(c, STORE_FINAL_STATE=True, SAVE_NEW_VALUE=True)
+    bwd = dict(c, USE_FINAL_STATE_GRADIENT=True)
+    rows = []
+    for bv, w, s in FLA_CONFIGS:
+        rows += [("fla gated delta fwd_h", jit(h.chunk_gated_delta_rule_fwd_kernel_h_blockdim64),
+                  dict(T="i32"), dict(g=f32, h0=f32, ht=f32), {**fwd, "BV": bv}, w, s),
+                 ("fla gated delta bwd_dhu", jit(h.chunk_gated_delta_rule_bwd_kernel_dhu_blockdim64),
+                  dict(T="i32", scale="fp32"), dict(g=f32, dht=f32, dh0=f32), {**bwd, "BV": bv}, w, s)]
+    return rows
+
+# %% ../nbs/50_bench.ipynb #76380051
+def compile_report(arch: str = "sm_90", *, head_dims=(64, 128, 256), dtypes=(torch.float32, torch.bfloat16),
+                   fla: bool = False) -> list[dict]:
+    "Compile every memnb Triton kernel (`fla=True`: fla's gated delta rule state kernels) for `arch`, no GPU."
+    rows = []
+    for D in head_dims:
+        for dtype in dtypes:
+            families = (_fla_specs,) if fla else (_scan_specs, _delta_specs, _cdm_specs, _ram_specs)
+            specs = [s for family in families for s in family(dtype, D)]
+            for name, fn, scalars, pointers, consts, warps, stages in specs:
+                sig = kernel_signature(fn, dtype, scalars, pointers, consts)
+                row = compile_kernel(fn, sig, consts, num_warps=warps, num_stages=stages, arch=arch)
+                block = " ".join(f"{k}={v}" for k, v in consts.items() if k[:2] in ("BV", "BK", "BD", "BL"))
+                rows.append(dict(kernel=name, dtype=str(dtype).removeprefix("torch."), head_dim=D, **row, block=block))
+    return rows
+
+# %% ../nbs/50_bench.ipynb #257830b5
+def compile_table(rows: list[dict]) -> str:
+    "`compile_report` rows as a markdown table (KiB of shared memory, bytes of spills)."
+    head = "| kernel | dtype | D | blocks | ok | regs | spills (B) | shared (KiB) | warps | stages |"
+    out = [head, "|---" * 10 + "|"]
+    for r in rows:
+        ok = "yes" if r["ok"] else f"**no**: {r['error'][:60]}"
+        shared = "" if r["shared_bytes"] is None else f"{r['shared_bytes'] / 1024:.0f}"
+        out.append(f"| {r['kernel']} | {r['dtype']} | {r['head_dim']} | {r.get('block', '')} | {ok} | "
+                   f"{r['regs']} | {r['spill_bytes']} | {shared} | {r['num_warps']} | {r['num_stages']} |")
+    return "\n".join(out)

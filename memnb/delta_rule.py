@@ -33,7 +33,8 @@ def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
         check_tensor(g, "g", where=where, shape=(B, T, H), dims="[B, T, H]")
         if g.device != q.device:
             raise ValueError(f"{where}: `g` must be on {q.device}, got {g.device}")
-        if not bool((g <= 0).all()):   # NaN fails `<= 0` too
+        # a host read: checked eagerly (the prompt, which creates the decode caches), not in a traced graph
+        if not torch.compiler.is_compiling() and not bool((g <= 0).all()):   # NaN fails `<= 0` too
             got = "NaN" if bool(g.isnan().any()) else f"max {g.max().item():.3g}"
             raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got {got}); "
                              "pass log(alpha) for a decay alpha in (0, 1], e.g. -softplus(x)")
@@ -466,12 +467,16 @@ if triton_available():
             tl.store(O + tok * V + rv, tl.sum(S * q[:, None], 0).to(O.dtype.element_ty), mask=mv)
         tl.store(S_FIN + i_bh.to(tl.int64) * K * V + kv, S, mask=m_kv)
 
+def _recurrent_blocks(K: int, V: int) -> tuple[int, int]:
+    "BK, BV of the fused recurrent kernel: the whole key width, value blocks small enough to stay in registers."
+    BK = triton.next_power_of_2(K)
+    return BK, min(triton.next_power_of_2(V), 32 if BK <= 128 else 16)
+
 def _delta_rule_fused_recurrent(q, k, v, beta, g, h0, scale):
     "Forward-only fused recurrent kernel: o `[B, T, H, V]` in the input dtype, the final state in float32+."
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), 32 if BK <= 128 else 16)   # the [BK, BV] state stays in registers
+    BK, BV = _recurrent_blocks(K, V)
     o, S = torch.empty_like(v), q.new_empty(B, H, K, V, dtype=torch.promote_types(q.dtype, torch.float32))
     _dr_recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
         q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), g.contiguous() if g is not None else beta,
