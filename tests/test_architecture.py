@@ -96,3 +96,16 @@ def test_triton_is_never_imported_unconditionally():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] == "triton" for n in names), f"memnb.{mod} imports triton unconditionally"
+
+
+def test_contributing_shows_the_cores_signatures_as_they_are():
+    import subprocess, sys
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "signatures.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_contributing_points_at_pages_that_exist():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    assert "DESIGN.md" not in text and "nbs/architecture.ipynb" in text
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if not target.startswith("http"): assert (ROOT / target).exists(), f"CONTRIBUTING.md links to missing {target}"

@@ -3,6 +3,7 @@ tools/render_site.py, opened in headless Chromium (marked `docs`): pages load, m
 TeX, plots are embedded, internal links resolve, nothing of the notebook machinery leaks into the page (front matter,
 `In [ ]:` prompts, `#|` directives), slow cells are labelled, the sidebar is styled, and the front page is not blank.
 CI sets MEMNB_DOCS_TEST=1 so that a missing site or browser fails instead of skipping."""
+import html
 import json
 import os
 import re
@@ -40,17 +41,30 @@ def test_escaped_tex_detector():
     assert escaped_tex(good) == []
 
 
-def _markdown_cells():
-    for nb_path in sorted((ROOT / "nbs").rglob("*.ipynb")):
+def _markdown_cells(nbs=ROOT / "nbs"):
+    for nb_path in sorted(nbs.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in nb_path.parts: continue
         for i, cell in enumerate(json.loads(nb_path.read_text())["cells"]):
             if cell["cell_type"] == "markdown":
-                yield nb_path.relative_to(ROOT), i, "".join(cell["source"])
+                yield nb_path.relative_to(nbs), i, "".join(cell["source"])
+
+
+def escaped_tex_in_notebooks(nbs=ROOT / "nbs") -> list[str]:
+    return [f"{p} cell {i}: {span}" for p, i, src in _markdown_cells(nbs) for span in escaped_tex(src)]
+
+
+def test_scan_catches_a_planted_notebook(tmp_path):
+    (tmp_path / "tutorials").mkdir()
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["A rate $\\\\eta$ of one.\n", "$\\alpha$ is fine"]}]
+    (tmp_path / "tutorials" / "planted.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                                                      "nbformat_minor": 5}))
+    assert '"A rate $\\\\\\\\eta$' in (tmp_path / "tutorials" / "planted.ipynb").read_text()  # as a notebook file holds it
+    assert escaped_tex_in_notebooks(tmp_path) == ["tutorials/planted.ipynb cell 0: $\\\\eta$"]
 
 
 def test_no_escaped_tex_in_any_markdown_cell():
-    found = [f"{p} cell {i}: {span}" for p, i, src in _markdown_cells() for span in escaped_tex(src)]
     assert len(list(_markdown_cells())) > 100
+    found = escaped_tex_in_notebooks()
     assert not found, "double-escaped TeX (write \\eta, not \\\\eta):\n" + "\n".join(found)
 
 
@@ -83,11 +97,76 @@ def test_every_page_opens_and_its_maths_typesets(site, tmp_path):
     for page in pages:
         dom = _chrome(tmp_path, "--virtual-time-budget=20000", "--dump-dom", page.as_uri()).stdout
         assert "<body" in dom and len(dom) > 1000, f"{page.name} did not load"
-        assert 'class="MathJax_Error"' not in dom, f"{page.name}: a MathJax error"
+        for err in ('class="MathJax_Error"', 'class="merror"', "katex-error"):
+            assert err not in dom, f"{page.name}: the maths shows an error ({err})"
+        tex = re.findall(r'<script type="math/tex[^"]*"[^>]*>(.*?)</script>', dom, re.S)
+        assert not [t for t in tex if _ESCAPED.search(t)], f"{page.name}: double-escaped TeX was typeset as text"
+        raw = re.findall(r"\$[^$<>]*\\[A-Za-z]+[^$<>]*\$", visible_text(dom))
+        assert not raw, f"{page.name}: raw TeX left on the page: {raw[:3]}"
         if page.name in WITH_DISPLAY_MATHS:
             assert dom.count('class="MathJax_Display"') >= 1, f"{page.name}: display maths was not typeset"
         if page.name in WITH_INLINE_MATHS:
             assert dom.count('class="MathJax"') >= 1, f"{page.name}: inline maths was not typeset"
+
+
+def visible_text(page_html: str) -> str:
+    "The text a reader sees: no scripts, styles, code blocks or tags, entities decoded."
+    text = re.sub(r"<(script|style|pre|code)\b.*?</\1>", " ", page_html, flags=re.S | re.I)
+    return html.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+LEAKS = {"YAML front matter": r"(?m)^\s*(title|description|output-file|skip_exec|skip_showdoc):\s",
+         "an In/Out prompt": r"\b(In|Out)\s*\[\s*\d*\s*\]:", "a #| directive": r"#\|"}
+
+
+def leaks(page_html: str) -> list[str]:
+    "What of the notebook machinery shows on a page (in its text or its code)."
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", page_html, flags=re.S | re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", "\n", text))
+    return [name for name, pat in LEAKS.items() if re.search(pat, text)]
+
+
+def test_leak_detector():
+    assert leaks("<p>---</p><p>title: core</p><p>description: x</p>") == ["YAML front matter"]
+    assert leaks('<div class="jp-InputPrompt">In&nbsp;[&nbsp;]:</div>') == ["an In/Out prompt"]
+    assert leaks("<pre><span>#| echo: false</span></pre>") == ["a #| directive"]
+    assert leaks("<h1>core</h1><p>In the title: a word</p>") == []
+
+
+@pytest.mark.docs
+def test_no_notebook_machinery_leaks(site):
+    for page in _pages(site):
+        found = leaks(page.read_text())
+        assert not found, f"{page.name} shows {', '.join(found)}"
+        assert re.search(r"<h1[^>]*>", page.read_text()), f"{page.name} has no title"
+
+
+def _slow_cells(nb_path: Path) -> int:
+    cells = json.loads(nb_path.read_text())["cells"]
+    return sum(1 for c in cells if c["cell_type"] == "code" and re.search(r"(?m)^#\|\s*slow\b", "".join(c["source"]))
+               and not re.search(r"(?m)^#\|\s*hide\b", "".join(c["source"])))
+
+
+@pytest.mark.docs
+def test_slow_cells_are_labelled(site):
+    checked = 0
+    for nb_path in sorted((ROOT / "nbs").rglob("*.ipynb")):
+        page = site / (re.sub(r"^\d+_", "", nb_path.stem) + ".html")
+        if (n := _slow_cells(nb_path)) and page.exists():
+            assert page.read_text().count('class="memnb-slow') == n, f"{page.name}: {n} slow cells, not all labelled"
+            checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.docs
+def test_sidebar_is_styled(site):
+    for page in _pages(site):
+        text = page.read_text()
+        assert '<nav class="memnb-sidebar">' in text and 'id="memnb-preview"' in text, f"{page.name}: no styled sidebar"
+        assert re.search(r"\.memnb-sidebar \{[^}]*position: fixed", text)
+        nav = text.split('<nav class="memnb-sidebar">', 1)[1]
+        if f'<li><a href="{page.name}"' in nav:
+            assert f'<li><a href="{page.name}" class=active>' in nav, f"{page.name}: the sidebar does not mark the page"
 
 
 @pytest.mark.docs
