@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -17,7 +21,8 @@ import memnb
 from .core import backend_for, triton_available, triton_interpreting
 
 # %% auto #0
-__all__ = ['machine_info', 'CLIError', 'build_parser', 'main']
+__all__ = ['positive_int', 'nonneg_int', 'positive_float', 'nonneg_float', 'fraction', 'machine_info', 'CLIError', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #7efc5c61
 def machine_info() -> dict:
@@ -34,11 +39,105 @@ def machine_info() -> dict:
     info["backend"] = {d: backend_for(d) for d in (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])}
     return info
 
-# %% ../nbs/90_cli.ipynb #891395d9
+# %% ../nbs/90_cli.ipynb #f4245c95
+class CLIError(Exception):
+    "A user error: printed as one line, exit code 2."
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    "Every default shown (an unset option or a switch says nothing), descriptions kept as written."
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+class _Parser(argparse.ArgumentParser):
+    "argparse with one-line errors and the defaults in --help."
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Help)
+        super().__init__(*a, **kw)
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+def _checked(kind, ok, rule: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return value
+    parse.__name__ = rule
+    return parse
+
+positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
+nonneg_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
+nonneg_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+# %% ../nbs/90_cli.ipynb #56045cbe
+def _add(sub, name: str, help: str, func, **kw):
+    "A subcommand parser (defaults shown in its help) that runs `func(args)`; `--debug` and `--seed` on each."
+    p = sub.add_parser(name, help=help, description=help, **kw)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the Python traceback of an error")
+    p.set_defaults(func=func)
+    return p
+
+def _user_message(e: BaseException) -> str:
+    "An exception's first line, without the internal function name some messages start with."
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return re.sub(r"^[A-Za-z_][\w.]*: (?=\S)", "", text) if not isinstance(e, OSError) else text
+
+def _write_json(res: dict, path: str | None) -> int:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(res, indent=2))
+        print(f"wrote {path}")
+    return 0
+
+# %% ../nbs/90_cli.ipynb #54b6c016
 def _cmd_info(args) -> int:
     print(json.dumps(machine_info(), indent=2))
     return 0
 
+def _cpu_name() -> str:
+    try:
+        return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                    if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+def _cmd_doctor(args) -> int:
+    from memnb.data import cache_root
+    from memnb.train import cpu_has_bf16
+    data = os.environ.get("MEMNB_DATA")
+    rows = {"memnb": memnb.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "triton": machine_info().get("triton", "not installed" if not triton_available() else "?"),
+            "cpu": f"{_cpu_name()}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads",
+            "cpu bf16": "native (AVX-512 BF16 or AMX): --precision auto trains in bf16" if cpu_has_bf16()
+                        else "not native: --precision auto trains in fp32",
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none (CUDA not available)",
+            "data folder": f"{data} ({'found' if Path(data).is_dir() else 'MISSING'})" if data else "MEMNB_DATA not set",
+            "cache folder": f"{cache_root()} (MEMNB_CACHE to move it)"}
+    for k, v in rows.items():
+        print(f"{k:>13}: {v}")
+    return 0
+
+def _cmd_presets(args) -> int:
+    from memnb.presets import PRESETS
+    for name, p in PRESETS.items():
+        c, size = p.config, f"{p.params:,} params" if p.params else "16 MB artifact"
+        print(f"{name:20} {size:>16}  d_model {c.d_model}, {c.n_layers} layers, vocab {c.vocab_size:,}; {p.note}")
+    return 0
+
+def _add_about(sub):
+    _add(sub, "info", "versions, Triton and the backend per device (JSON)", _cmd_info)
+    _add(sub, "doctor", "the environment: torch/triton, CPU bf16, GPU, data and cache folders", _cmd_doctor)
+    _add(sub, "presets", "the published models memnb rebuilds, with sizes and sources", _cmd_presets)
+
+# %% ../nbs/90_cli.ipynb #e341b20e
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def _report(res: dict, args) -> int:
@@ -50,17 +149,16 @@ def _report(res: dict, args) -> int:
         print(f"{name:>24}: {1e3 * sec:9.2f} ms{mem}   ratio {ratios[name]:6.2f}")
     return _write_json(res, args.json)
 
-def _write_json(res: dict, path: str | None) -> int:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(res, indent=2))
-        print(f"wrote {path}")
-    return 0
-
 def _cmd_bench_scan(args) -> int:
     from memnb.scan import bench_linear_scan
     return _report(bench_linear_scan(B=args.B, T=args.T, D=args.D, dtype=_DTYPES[args.dtype], device=args.device,
                                      threads=args.threads, repeats=args.repeats), args)
+
+def _cmd_bench_delta_rule(args) -> int:
+    from memnb.delta_rule import bench_delta_rule
+    return _report(bench_delta_rule(B=args.B, T=args.T, H=args.H, D=args.D, gated=args.gated,
+                                    dtype=_DTYPES[args.dtype], device=args.device, threads=args.threads,
+                                    repeats=args.repeats, recurrent=not args.no_recurrent), args)
 
 def _cmd_bench_cdm(args) -> int:
     from memnb.cdm import bench_cdm
@@ -69,9 +167,11 @@ def _cmd_bench_cdm(args) -> int:
     res["ratio"] = {n: s / res["seconds"]["readout chunk"] for n, s in res["seconds"].items()}
     return _report(res, args)
 
+# %% ../nbs/90_cli.ipynb #bc8a9610
 def _cmd_bench_ramscan(args) -> int:
     from memnb.cumscan import bench_ramscan
-    res = bench_ramscan(B=args.B, T=args.T, d_model=args.D, device=args.device, threads=args.threads, repeats=args.repeats)
+    res = bench_ramscan(B=args.B, T=args.T, d_model=args.D, device=args.device, threads=args.threads,
+                        repeats=args.repeats)
     res["ratio"] = {n: t / res["tokens_per_s"]["without memory"] for n, t in res["tokens_per_s"].items()}
     return _report(res, args)
 
@@ -82,22 +182,79 @@ def _cmd_bench_all(args) -> int:
     print(markdown_table(res))
     return _write_json(res, args.json)
 
-def _cmd_bench_delta_rule(args) -> int:
-    from memnb.delta_rule import bench_delta_rule
-    return _report(bench_delta_rule(B=args.B, T=args.T, H=args.H, D=args.D, gated=args.gated,
-                                    dtype=_DTYPES[args.dtype], device=args.device, threads=args.threads,
-                                    repeats=args.repeats, recurrent=not args.no_recurrent), args)
+def _bench_common(p, sizes):
+    for name, default in sizes + [("repeats", 5)]:
+        p.add_argument(f"--{name}", type=positive_int, default=default, help=f"{name} of the benchmark")
+    p.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="input dtype")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--json", help="write the results (and the machine) to this file")
 
-# %% ../nbs/90_cli.ipynb #76f60085
-class CLIError(Exception):
-    "A user error: printed as one line, exit code 2."
+# %% ../nbs/90_cli.ipynb #ef4ca1b1
+def _add_bench(sub):
+    which = _add(sub, "bench", "benchmarks (median of repeats, ratios to a baseline)", None)
+    which = which.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    scan = _add(which, "scan", "linear_scan forward+backward: chunk/Triton vs the per-step loop", _cmd_bench_scan)
+    _bench_common(scan, [("B", 4), ("T", 4096), ("D", 256)])
+    dr = _add(which, "delta-rule", "delta_rule forward+backward: chunk/Triton vs recurrent and fla",
+              _cmd_bench_delta_rule)
+    _bench_common(dr, [("B", 2), ("T", 1024), ("H", 4), ("D", 64)])
+    dr.add_argument("--gated", action="store_true", help="the gated delta rule")
+    dr.add_argument("--no-recurrent", action="store_true", help="skip the (slow) reference loop")
+    cdm = _add(which, "cdm", "CDM readout (loop vs chunk/Triton) and layer (vs attention) forward+backward",
+               _cmd_bench_cdm)
+    _bench_common(cdm, [("B", 8), ("T", 256), ("D", 384), ("K", 16)])
+    ram = _add(which, "ramscan", "RAMScanBlock training tokens/s with vs without its RAM-Net memory", _cmd_bench_ramscan)
+    _bench_common(ram, [("B", 4), ("T", 256), ("D", 256)])
+    every = _add(which, "all", "every benchmark above, as one JSON for the benchmark page", _cmd_bench_all)
+    every.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+    every.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
+    every.add_argument("--device", default="cpu", help="torch device")
+    every.add_argument("--json", help="write the results (and the machine) to this file")
+    _add_bench_lm(which)
 
-def _token_data(source: str, tokenizer: str, out: Path, seq_len: int):
+# %% ../nbs/90_cli.ipynb #5cb23d47
+def _add_bench_lm(which):
+    "`bench compile`, `bench train`, `bench generate`: wired to memnb.bench's functions where they exist."
+    import memnb.bench as B
+    if hasattr(B, "compile_report"):
+        p = _add(which, "compile", "compile every Triton kernel for a GPU architecture: registers, spills, shared memory",
+                 _cmd_bench_compile)
+        p.add_argument("--arch", default="sm_90", help="the GPU architecture to compile for")
+        p.add_argument("--json", help="write the rows to this file")
+    for name, what in (("train", "train-step"), ("generate", "generation")):
+        if hasattr(B, f"bench_{name}"):
+            p = _add(which, name, f"a preset's {what} speed: eager/compiled, fp32/bf16, ratio to fp32 eager",
+                     _cmd_bench_preset)
+            p.add_argument("--preset", required=True, help="a preset name (memnb presets lists them)")
+            p.add_argument("--json", help="write the result (and the machine) to this file")
+
+def _cmd_bench_compile(args) -> int:
+    from memnb.bench import compile_report
+    rows = compile_report(arch=args.arch)
+    for r in rows:
+        print(" ".join(f"{k}={r.get(k)}" for k in ("kernel", "dtype", "head_dim", "ok", "regs", "spill_bytes",
+                                                    "shared_bytes", "num_warps", "num_stages", "error") if r.get(k) is not None))
+    _write_json({"rows": rows, "machine": machine_info()}, args.json)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+def _cmd_bench_preset(args) -> int:
+    import memnb.bench as B
+    from memnb.presets import PRESETS
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    res = getattr(B, f"bench_{args.bench}")(args.preset)
+    print(json.dumps(res, indent=2, default=str))
+    return _write_json({**res, "machine": machine_info()}, args.json)
+
+# %% ../nbs/90_cli.ipynb #d86d5453
+def _token_data(source: str, tokenizer, cache: Path, seq_len: int):
+    "A token cache of `source`, with data errors phrased about `--data`."
     from memnb.data import build_cache
     try:
-        return build_cache(source, tokenizer, out / "data", seq_len=seq_len)
-    except FileNotFoundError as e:
-        raise CLIError(str(e)) from None
+        return build_cache(source, tokenizer, cache, seq_len=seq_len)
+    except (FileNotFoundError, ValueError, UnicodeError) as e:
+        raise CLIError(f"--data {source}: {_user_message(e)}") from None
 
 def _objectives(specs) -> dict:
     from memnb.objectives import OBJECTIVES
@@ -112,41 +269,142 @@ def _objectives(specs) -> dict:
             raise CLIError(f"--objective wants NAME=WEIGHT, e.g. mtp=0.3; got {spec!r}") from None
     return out
 
+def _from_step(args, out: Path) -> int | None:
+    "`--from-step N`, or the checkpoint before the last for `--rollback`."
+    from memnb.train import checkpoint_dir, list_checkpoints
+    if not args.rollback:
+        return args.from_step
+    last, steps = checkpoint_dir(out, "last"), list(list_checkpoints(out))
+    earlier = [s for s in steps if last is None or s < int(last.name[5:])]
+    if not earlier:
+        raise CLIError(f"--rollback: {out} has no checkpoint before the last (steps: {steps or 'none'})")
+    return earlier[-1]
+
+# %% ../nbs/90_cli.ipynb #19092953
+def _undo(out: Path, existed: set | None):
+    "Remove what a failed run created: the folder if it was new, else the paths it added (never a checkpoint run)."
+    from memnb.train import checkpoint_dir
+    if not out.is_dir() or checkpoint_dir(out, "last", strict=False) is not None:
+        return
+    if existed is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.name not in existed:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
 def _cmd_train(args) -> int:
-    from memnb.presets import PRESETS, build
-    from memnb.tasks import TaskData
-    from memnb.train import TrainConfig, train
-    if args.preset not in PRESETS:
-        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(sorted(PRESETS))}")
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    if args.task:
-        data = TaskData.make(args.task, seed=args.seed)
-    elif args.data:
-        data = _token_data(args.data, args.tokenizer, out, args.seq_len)
-        data.tokenizer.save(out / "tokenizer.json")
-    else:
+    from memnb.train import claim_run_dir
+    out, t0 = Path(args.out), time.perf_counter()
+    if not args.task and not args.data:
         raise CLIError("give --data SOURCE (a text file or folder, 'stdlib', or a hub name) or --task NAME")
     objectives = _objectives(args.objective)
+    existed = {p.name for p in out.iterdir()} if out.is_dir() else None
+    claim_run_dir(out, ["memnb", *args.argv], overwrite=args.overwrite)
+    try:
+        return _train(args, out, objectives, t0)
+    except BaseException:
+        _undo(out, existed)
+        raise
+
+# %% ../nbs/90_cli.ipynb #48ef13b5
+def _train(args, out: Path, objectives: dict, t0: float) -> int:
+    from memnb.evaluate import evaluate
+    from memnb.presets import build
+    from memnb.tasks import TaskData
+    from memnb.train import TrainConfig, checkpoint_dir, train
+    from_step = _from_step(args, out)
+    if args.task:
+        data = TaskData.make(args.task, seed=args.seed)
+    else:
+        data = _token_data(args.data, args.tokenizer, out / "data", args.seq_len)
+        data.tokenizer.save(out / "tokenizer.json")
+    torch.manual_seed(args.seed)                      # model construction, as the data order and dropout
     overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {}),
                  **{f"{name}_head": True for name in ("mtp", "fsp", "value") if name in objectives}}
     model = build(args.preset, seq_len=getattr(data, "seq_len", None), **overrides)
     print(f"{args.preset}: {model.num_params():,} parameters, vocabulary {data.vocab_size}")
     cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
-                      eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed, device=args.device,
-                      aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {},
-                      objectives=objectives, word_dropout=args.word_dropout)
-    from memnb.evaluate import evaluate
-    from memnb.train import checkpoint_dir
-    before = None if checkpoint_dir(out, "last") else evaluate(model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches,
-                                                            seed=cfg.seed + 1, device=cfg.device)["loss"]   # train's own batches
+                      eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed,
+                      device=args.device, precision=args.precision, objectives=objectives, keep=args.keep,
+                      word_dropout=args.word_dropout, from_step=from_step, bad_streak=args.bad_streak,
+                      on_blowup=args.on_blowup, aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
+    t_data = time.perf_counter()
+    before = None if checkpoint_dir(out, "last") else evaluate(
+        model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1, device=cfg.device)["loss"]
+    t_before = time.perf_counter()
     res = train(model, data, cfg)
+    times = {"data": t_data - t0, "eval_before": t_before - t_data, "train": time.perf_counter() - t_before}
+    return _train_summary(res, before, times, out, args)
+
+# %% ../nbs/90_cli.ipynb #154747ed
+def _train_summary(res, before, times: dict, out: Path, args) -> int:
+    "The result in two lines (and JSON): losses, speed, bad steps; where the command's time went."
     evals = [h for h in res.history if "val_loss" in h]
     start = f"{before:.3f} before training" if before is not None else f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']})"
-    print(f"{res.step} steps in {res.seconds / 60:.1f} min, {res.tokens_per_s:,.0f} tokens/s; validation loss "
-          f"{start} -> {evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); best in {out}")
-    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val, "val_loss_before": before}, args.json)
+    print(f"{res.step} steps, {res.tokens_per_s:,.0f} tokens/s, {res.bad_steps} bad steps skipped"
+          f"{f', {res.rollbacks} rollbacks' if res.rollbacks else ''}; validation loss {start} -> "
+          f"{evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); checkpoints in {out}")
+    total = sum(times.values())
+    print(f"the command took {total / 60:.1f} min: training {times['train'] / 60:.1f} (evaluations and checkpoints "
+          f"included), data and tokenizer {times['data'] / 60:.1f}, evaluation before training {times['eval_before'] / 60:.1f}")
+    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val, "val_loss_before": before,
+                        "bad_steps": res.bad_steps, "rollbacks": res.rollbacks, "events": res.events,
+                        "tokens_per_s": res.tokens_per_s, "seconds": times}, args.json)
 
+# %% ../nbs/90_cli.ipynb #aba19168
+_TASKS = ["mqar", "selective_copying", "induction_heads"]
+
+def _preset_name(name: str) -> str:
+    from memnb.presets import PRESETS
+    if name not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return name
+
+def _preset_help() -> str:
+    from memnb.presets import PRESETS
+    return "one of: " + ", ".join(f"{n} ({p.params / 1e6:.1f}M)" if p.params else n for n, p in PRESETS.items())
+
+def _add_data_args(p, tokenizer="bpe:4096"):
+    p.add_argument("--tokenizer", default=tokenizer,
+                   help="'bpe:N' (trained on the data), 'gpt2', 'bytes' or a tokenizer.json path")
+    p.add_argument("--seq-len", type=positive_int, default=256, help="tokens per training/evaluation sequence")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per batch")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seeds model construction, data order and sampling")
+    p.add_argument("--json", help="also write the result as JSON here")
+
+# %% ../nbs/90_cli.ipynb #248f49c2
+def _add_train(sub):
+    from memnb.objectives import OBJECTIVES
+    tr = _add(sub, "train", "train a preset on a corpus or a synthetic task", _cmd_train)
+    tr.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
+    tr.add_argument("--data", help="a text file or folder, 'stdlib', or a hub dataset name")
+    tr.add_argument("--task", choices=_TASKS, help="a synthetic task instead of --data")
+    tr.add_argument("--out", required=True, help="the run folder: checkpoints, log, tokenizer, token cache")
+    tr.add_argument("--overwrite", action="store_true", help="write into a non-empty folder memnb did not make")
+    tr.add_argument("--minutes", type=positive_float, help="wall-clock budget (with --max-steps: whichever ends first)")
+    tr.add_argument("--max-steps", type=positive_int, default=100_000, help="step budget")
+    tr.add_argument("--n-layers", type=positive_int, help="override the preset's depth (a quick smaller run)")
+    tr.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
+    tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="optimiser")
+    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    tr.add_argument("--eval-every", type=positive_int, default=100, help="evaluate and checkpoint every N steps")
+    tr.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept (the newest, and the best)")
+    tr.add_argument("--from-step", type=nonneg_int, help="resume from this step's checkpoint instead of the last")
+    tr.add_argument("--rollback", action="store_true", help="resume from the checkpoint before the last")
+    tr.add_argument("--bad-streak", type=positive_int, default=5, help="non-finite steps in a row before --on-blowup")
+    tr.add_argument("--on-blowup", choices=["rollback", "stop"], default="rollback",
+                    help="roll back to the last good checkpoint with half the lr, or stop with advice")
+    tr.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
+                    help=f"an extra objective, repeatable; NAME one of {', '.join(OBJECTIVES)}")
+    tr.add_argument("--word-dropout", type=fraction, default=0.0, help="fraction of input tokens replaced by token 0")
+    _add_data_args(tr)
+
+# %% ../nbs/90_cli.ipynb #0fbefe56
 def _checkpoint(path: str):
+    "The model of a run folder's best (else last) checkpoint, or of a checkpoint folder; its tokenizer.json if any."
     from memnb.model import load
     from memnb.train import checkpoint_dir
     p = Path(path)
@@ -156,182 +414,268 @@ def _checkpoint(path: str):
     tok = next((t for t in (d / "tokenizer.json", d.parent / "tokenizer.json") if t.exists()), None)
     return load(d), tok
 
-def _cmd_eval(args) -> int:
-    from memnb.evaluate import evaluate
-    model, tok = _checkpoint(args.checkpoint)
-    if tok is None and not args.tokenizer:
+def _tokenizer_for(model, tok: Path | None, spec: str | None):
+    "The tokenizer to use with `model`: `spec`, else the one beside the checkpoint; its vocabulary must fit."
+    from memnb.data import load_tokenizer
+    if spec is None and tok is None:
         raise CLIError("no tokenizer.json beside the checkpoint: pass --tokenizer")
-    data = _token_data(args.data, args.tokenizer or str(tok), Path(args.checkpoint), args.seq_len)
-    res = evaluate(model, data, n_batches=args.batches, batch_size=args.batch_size)
+    try:
+        tokenizer = load_tokenizer(spec or str(tok))
+    except FileNotFoundError as e:
+        raise CLIError(f"--tokenizer {spec}: {_user_message(e)}") from None
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise CLIError(f"the tokenizer ({spec or tok}) has {tokenizer.vocab_size:,} tokens but the model's vocabulary "
+                       f"is {model.config.vocab_size:,}; use the tokenizer it was trained with (tokenizer.json beside it)")
+    return tokenizer
+
+# %% ../nbs/90_cli.ipynb #828e2138
+def _file_tokens(source: str, tokenizer) -> torch.Tensor:
+    "Every token of `source` (documents joined by end-of-text, one in front), cached under memnb's cache folder."
+    import hashlib
+    import numpy as np
+    from memnb.data import _source_id, cache_root, read_documents
+    key = hashlib.sha256(json.dumps([_source_id(source), tokenizer.fingerprint()]).encode()).hexdigest()[:16]
+    path = cache_root("eval", f"{key}.npy")
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    try:
+        docs = read_documents(source)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(f"--data {source}: {_user_message(e)}") from None
+    ids = [tokenizer.eot] + [i for d in docs for i in tokenizer.encode(d) + [tokenizer.eot]][:-1]
+    if len(ids) < 2:
+        raise CLIError(f"--data {source} holds no text to evaluate")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+    np.save(tmp, np.array(ids, dtype=np.int64)); os.replace(tmp, path)
+    return torch.tensor(ids)
+
+# %% ../nbs/90_cli.ipynb #207c0fd7
+def _cmd_eval(args) -> int:
+    import math
+    from memnb.data import _source_id, cache_root
+    from memnb.evaluate import bits_per_byte, evaluate, sliding_window_loss
+    model, tok = _checkpoint(args.checkpoint)
+    tokenizer = _tokenizer_for(model, tok, args.tokenizer)
+    if args.split == "val":
+        import hashlib
+        key = hashlib.sha256(json.dumps([_source_id(args.data), tokenizer.fingerprint()]).encode()).hexdigest()[:16]
+        data = _token_data(args.data, tokenizer, cache_root("tokens", key), args.seq_len)
+        res = evaluate(model, data, n_batches=args.batches, batch_size=args.batch_size, device=args.device)
+    else:
+        if args.stride > args.context:
+            raise CLIError(f"--stride {args.stride} is larger than --context {args.context}: tokens would go unscored")
+        ids = _file_tokens(args.data, tokenizer)
+        res = sliding_window_loss(model.to(args.device), ids, args.context, args.stride, device=args.device)
+        nats = res["loss"] * res["tokens"]
+        res.update(ppl=math.exp(min(res["loss"], 50)), context=args.context, stride=args.stride,
+                   bpb=bits_per_byte(nats, int(tokenizer.token_bytes()[ids[1:]].sum())))
     print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
     return _write_json(res, args.json)
 
-def _cmd_generate(args) -> int:
-    from memnb.data import load_tokenizer
+def _add_eval(sub):
+    ev = _add(sub, "eval", "loss, perplexity and bits per byte of a checkpoint on every token of a file", _cmd_eval)
+    ev.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    ev.add_argument("--data", required=True, help="the text to score (a file or folder, 'stdlib', a hub name)")
+    ev.add_argument("--split", choices=["all", "val"], default="all",
+                    help="all: every token in sliding windows; val: random windows of a corpus' held-out documents")
+    ev.add_argument("--context", type=positive_int, default=256, help="tokens a window holds")
+    ev.add_argument("--stride", type=positive_int, default=128, help="tokens a window advances by")
+    ev.add_argument("--batches", type=positive_int, default=20, help="--split val: batches of random windows")
+    _add_data_args(ev, tokenizer=None)
+
+# %% ../nbs/90_cli.ipynb #3716cfb5
+def _continue(model, tokenizer, prompt: str, args) -> str:
+    "The prompt and its continuation; checked against the position limit first, partial if interrupted."
     from memnb.generate import frequency_penalty, repetition_penalty, value_guided_generate
-    from memnb.model import generate
-    model, tok = _checkpoint(args.checkpoint)
-    if tok is None:
-        raise CLIError("no tokenizer.json beside the checkpoint")
-    tokenizer = load_tokenizer(str(tok))
-    idx = torch.tensor([tokenizer.encode(args.prompt)])
-    g = torch.Generator().manual_seed(args.seed)
+    from memnb.model import generate, position_limit
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise CLIError("the prompt is empty; give some text to continue")
+    limit, total = position_limit(model), len(ids) + args.max_new_tokens
+    if limit is not None and total > limit:
+        raise CLIError(f"the prompt's {len(ids)} tokens + --max-new-tokens {args.max_new_tokens} = {total} exceed the "
+                       f"model's position limit of {limit}; ask for at most {max(limit - len(ids), 0)} new tokens")
+    idx, made = torch.tensor([ids]), [torch.tensor([ids])]
     procs = ([repetition_penalty(args.repetition_penalty)] if args.repetition_penalty != 1.0 else []) + \
-            ([frequency_penalty(args.frequency_penalty, args.presence_penalty)] if args.frequency_penalty or args.presence_penalty else [])
-    if args.value_search:
-        if model.value is None:
-            raise CLIError("--value-search needs a model trained with a value head (memnb train --objective value=0.1)")
-        out = value_guided_generate(model.eval(), idx, args.max_new_tokens, candidates=args.value_search, beta=args.value_beta)
-    else:
-        out = generate(model.eval(), idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       generator=g, processors=procs)
-    print(tokenizer.decode(out[0].tolist()))
+            ([frequency_penalty(args.frequency_penalty, args.presence_penalty)]
+             if args.frequency_penalty or args.presence_penalty else [])
+    def record(logits, out):                           # what has been made so far, kept if decoding is stopped
+        made[0] = out; return logits
+    try:
+        if args.value_search:
+            if model.value is None:
+                raise CLIError("--value-search needs a model trained with a value head (--objective value=0.1)")
+            out = value_guided_generate(model, idx, args.max_new_tokens, candidates=args.value_search, beta=args.value_beta)
+        else:
+            g = torch.Generator().manual_seed(args.seed)
+            out = generate(model, idx, args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, generator=g, processors=procs + [record])
+    except KeyboardInterrupt:
+        out = made[0]
+        print("memnb generate: interrupted; what was made so far:", file=sys.stderr)
+    return tokenizer.decode(out[0].tolist())
+
+# %% ../nbs/90_cli.ipynb #7626e06a
+def _repl(model, tokenizer, args) -> int:
+    "Read a prompt per line and continue it, the model loaded once; an empty line or end of input ends."
+    print("memnb generate: one prompt per line; an empty line or Ctrl-D ends", file=sys.stderr)
+    while True:
+        print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():                           # an empty line, or the end of the input
+            break
+        try:
+            print(_continue(model, tokenizer, line, args), flush=True)
+        except CLIError as e:
+            print(f"memnb generate: error: {e}", file=sys.stderr)
     return 0
 
+def _cmd_generate(args) -> int:
+    if not args.interactive and not (args.prompt or "").strip():
+        raise CLIError("--prompt is empty; give some text to continue (or use --interactive)")
+    model, tok = _checkpoint(args.checkpoint)
+    tokenizer = _tokenizer_for(model, tok, None)
+    model.eval()
+    if args.interactive:
+        return _repl(model, tokenizer, args)
+    print(_continue(model, tokenizer, args.prompt, args))
+    return 0
+
+# %% ../nbs/90_cli.ipynb #0c7f0803
+def _add_generate(sub):
+    gen = _add(sub, "generate", "continue a prompt with a training folder's best checkpoint", _cmd_generate)
+    gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    gen.add_argument("--prompt", help="the text to continue (required unless --interactive)")
+    gen.add_argument("--interactive", action="store_true", help="read prompts line by line, the model loaded once")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to add")
+    gen.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature (0: greedy)")
+    gen.add_argument("--greedy", action="store_true", help="always the likeliest token (temperature 0)")
+    gen.add_argument("--top-k", type=positive_int, default=50, help="sample from the K likeliest tokens")
+    gen.add_argument("--top-p", type=_checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+                     help="nucleus sampling: the smallest set of tokens with this much probability")
+    gen.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL penalty on tokens already in the text")
+    gen.add_argument("--frequency-penalty", type=nonneg_float, default=0.0, help="subtracted per earlier occurrence")
+    gen.add_argument("--presence-penalty", type=nonneg_float, default=0.0, help="subtracted once for any occurrence")
+    gen.add_argument("--value-search", type=positive_int, metavar="K", help="value-guided search over the top K tokens")
+    gen.add_argument("--value-beta", type=nonneg_float, default=1.0, help="weight of the value against log p")
+    gen.add_argument("--seed", type=nonneg_int, default=0, help="seeds the sampling")
+
+# %% ../nbs/90_cli.ipynb #18131c97
 def _cmd_probe(args) -> int:
     from memnb.data import load_tokenizer
     from memnb.probes import probe_report
     model, tok = _checkpoint(args.checkpoint)
-    if tok is None:
-        raise CLIError("no tokenizer.json beside the checkpoint")
+    tokenizer = _tokenizer_for(model, tok, None)
     text = Path(args.text)
     if not text.is_file():
         raise CLIError(f"--text {args.text}: no such file")
-    tokenizer = load_tokenizer(str(tok))
     ids = tokenizer.encode(text.read_text(errors="replace"))
     if len(ids) < 2:
         raise CLIError(f"--text {args.text} holds fewer than two tokens")
     rep = probe_report(model.eval(), ids, tokenizer, args.out, seq_len=args.seq_len, permutations=args.permutations,
                        bootstrap=args.permutations)
     for r in rep["routing"]:
-        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), K_eff {r['k_eff']:.2f}, "
-              f"{r['active_slots']} active slots, per-token entropy {r['token_entropy']:.3f}")
+        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), K_eff "
+              f"{r['k_eff']:.2f}, {r['active_slots']} active slots, per-token entropy {r['token_entropy']:.3f}")
     if "scope_register_mi" in rep:
         m = rep["scope_register_mi"]
         print(f"MI(slot; depth) {m['mi']:.4f} nats ({m['bits']:.4f} bits, {m['ratio']:.1%} of H(depth)), 95% CI "
-              f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]; shuffled {m['baseline_mean']:.4f} (p95 {m['baseline_p95']:.4f}), p = {m['p_value']:.3f}")
+              f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]; shuffled {m['baseline_mean']:.4f} (p95 "
+              f"{m['baseline_p95']:.4f}), p = {m['p_value']:.3f}")
     print(f"figures and probe.json in {args.out}")
     return _write_json(rep, args.json)
 
+def _add_probe(sub):
+    pr = _add(sub, "probe", "routing statistics, decay spectra and scope-register MI of a checkpoint on a text", _cmd_probe)
+    pr.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    pr.add_argument("--text", required=True, help="a text file (e.g. held-out Python code)")
+    pr.add_argument("--out", default="memnb-probe", help="folder for probe.json and the figures")
+    pr.add_argument("--permutations", type=positive_int, default=200, help="permutations (and bootstrap draws)")
+    pr.add_argument("--seq-len", type=positive_int, default=256, help="tokens per window")
+    pr.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
+    pr.add_argument("--json", help="also write the result as JSON here")
+
+# %% ../nbs/90_cli.ipynb #3befd6af
 def _cmd_compare(args) -> int:
     from memnb.compare import MECHANISMS, compare, format_table
-    from memnb.presets import PRESETS
+    from memnb.data import _source_id, cache_root
     names = args.mechanisms.split(",") if args.mechanisms else None
     bad = [n for n in names or [] if n not in MECHANISMS]
     if bad:
         raise CLIError(f"unknown mechanism(s) {bad}; choose from {', '.join(MECHANISMS)}")
     presets = args.presets.split(",") if args.presets else None
-    bad = [p for p in presets or [] if p not in PRESETS]
-    if bad:
-        raise CLIError(f"unknown preset(s) {bad}; choose from {', '.join(sorted(PRESETS))}")
-    data = _token_data(args.data, args.tokenizer, Path(args.out), args.seq_len) if args.data else None
+    for p in presets or []:
+        try: _preset_name(p)
+        except argparse.ArgumentTypeError as e: raise CLIError(str(e)) from None
+    data = None
+    if args.data:
+        import hashlib
+        key = hashlib.sha256(json.dumps([_source_id(args.data), args.tokenizer]).encode()).hexdigest()[:16]
+        data = _token_data(args.data, args.tokenizer, cache_root("tokens", key), args.seq_len)
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
-    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed, data=data,
-                   presets=presets, preset_overrides=overrides, lr=args.lr, n_layers=args.n_layers or 2,
+    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed,
+                   data=data, presets=presets, preset_overrides=overrides, lr=args.lr, n_layers=args.n_layers or 2,
                    curriculum=not args.no_curriculum)
     print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
     return _write_json({"rows": rows, "machine": machine_info()}, args.json)
 
-# %% ../nbs/90_cli.ipynb #3019434c
-def _add_lm_commands(sub):
-    cmp = sub.add_parser("compare", help="the main job: equal-size models per mechanism on MQAR, one budget")
+# %% ../nbs/90_cli.ipynb #14faee4f
+def _add_compare(sub):
+    import memnb.compare as cmp_mod
+    if hasattr(cmp_mod, "add_compare_arguments"):          # the comparison defines its own command line
+        p = _add(sub, "compare", "the main job: equal-size models per mechanism under one budget",
+                 lambda args: cmp_mod.run_compare_cli(args))
+        cmp_mod.add_compare_arguments(p)
+        return
+    cmp = _add(sub, "compare", "the main job: equal-size models per mechanism on MQAR, one budget", _cmd_compare)
     cmp.add_argument("--quick", action="store_true", help="a reduced task and budget (about two minutes)")
-    cmp.add_argument("--minutes", type=float, default=15.0, help="total training budget, shared equally")
-    cmp.add_argument("--mechanisms", help="comma-separated subset, e.g. 'attention,delta rule'")
-    cmp.add_argument("--task", default="mqar", choices=["mqar", "selective_copying", "induction_heads"])
+    cmp.add_argument("--minutes", type=positive_float, default=15.0, help="total training budget, shared equally")
+    cmp.add_argument("--mechanisms", help=f"comma-separated subset of: {', '.join(cmp_mod.MECHANISMS)}")
+    cmp.add_argument("--task", default="mqar", choices=_TASKS, help="the synthetic task")
     cmp.add_argument("--out", default="memnb-compare", help="folder for compare.json and compare.png")
-    cmp.add_argument("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name): val CE and bits per byte")
+    cmp.add_argument("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name)")
     cmp.add_argument("--tokenizer", default="bpe:4096", help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
-    cmp.add_argument("--seq-len", type=int, default=256, help="with --data: training sequence length")
-    cmp.add_argument("--presets", help="comma-separated presets to compare instead of the mechanisms (e.g. flashlm-nova,flashlm-cortex8)")
-    cmp.add_argument("--n-layers", type=int, help="depth of every model (presets: an override for a smaller version)")
-    cmp.add_argument("--d-model", type=int, help="presets: a width override")
-    cmp.add_argument("--lr", type=float, help="learning rate (default 1e-2 on tasks, 3e-3 on text)")
-    cmp.add_argument("--no-curriculum", action="store_true", help="MQAR: train on the final length only, not short sequences first")
-    cmp.set_defaults(func=_cmd_compare)
-    tr = sub.add_parser("train", help="train a preset on a corpus or a synthetic task")
-    tr.add_argument("--preset", required=True)
-    tr.add_argument("--data", help="a text file or folder, 'stdlib', or a hub dataset name")
-    tr.add_argument("--task", choices=["mqar", "selective_copying", "induction_heads"])
-    tr.add_argument("--tokenizer", default="bpe:4096", help="'bpe:N' (trained on the data), 'gpt2', 'bytes' or a tokenizer.json")
-    tr.add_argument("--out", required=True, help="training folder: checkpoints, log, tokenizer, token cache")
-    tr.add_argument("--minutes", type=float, help="wall-clock budget")
-    tr.add_argument("--max-steps", type=int, default=100_000)
-    tr.add_argument("--n-layers", type=int, help="override the preset's depth (a quick smaller run)")
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw")
-    tr.add_argument("--eval-every", type=int, default=100)
-    tr.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
-                    help="an extra objective from memnb.objectives (mtp, unlikelihood, entropy_bonus, fsp, value); repeatable")
-    tr.add_argument("--word-dropout", type=float, default=0.0, help="fraction of input tokens replaced by token 0")
-    tr.set_defaults(func=_cmd_train)
-    ev = sub.add_parser("eval", help="validation CE, perplexity and bits per byte of a training folder")
-    ev.add_argument("checkpoint"); ev.add_argument("--data", required=True); ev.add_argument("--tokenizer")
-    ev.add_argument("--batches", type=int, default=20)
-    ev.set_defaults(func=_cmd_eval)
-    gen = sub.add_parser("generate", help="decode from a training folder's best checkpoint")
-    gen.add_argument("checkpoint"); gen.add_argument("--prompt", required=True)
-    gen.add_argument("--max-new-tokens", type=int, default=100); gen.add_argument("--temperature", type=float, default=0.0)
-    gen.add_argument("--top-k", type=int); gen.add_argument("--top-p", type=float)
-    gen.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty on tokens already in the text")
-    gen.add_argument("--frequency-penalty", type=float, default=0.0); gen.add_argument("--presence-penalty", type=float, default=0.0)
-    gen.add_argument("--value-search", type=int, metavar="K", help="value-guided search over the top K tokens (needs a value head)")
-    gen.add_argument("--value-beta", type=float, default=1.0, help="weight of the value against log p")
-    gen.set_defaults(func=_cmd_generate)
-    pr = sub.add_parser("probe", help="routing statistics, decay spectra and scope-register MI of a checkpoint on a text")
-    pr.add_argument("checkpoint"); pr.add_argument("--text", required=True, help="a text file (e.g. held-out Python code)")
-    pr.add_argument("--out", default="memnb-probe", help="folder for probe.json and the figures")
-    pr.add_argument("--permutations", type=int, default=200, help="permutations (and bootstrap draws) for the MI baseline")
-    pr.set_defaults(func=_cmd_probe)
-    for p in (cmp, tr, ev, gen, pr):
-        p.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--seq-len", type=int, default=256)
-    for p in (tr, ev):
-        p.add_argument("--seq-len", type=int, default=256); p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--device", default="cpu")
-    for p in (cmp, tr, ev, pr):
-        p.add_argument("--json", help="also write the result as JSON here")
+    cmp.add_argument("--seq-len", type=positive_int, default=256, help="with --data: training sequence length")
+    cmp.add_argument("--presets", help="comma-separated presets to compare instead of the mechanisms")
+    cmp.add_argument("--n-layers", type=positive_int, help="depth of every model (presets: an override)")
+    cmp.add_argument("--d-model", type=positive_int, help="presets: a width override")
+    cmp.add_argument("--lr", type=positive_float, help="learning rate (default 1e-2 on tasks, 3e-3 on text)")
+    cmp.add_argument("--no-curriculum", action="store_true", help="MQAR: train on the final length only")
+    cmp.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
+    cmp.add_argument("--json", help="also write the result as JSON here")
 
-# %% ../nbs/90_cli.ipynb #da678c2a
+def _add_convert(sub):
+    from memnb.published import add_convert_arguments, run_convert_cli
+    add_convert_arguments(_add(sub, "convert", "a published checkpoint as a memnb model folder",
+                               lambda args: run_convert_cli(args)))
+
+# %% ../nbs/90_cli.ipynb #3d5c3820
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="memnb", description="Memory mechanisms for small language models.")
+    p = _Parser(prog="memnb", description="Memory mechanisms for small language models.")
     p.add_argument("--version", action="version", version=f"memnb {memnb.__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, Triton and the backend per device").set_defaults(func=_cmd_info)
-    bench = sub.add_parser("bench", help="benchmarks (median of repeats, ratios to a baseline)")
-    which = bench.add_subparsers(dest="bench", required=True)
-    scan = which.add_parser("scan", help="linear_scan forward+backward: chunk/Triton vs the per-step loop")
-    dr = which.add_parser("delta-rule", help="delta_rule forward+backward: chunk/Triton vs recurrent and fla")
-    dr.add_argument("--gated", action="store_true", help="the gated delta rule")
-    dr.add_argument("--no-recurrent", action="store_true", help="skip the (slow) reference loop")
-    everything = which.add_parser("all", help="every benchmark, as one JSON for the benchmark page")
-    everything.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
-    everything.add_argument("--threads", type=int, default=2)
-    everything.add_argument("--device", default="cpu")
-    everything.add_argument("--json", help="write the results (and the machine) to this file")
-    everything.set_defaults(func=_cmd_bench_all)
-    ram = which.add_parser("ramscan", help="RAMScanBlock training tokens/s with vs without its RAM-Net memory")
-    cdm = which.add_parser("cdm", help="CDM readout (loop vs chunk/Triton) and layer (vs attention) forward+backward")
-    for sub_p, sizes in [(scan, [("B", 4), ("T", 4096), ("D", 256)]), (dr, [("B", 2), ("T", 1024), ("H", 4), ("D", 64)]),
-                         (cdm, [("B", 8), ("T", 256), ("D", 384), ("K", 16)]), (ram, [("B", 4), ("T", 256), ("D", 256)])]:
-        for name, default in sizes + [("repeats", 5)]:
-            sub_p.add_argument(f"--{name}", type=int, default=default)
-        sub_p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave as is)")
-        sub_p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
-        sub_p.add_argument("--device", default="cpu")
-        sub_p.add_argument("--json", help="write the results (and the machine) to this file")
-    scan.set_defaults(func=_cmd_bench_scan)
-    dr.set_defaults(func=_cmd_bench_delta_rule)
-    cdm.set_defaults(func=_cmd_bench_cdm)
-    ram.set_defaults(func=_cmd_bench_ramscan)
-    _add_lm_commands(sub)
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_about, _add_bench, _add_train, _add_eval, _add_generate, _add_probe, _add_compare, _add_convert):
+        add(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `memnb` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
-    except CLIError as e:
-        print(f"memnb {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"memnb {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        from memnb.model import CheckpointError
+        from memnb.train import RunDirError, TrainingDiverged
+        user = isinstance(e, (CLIError, RunDirError, CheckpointError, TrainingDiverged, OSError, ValueError))
+        hint = "" if user else " (unexpected: rerun with --debug for the traceback)"
+        print(f"memnb {args.command}: error: {_user_message(e)}{hint}", file=sys.stderr)
+        return 2 if user else 1
