@@ -52,25 +52,30 @@ def notebooks(paths) -> list[Path]:
         p = Path(p).resolve()
         found += [p] if p.is_file() else sorted(p.rglob("*.ipynb"))
     return [p for p in found if not p.name.startswith("_") and ".ipynb_checkpoints" not in p.parts
-            and not any(part.startswith(("_", ".")) for part in p.relative_to(ROOT).parts[:-1])]
+            and not any(part.startswith(("_", ".")) for part in _rel(p).parts[:-1])]
+
+
+def _rel(p: Path):
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
 
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("MEMNB_", "TRITON_"))}
 
 
-def run_one(path: Path, skip_flags: set[str], timeout: int) -> tuple[Path, float, str | None]:
+def run_one(path: Path, skip_flags: set[str], timeout: int) -> tuple[Path, float, str | None, nbformat.NotebookNode]:
+    "Execute `path`'s cells that a reader's default run executes; (path, seconds, error or None, executed notebook)."
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if c.cell_type != "code" or runs(c, skip_flags)]
     t0 = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute(env=clean_env(), cwd=str(path.parent))
-        return path, time.perf_counter() - t0, None
+        return path, time.perf_counter() - t0, None, nb
     except CellExecutionError as e:
-        return path, time.perf_counter() - t0, str(e)[-4000:]
+        return path, time.perf_counter() - t0, str(e)[-4000:], nb
     except Exception as e:  # a dead kernel, a timeout
-        return path, time.perf_counter() - t0, f"{type(e).__name__}: {e}"[-4000:]
+        return path, time.perf_counter() - t0, f"{type(e).__name__}: {e}"[-4000:], nb
 
 
 def main(argv=None) -> int:
@@ -83,11 +88,11 @@ def main(argv=None) -> int:
     skip = set() if args.slow else {"slow"}
     nbs, failed, t0 = notebooks(args.paths), [], time.perf_counter()
     with ThreadPoolExecutor(max(1, args.workers)) as pool:
-        for path, secs, err in pool.map(lambda nb: run_one(nb, skip, args.timeout), nbs):
-            print(f"{'FAIL' if err else 'ok  '} {secs:6.1f}s  {path.relative_to(ROOT)}", flush=True)
+        for path, secs, err, _ in pool.map(lambda nb: run_one(nb, skip, args.timeout), nbs):
+            print(f"{'FAIL' if err else 'ok  '} {secs:6.1f}s  {_rel(path)}", flush=True)
             if err: failed.append((path, err))
     for path, err in failed:
-        print(f"\n=== {path.relative_to(ROOT)} ===\n{err}", file=sys.stderr)
+        print(f"\n=== {_rel(path)} ===\n{err}", file=sys.stderr)
     print(f"{len(nbs) - len(failed)} of {len(nbs)} notebooks ran headless in {time.perf_counter() - t0:.0f}s "
           f"(skipped: {', '.join(sorted(skip)) or 'nothing'})")
     return 1 if failed else 0
