@@ -292,10 +292,11 @@ def _tokens(model, idx, max_new_tokens, pick, use_cache, compile):
     logits, caches = logits[:, -1], preallocate_caches(caches, length)
     step = decode_step(model, length, compile)
     for i in range(max_new_tokens):
-        out = torch.cat([out, pick(logits, out)[:, None]], 1)
+        nxt = pick(logits, out)[:, None]                         # a fresh [B, 1]: the same strides at every step
+        out = torch.cat([out, nxt], 1)
         yield out
         if i + 1 < max_new_tokens:
-            logits, caches = step(out[:, -1:], caches)
+            logits, caches = step(nxt, caches)
 
 def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True, compile: bool = False,
