@@ -24,10 +24,11 @@ __all__ = ['EOT', 'HUB', 'data_path', 'cache_root', 'read_documents', 'TextToken
 EOT = "<|endoftext|>"
 
 def data_path(*parts: str) -> Path:
-    "A file under `$MEMNB_DATA` (the offline samples), with a clear error when it is not there."
-    root = os.environ.get("MEMNB_DATA")
+    "A file under `$MEMNB_DATA`, else `shared/data` beside the repository (the offline samples); a clear error if missing."
+    beside = Path(sys.modules["memnb"].__file__).resolve().parents[2] / "shared" / "data"
+    root = os.environ.get("MEMNB_DATA") or (str(beside) if beside.is_dir() else None)
     if not root:
-        raise FileNotFoundError("data_path: set MEMNB_DATA to the folder of memnb's offline data (e.g. ../shared/data)")
+        raise FileNotFoundError(f"data_path: set MEMNB_DATA to the folder of memnb's offline data (not found at {beside})")
     p = Path(root).joinpath(*parts)
     if not p.exists():
         raise FileNotFoundError(f"data_path: {p} does not exist (MEMNB_DATA={root})")
