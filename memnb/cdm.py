@@ -139,6 +139,8 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
     B, T, D = v.shape
     if auto and impl == "chunk" and T <= 16:  # decoding: a chunk would be mostly padding
         impl = "recurrent"
+    if auto and impl == "triton" and v.device.type == "cuda":   # see "Which path `auto` takes"
+        impl = "chunk"
     s0 = _slots0(initial_slots, B, write.shape[-1], D, v)
     if impl == "recurrent":
         out, S = _readout_recurrent(v, write, keep, read, s0, exclusive)

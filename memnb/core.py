@@ -20,8 +20,8 @@ import torch
 # %% auto #0
 __all__ = ['IMPLS', 'BACKENDS', 'DECODE_TOKENS', 'triton_available', 'triton_interpreting', 'triton_runs_on', 'backend_for',
            'resolve_impl', 'check_tensor', 'seed_everything', 'NonFiniteError', 'check_finite', 'acc_dtype',
-           'full_precision', 'pad_to_chunks', 'rel_err', 'assert_rel_close', 'median_times', 'median_time',
-           'torch_threads', 'peak_memory']
+           'full_precision', 'debug_checks', 'pad_to_chunks', 'rel_err', 'assert_rel_close', 'median_times',
+           'median_time', 'torch_threads', 'peak_memory']
 
 # %% ../nbs/00_core.ipynb #58d502e3
 IMPLS = ("recurrent", "chunk", "triton")
@@ -162,6 +162,13 @@ def full_precision(device):
     if not torch.amp.is_autocast_available(kind):
         return contextlib.nullcontext()
     return torch.autocast(kind, enabled=False)
+
+# %% ../nbs/00_core.ipynb #9604362a
+def debug_checks(x: torch.Tensor) -> bool:
+    "Whether checks that read `x`'s values on the host run: for CPU tensors, or with `MEMNB_DEBUG=1`."
+    if torch.compiler.is_compiling():
+        return False
+    return x.device.type == "cpu" or os.environ.get("MEMNB_DEBUG", "0").strip() == "1"
 
 # %% ../nbs/00_core.ipynb #a4971d5c
 DECODE_TOKENS = 16  # at or below this many tokens a call is decoding: "auto" prefers the recurrent forms

@@ -42,7 +42,9 @@ def cumsum_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 
     check_tensor(q, "q", where="cumsum_scan", shape=(None, None, None), dims="[B, T, D]")
     for name, x in (("k", k), ("v", v)):
         check_tensor(x, name, where="cumsum_scan", shape=q.shape, dims="[B, T, D] like `q`", like=(q, "q"))
-    impl = resolve_impl(impl, q.device, name="cumsum_scan")
+    auto, impl = impl == "auto", resolve_impl(impl, q.device, name="cumsum_scan")
+    if auto and impl == "triton" and q.device.type == "cuda":   # torch.cumsum is one fused kernel already
+        impl = "chunk"
     acc = _acc_dtype(q)
     if impl == "recurrent":
         state, outs = initial_state, []

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads,
-                        acc_dtype, full_precision, DECODE_TOKENS)
+                        acc_dtype, full_precision, DECODE_TOKENS, debug_checks)
 from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
@@ -33,8 +33,8 @@ def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
         check_tensor(g, "g", where=where, shape=(B, T, H), dims="[B, T, H]")
         if g.device != q.device:
             raise ValueError(f"{where}: `g` must be on {q.device}, got {g.device}")
-        # a host read: checked eagerly (the prompt, which creates the decode caches), not in a traced graph
-        if not torch.compiler.is_compiling() and not bool((g <= 0).all()):   # NaN fails `<= 0` too
+        # a host read (a sync on a GPU): on CPU tensors, or with MEMNB_DEBUG=1; never in a traced graph
+        if debug_checks(g) and not bool((g <= 0).all()):   # NaN fails `<= 0` too
             got = "NaN" if bool(g.isnan().any()) else f"max {g.max().item():.3g}"
             raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got {got}); "
                              "pass log(alpha) for a decay alpha in (0, 1], e.g. -softplus(x)")
@@ -496,6 +496,8 @@ def _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl: str, auto: boo
     T = q.shape[1]
     if auto and impl == "chunk" and T <= DECODE_TOKENS:
         impl = "recurrent"
+    if auto and impl == "triton" and q.shape[-1] > 256:   # the state kernels hold at most four 64-row slabs
+        impl = "chunk"
     if T == 1 and impl != "triton":          # one token (decoding): one step, no loop
         o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0], initial_state, scale)
         return o[:, None], S
@@ -506,7 +508,6 @@ def _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl: str, auto: boo
         return _delta_rule_fused_recurrent(q, k, v, beta, g, initial_state, scale)
     chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))   # one chunk of 16, 32, ... for a short T, not padding
     return _DeltaRuleChunk.apply(q, k, v, beta, g, initial_state, scale, chunk_size, impl == "triton")
-
 
 # %% ../nbs/02_delta_rule.ipynb #818f7adc
 def _no_tokens(q, v, initial_state):

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, triton_available
+from .core import (check_tensor, debug_checks, resolve_impl, triton_available, acc_dtype, full_precision,
+                        check_finite)
 
 # %% auto #0
 __all__ = ['product_topk', 'product_topk_dense', 'pkm_topk', 'AddressingStats', 'addressing_stats', 'RAMState', 'ram_memory',
@@ -123,6 +124,7 @@ def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
     G, S = logits.shape[-2:]
     if not isinstance(k, int) or not 1 <= k <= S ** G:
         raise ValueError(f"product_topk: k must be an int in [1, S**G = {S ** G}], got {k!r}")
+    check_finite(logits, "logits", "product_topk")   # a NaN would leave the search no winners: a bad step, not a crash
     lg = logits if logits.dtype == torch.float64 else logits.float()
     with torch.no_grad():
         digits = _top_digits(torch.softmax(lg, -1), k)                     # [..., k, G]
@@ -194,19 +196,22 @@ class RAMState:
         "The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial last chunk included."
         return decay * self.memory + self.pending if self.pos else self.memory
 
-def _check_ram(idx, weights, values, memory0, state, chunk, decay):
-    where = "ram_memory"
+def _check_ram(idx, weights, values, initial_state, chunk, decay):
+    where = "ram_memory"   # dtypes may differ: everything is accumulated in float32 (float64 stays)
     if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{where}: `idx` must be an int64 or int32 tensor [B, T, k], got {getattr(idx, 'dtype', type(idx).__name__)}")
     check_tensor(idx, "idx", where=where, shape=(None, None, None), dims="[B, T, k]", floating=False)
     check_tensor(weights, "weights", where=where, shape=idx.shape, dims="[B, T, k] like `idx`")
-    check_tensor(values, "values", where=where, shape=(*idx.shape[:2], None), dims="[B, T, Dm]", like=(weights, "weights"))
-    mem = state.memory if state is not None else memory0
-    check_tensor(mem, "memory0", where=where, min_ndim=2, dims="[N, Dm] or [B, N, Dm]")
+    check_tensor(values, "values", where=where, shape=(*idx.shape[:2], None), dims="[B, T, Dm]")
+    mem = initial_state.memory if isinstance(initial_state, RAMState) else initial_state
+    check_tensor(mem, "initial_state", where=where, min_ndim=2, dims="[N, Dm] or [B, N, Dm]")
     N, Dm = mem.shape[-2:]
-    check_tensor(mem, "memory0", where=where, shape=(N, values.shape[-1]) if mem.ndim == 2 else (idx.shape[0], N, values.shape[-1]),
-                 dims="[N, Dm] or [B, N, Dm]", like=(weights, "weights"))
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= N):
+    check_tensor(mem, "initial_state", where=where, shape=(N, values.shape[-1]) if mem.ndim == 2 else (idx.shape[0], N, values.shape[-1]),
+                 dims="[N, Dm] or [B, N, Dm]")
+    for name, x in (("weights", weights), ("initial_state", mem), ("idx", idx)):
+        if x.device != values.device:
+            raise ValueError(f"{where}: `{name}` must be on the device of `values` ({values.device}), got {x.device}")
+    if idx.numel() and debug_checks(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N):   # host reads
         raise ValueError(f"{where}: `idx` must lie in [0, N = {N}), got range [{int(idx.min())}, {int(idx.max())}]")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"{where}: chunk must be a positive int, got {chunk!r}")
@@ -310,31 +315,49 @@ class _RAMChunk(torch.autograd.Function):
 def _ram_chunk(idx, weights, values, memory0, chunk, decay):
     return _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
 
+def _ram_start(initial_state, B: int, acc) -> RAMState:
+    "The decode state to start from, in `acc`: a `RAMState`, or a memory `[N, Dm]`/`[B, N, Dm]` at a chunk's start."
+    if isinstance(initial_state, RAMState):
+        return RAMState(initial_state.memory.to(acc), initial_state.pending.to(acc), initial_state.pos)
+    M = initial_state.to(acc)
+    M = M.expand(B, *M.shape[-2:]) if M.ndim == 2 else M
+    return RAMState(M, torch.zeros_like(M), 0)
+
+def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_state, impl):
+    "`ram_memory` on contiguous inputs in the accumulation dtype, with at least one token: (reads, final state)."
+    B, T, _ = idx.shape
+    if impl == "chunk" and not isinstance(initial_state, RAMState) and not (output_final_state and torch.is_grad_enabled()):
+        reads, M = _ram_chunk(idx, weights, values, initial_state, chunk, decay)
+        if not output_final_state:
+            return reads, None
+        tail = T % chunk
+        pending = _scatter_writes(idx[:, T - tail:], weights[:, T - tail:], values[:, T - tail:], M.shape[1]) if tail else torch.zeros_like(M)
+        return reads, RAMState(M.clone(), pending, tail)   # M is a view into the block's table: keep only its own rows
+    state = _ram_start(initial_state, B, values.dtype)
+    gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
+    reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk, decay, gather)
+    return reads, RAMState(M, pending, pos)
+
 def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
                weights: torch.Tensor,  # their weights [B, T, k]
                values: torch.Tensor,   # written values [B, T, Dm]
-               memory0: torch.Tensor | None = None,  # initial memory [N, Dm] or [B, N, Dm]
+               initial_state: torch.Tensor | RAMState,  # memory [N, Dm] or [B, N, Dm], or a decode state to continue
                *, chunk: int = 32, decay: float = 0.99,
-               state: RAMState | None = None,        # continue from a decode state instead of memory0
-               output_final_state: bool = False, impl: str = "auto"):
-    "Chunked RAM-Net memory: reads `[B, T, Dm]` (each chunk reads the memory at its start), and the final state."
-    _check_ram(idx, weights, values, memory0, state, chunk, decay)
-    impl = resolve_impl(impl, values.device, name="ram_memory")
+               output_final_state: bool = False, impl: str = "auto") -> tuple[torch.Tensor, RAMState | None]:
+    "Chunked RAM-Net memory: (reads `[B, T, Dm]` in values' dtype, each chunk reading the memory at its start; final state)."
+    _check_ram(idx, weights, values, initial_state, chunk, decay)
+    auto, impl = impl == "auto", resolve_impl(impl, values.device, name="ram_memory")
+    if auto and impl == "triton" and values.device.type == "cuda":   # see "Which path `auto` takes"
+        impl = "chunk"
     B, T, _ = idx.shape
-    fast = impl == "chunk" and state is None and not (output_final_state and torch.is_grad_enabled())
-    if fast:
-        reads, M = _ram_chunk(idx, weights, values, memory0, chunk, decay)
-        tail = T % chunk
-        if not output_final_state:
-            return reads
-        pending = _scatter_writes(idx[:, T - tail:], weights[:, T - tail:], values[:, T - tail:], M.shape[1]) if tail else torch.zeros_like(M)
-        return reads, RAMState(M.clone(), pending, tail)   # M is a view into the block's table: keep only its own rows
-    if state is None:
-        M = memory0.expand(B, *memory0.shape[-2:]) if memory0.ndim == 2 else memory0
-        state = RAMState(M, torch.zeros_like(M), 0)
-    gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
-    reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk, decay, gather)
-    return (reads, RAMState(M, pending, pos)) if output_final_state else reads
+    out_dtype, acc = values.dtype, acc_dtype(values.dtype)
+    if B == 0 or T == 0:   # no tokens: no reads, and the state passes through
+        return values.new_zeros(B, T, values.shape[-1]), (_ram_start(initial_state, B, acc) if output_final_state else None)
+    with full_precision(values.device):   # the memory accumulates in float32 (float64 stays), under autocast too
+        weights, values = weights.to(acc).contiguous(), values.to(acc).contiguous()
+        init = initial_state if isinstance(initial_state, RAMState) else initial_state.to(acc)
+        reads, S = _ram_run(idx.contiguous(), weights, values, init, chunk, decay, output_final_state, impl)
+    return reads.to(out_dtype), S
 
 def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99):
     "Token-by-token reference with a full per-chunk copy of the memory (clear, slow): (reads, final memory)."
@@ -437,10 +460,8 @@ class RAMNetMemory(nn.Module):
         idx, w = self.address(x)
         gate, val = self.write(x).chunk(2, -1)
         u = torch.sigmoid(gate) * torch.tanh(val)
-        want = use_cache or cache is not None
-        out = ram_memory(idx, w.to(u.dtype), u, self.memory0.to(u.dtype), chunk=self.chunk, decay=self.decay,
-                         state=cache, output_final_state=want, impl=self.impl)
-        reads, state = out if want else (out, None)
+        reads, state = ram_memory(idx, w, u, self.memory0 if cache is None else cache, chunk=self.chunk,
+                                  decay=self.decay, output_final_state=use_cache or cache is not None, impl=self.impl)
         return self.read_proj(reads), state
 
 class ProductKeyMemory(nn.Module):

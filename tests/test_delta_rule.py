@@ -179,7 +179,10 @@ def test_layer_trains():
 
 @pytest.mark.triton
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 5e-3)])
-@pytest.mark.parametrize("T,K,V,gated,h0", [(1, 16, 16, False, False), (65, 32, 16, True, True), (200, 100, 40, True, False), (64, 16, 100, False, True)])
+@pytest.mark.parametrize("T,K,V,gated,h0", [(1, 16, 16, False, False), (65, 32, 16, True, True), (200, 100, 40, True, False),
+                                           (64, 16, 100, False, True),
+                                           (40, 256, 24, True, True),     # four 64-row slabs of the state
+                                           (50, 130, 20, False, True)])   # three slabs, the last one ragged
 def test_triton_matches_reference(triton_device, dtype, tol, T, K, V, gated, h0):
     xs = inputs(2, T, 2, K, V, gated=gated, h0=h0, dtype=torch.float64)
     dO = torch.randn(2, T, 2, V, dtype=torch.float64)
@@ -199,6 +202,31 @@ def test_triton_matches_reference(triton_device, dtype, tol, T, K, V, gated, h0)
         o_r, S_r = run("recurrent", *short)
         assert_rel_close(o.double().cpu(), o_r, tol, "fused o")
         assert_rel_close(S.double().cpu(), S_r, tol, "fused S")
+
+
+@pytest.mark.triton
+def test_triton_decode_state_is_float32(triton_device):
+    """The fused recurrent kernel keeps and returns its state in float32 for float16 inputs, and decoding token by
+    token through it (the state fed back every step) stays on the float64 reference."""
+    import importlib
+    dr = importlib.import_module("memnb.delta_rule")
+    q, k, v, beta, g, h0 = inputs(1, 24, 2, 32, 16, gated=True, h0=True, dtype=torch.float64)
+    o_ref, S_ref = run("recurrent", q, k, v, beta, g, h0)
+    S, outs = h0.to(triton_device, torch.float32), []
+    for t in range(q.shape[1]):
+        x = [y[:, t:t + 1].to(triton_device, torch.float16) for y in (q, k, v, beta, g)]
+        o, S = dr._delta_rule_fused_recurrent(*x, S, 32 ** -0.5)
+        assert S.dtype == torch.float32 and o.dtype == torch.float16
+        outs.append(o)
+    assert_rel_close(torch.cat(outs, 1).double().cpu(), o_ref, 5e-3, "o")
+    assert_rel_close(S.double().cpu(), S_ref, 2e-3, "S")
+
+
+@pytest.mark.triton
+def test_triton_key_width_above_256_is_a_clear_error(triton_device):
+    xs = [None if x is None else x.to(triton_device) for x in inputs(1, 20, 1, 300, 8, gated=True, h0=False)]
+    with pytest.raises(ValueError, match="K <= 256"):
+        run("triton", *xs, chunk_size=16)
 
 
 @pytest.mark.parametrize("gated", [False, True])

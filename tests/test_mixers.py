@@ -24,7 +24,7 @@ def test_gradcheck(kind, memory):
 def _outputs_and_grads(mix, x):
     x = x.clone().requires_grad_(True)
     y = mix(x)[0]
-    y.backward(torch.cos(torch.arange(y.numel(), dtype=y.dtype)).view_as(y))
+    y.backward(torch.cos(torch.arange(y.numel(), dtype=y.dtype, device=y.device)).view_as(y))   # on y's device
     return [y.detach(), x.grad] + [p.grad for p in mix.parameters()]
 
 
