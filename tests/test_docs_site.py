@@ -116,21 +116,24 @@ def visible_text(page_html: str) -> str:
 
 
 LEAKS = {"YAML front matter": r"(?m)^\s*(title|description|output-file|skip_exec|skip_showdoc):\s",
-         "an In/Out prompt": r"\b(In|Out)\s*\[\s*\d*\s*\]:", "a #| directive": r"#\|"}
+         "an In/Out prompt": r"\b(In|Out)\s*\[\s*\d*\s*\]:", "Pandoc link attributes": r"\]?\{target="}
 
 
 def leaks(page_html: str) -> list[str]:
-    "What of the notebook machinery shows on a page (in its text or its code)."
+    "What of the notebook machinery shows on a page: in its text, or (`#|` directives) in its code cells."
     text = re.sub(r"<(script|style)\b.*?</\1>", " ", page_html, flags=re.S | re.I)
-    text = html.unescape(re.sub(r"<[^>]+>", "\n", text))
-    return [name for name, pat in LEAKS.items() if re.search(pat, text)]
+    found = [name for name, pat in LEAKS.items() if re.search(pat, html.unescape(re.sub(r"<[^>]+>", "\n", text)))]
+    code = "\n".join(re.findall(r"<pre\b.*?</pre>", text, re.S | re.I))
+    if re.search(r"(?m)^\s*#\|", html.unescape(re.sub(r"<[^>]+>", "", code))): found.append("a #| directive")
+    return found
 
 
 def test_leak_detector():
     assert leaks("<p>---</p><p>title: core</p><p>description: x</p>") == ["YAML front matter"]
     assert leaks('<div class="jp-InputPrompt">In&nbsp;[&nbsp;]:</div>') == ["an In/Out prompt"]
     assert leaks("<pre><span>#| echo: false</span></pre>") == ["a #| directive"]
-    assert leaks("<h1>core</h1><p>In the title: a word</p>") == []
+    assert leaks('<p><a href="x">source</a>{target="_blank" style="float:right"}</p>') == ["Pandoc link attributes"]
+    assert leaks("<h1>core</h1><p>In the title: a word; cells flagged <code>#| slow</code> are labelled</p>") == []
 
 
 @pytest.mark.docs

@@ -87,6 +87,14 @@ def cell_options(src: str) -> tuple[dict, str]:
     return opts, "\n".join(code).strip("\n")
 
 
+_ATTR_LINK = re.compile(r'\[([^\]]+)\]\(([^)\s]+)\)\{((?:\s*[\w-]+="[^"]*")+)\s*\}')
+
+
+def pandoc_links(md: str) -> str:
+    "Pandoc's `[text](url){key=\"value\"}` links (nbdev's `source` links) as HTML links nbconvert's markdown understands."
+    return _ATTR_LINK.sub(lambda m: f'<a href="{m.group(2)}"{" " + m.group(3).strip()}>{m.group(1)}</a>', md)
+
+
 def prepare(nb):
     "Turn what Quarto would interpret (front matter, cell options, notebook links) into plain notebook content."
     cells = []
@@ -100,9 +108,13 @@ def prepare(nb):
                 cells.append(nbformat.v4.new_markdown_cell(head))
             continue  # other raw cells are for Quarto's formats, not HTML
         if cell.cell_type == "markdown":  # links between notebooks point at their pages
+            cell.source = pandoc_links(cell.source)
             cell.source = re.sub(r"\((?:\.\.?/)*(?:tutorials/)?(\d+_)?([\w-]+)\.ipynb", r"(\2.html", cell.source)
         if cell.cell_type == "code":
             opts, cell.source = cell_options(cell.source)
+            for out in cell.get("outputs", []):  # show_doc's markdown
+                if "text/markdown" in out.get("data", {}):
+                    out.data["text/markdown"] = pandoc_links(out.data["text/markdown"])
             if str(opts.get("include", "")).lower() == "false": continue
             tags = set(cell.metadata.get("tags", []))
             if str(opts.get("echo", "")).lower() == "false" or not cell.source: tags.add("remove_input")
