@@ -30,15 +30,15 @@ class PublishedModel:
     "How one published model's checkpoints map onto a memnb preset (see the interface above)."
     preset: str                                   # memnb preset it loads into
     source: str                                   # published repository, file and class
-    defaults: dict                                # published configuration at the preset's size (None: required)
+    defaults: dict                                # the published config at the preset's size (None: required)
     config_from: Callable[[dict], dict]           # resolved published config -> build() overrides
     config_of: Callable                           # MemLMConfig -> resolved published config
     infer_config: Callable[[dict], dict]          # state dict -> config keys its shapes determine
     to_memnb: Callable                            # (published sd, resolved, faithful) -> (memnb sd, dropped)
     to_published: Callable                        # (memnb sd, resolved) -> published sd
-    faithful_overrides: Callable | None = None    # resolved -> overrides reproducing the published computation
+    faithful_overrides: Callable | None = None    # resolved -> overrides that reproduce the published bug
     leak: str = ""                                # what the faithful network gets wrong (the warning)
-    sources: Callable | None = None               # resolved -> {memnb name: published names}, for error messages
+    sources: Callable | None = None               # resolved -> {memnb name: published names} (for errors)
 
 PUBLISHED: dict[str, PublishedModel] = {}
 
@@ -50,7 +50,7 @@ def register(spec: PublishedModel) -> PublishedModel:
 # %% ../nbs/14_published.ipynb #b080b035
 @dataclass(frozen=True)
 class Rule:
-    "memnb tensor `memnb` = the published tensors `published` concatenated along `dim` (`sizes` splits it back)."
+    "memnb tensor `memnb` = the published tensors `published` concatenated along `dim` (`sizes` splits back)."
     memnb: str
     published: tuple
     dim: int = 0
@@ -67,17 +67,19 @@ class Derived:
 def _check_derived(name, d: Derived, sd, where):
     want, got = d.make(sd), sd[name]
     if got.shape != want.shape:
-        raise ValueError(f"{where}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)} ({d.reason})")
-    if got.is_meta or want.is_meta: return      # a shape-only (meta) state dict: shapes are all there is to check
-    ok = torch.equal(got, want.to(got.dtype)) if d.exact else torch.allclose(got.double(), want.double(), atol=1e-5)
+        raise ValueError(f"{where}: {name} has shape {tuple(got.shape)}, expected {tuple(want.shape)} "
+                         f"({d.reason})")
+    if got.is_meta or want.is_meta: return      # a shape-only (meta) state dict: shapes are all there is
+    if d.exact: ok = torch.equal(got, want.to(got.dtype))
+    else: ok = torch.allclose(got.double(), want.double(), atol=1e-5)
     if not ok:
-        raise ValueError(f"{where}: {name} is not what memnb recomputes ({d.reason}); this checkpoint does not fit")
+        raise ValueError(f"{where}: {name} is not what memnb recomputes ({d.reason}); it does not fit")
 
 def map_to_memnb(sd: dict, rules: list, derived: dict, where: str = "to_memnb") -> tuple[dict, dict]:
-    "Apply `rules` to a published state dict: (memnb sd, {dropped name: reason}); missing/extra tensors are errors."
+    "Apply `rules` to a published state dict: (memnb sd, {dropped name: reason}); missing/extra are errors."
     missing = [k for r in rules for k in r.published if k not in sd]
     if missing:
-        raise ValueError(f"{where}: the checkpoint lacks {len(missing)} tensor(s) the model needs: {missing[:8]}")
+        raise ValueError(f"{where}: the checkpoint lacks {len(missing)} tensor(s) it needs: {missing[:8]}")
     used = {k for r in rules for k in r.published}
     extra = sorted(k for k in sd if k not in used and k not in derived)
     if extra:
@@ -107,7 +109,7 @@ def map_to_published(msd: dict, rules: list, derived: dict) -> dict:
     return out
 
 def rule_mapping(rules: Callable, derived: Callable = lambda resolved: {}) -> dict:
-    "`to_memnb`, `to_published` and `sources` of a `PublishedModel` from `rules(resolved)` and `derived(resolved)`."
+    "`to_memnb`, `to_published`, `sources` of a `PublishedModel` from `rules(resolved)`, `derived(resolved)`."
     return dict(
         to_memnb=lambda sd, resolved, faithful=False: map_to_memnb(sd, rules(resolved), derived(resolved)),
         to_published=lambda msd, resolved: map_to_published(msd, rules(resolved), derived(resolved)),
@@ -119,7 +121,7 @@ _WRAPPERS = ("model_state", "model_state_dict", "state_dict", "model")
 def unwrap_checkpoint(obj) -> tuple[dict, dict | None]:
     "(state dict, stored published config or None) from any published save format."
     if not isinstance(obj, dict):
-        raise ValueError(f"unwrap_checkpoint: expected a state dict or a checkpoint dict, got {type(obj).__name__}")
+        raise ValueError(f"unwrap_checkpoint: expected a (checkpoint) dict, got {type(obj).__name__}")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj), None
     for key in _WRAPPERS:
@@ -127,35 +129,36 @@ def unwrap_checkpoint(obj) -> tuple[dict, dict | None]:
             sd, cfg = unwrap_checkpoint(obj[key])
             stored = obj.get("config") if isinstance(obj.get("config"), dict) else cfg
             return sd, stored
-    raise ValueError(f"unwrap_checkpoint: no state dict in this checkpoint (keys {sorted(map(str, obj))[:12]}); "
-                     f"expected tensors, or one of {_WRAPPERS}")
+    keys = sorted(map(str, obj))[:12]
+    raise ValueError(f"unwrap_checkpoint: no state dict in the checkpoint (keys {keys}); expected tensors, "
+                     f"or one of {_WRAPPERS}")
 
 # %% ../nbs/14_published.ipynb #301d5eda
 def _load_pt(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # pickle.UnpicklingError and friends: nothing was executed
-        raise ValueError(f"read_checkpoint: {path} holds objects other than tensors and plain data; memnb refuses "
-                         f"to unpickle it ({type(e).__name__}: {str(e)[:200]})") from e
+        raise ValueError(f"read_checkpoint: {path} holds objects other than tensors and plain data; "
+                         f"memnb refuses to unpickle it ({type(e).__name__}: {str(e)[:200]})") from e
 
 def _hub(ref: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download, list_repo_files
     except ImportError:
-        raise ImportError(f"read_checkpoint: {ref} needs huggingface_hub (pip install huggingface_hub)") from None
+        raise ImportError(f"read_checkpoint: {ref} needs huggingface_hub (pip install it)") from None
     parts = ref[len("hf://"):].split("/")
-    if len(parts) < 2: raise ValueError(f"read_checkpoint: a hub reference is hf://owner/repo[/file], got {ref!r}")
+    if len(parts) < 2: raise ValueError(f"read_checkpoint: expected hf://owner/repo[/file], got {ref!r}")
     repo, file = "/".join(parts[:2]), "/".join(parts[2:])
     if not file:
         files = [f for f in list_repo_files(repo) if f.endswith((".safetensors", ".pt", ".pth", ".bin"))]
         if len(files) != 1:
-            raise ValueError(f"read_checkpoint: {repo} holds {files or 'no weight files'}; name one: hf://{repo}/FILE")
+            raise ValueError(f"read_checkpoint: {repo} holds {files or 'no weights'}: hf://{repo}/FILE")
         file = files[0]
     return Path(hf_hub_download(repo, file))
 
 # %% ../nbs/14_published.ipynb #1a75ec44
 def read_checkpoint(checkpoint) -> tuple[dict, dict | None]:
-    "(published state dict, stored config or None) from a path, `hf://owner/repo[/file]` or a (checkpoint) dict."
+    "(published state dict, stored config or None) from a path, `hf://owner/repo[/file]` or a dict."
     if isinstance(checkpoint, dict):
         return unwrap_checkpoint(checkpoint)
     if isinstance(checkpoint, str) and checkpoint.startswith("hf://"):
@@ -174,12 +177,13 @@ def read_checkpoint(checkpoint) -> tuple[dict, dict | None]:
     raise ValueError(f"read_checkpoint: {path.name}: expected .safetensors, .pt, .pth or .bin")
 
 # %% ../nbs/14_published.ipynb #555bfef9
-def resolve_config(spec: PublishedModel, sd: dict, config: dict | None = None, stored: dict | None = None) -> dict:
-    "The published configuration of a checkpoint: `config`, else the stored config, else shapes, else defaults."
+def resolve_config(spec: PublishedModel, sd: dict, config: dict | None = None,
+                   stored: dict | None = None) -> dict:
+    "A checkpoint's published configuration: `config`, else the stored config, else shapes, else defaults."
     where = f"from_published({spec.preset!r})"
     unknown = sorted(set(config or {}) - set(spec.defaults))
     if unknown:
-        raise ValueError(f"{where}: {unknown} are not fields of the published config ({sorted(spec.defaults)})")
+        raise ValueError(f"{where}: {unknown} are not published config fields ({sorted(spec.defaults)})")
     given = {**{k: v for k, v in (stored or {}).items() if k in spec.defaults}, **(config or {})}
     inferred = spec.infer_config(sd)
     clash = {k: (given[k], v) for k, v in inferred.items() if k in given and given[k] != v}
@@ -204,7 +208,7 @@ def load_mapped(model: MemLM, msd: dict, sources: dict | None = None, where: str
     if extra: raise ValueError(f"{where}: mapped tensors the model lacks: {[k + src(k) for k in extra[:8]]}")
     for k, t in msd.items():
         if tuple(t.shape) != tuple(want[k].shape):
-            raise ValueError(f"{where}: {k}{src(k)} has shape {tuple(t.shape)}; the model at this configuration "
+            raise ValueError(f"{where}: {k}{src(k)} has shape {tuple(t.shape)}; the model at this config "
                              f"expects {tuple(want[k].shape)}")
     model.load_state_dict(msd, strict=True)
     return model
@@ -228,7 +232,7 @@ def published_model(name: str) -> PublishedModel:
 
 # %% ../nbs/14_published.ipynb #ff998be6
 def from_published(name: str, checkpoint, *, config: dict | None = None, faithful: bool = False) -> MemLM:
-    "The preset `name` holding a published checkpoint (path, state dict or `hf://owner/repo[/file]`), loaded strictly."
+    "The preset `name` holding a published checkpoint (path, state dict, `hf://owner/repo[/file]`), strictly."
     from memnb.presets import build
     spec = published_model(name)
     sd, stored = read_checkpoint(checkpoint)
@@ -236,10 +240,12 @@ def from_published(name: str, checkpoint, *, config: dict | None = None, faithfu
     overrides = spec.config_from(resolved)
     if faithful and spec.faithful_overrides is not None:
         overrides = {**overrides, **spec.faithful_overrides(resolved)}
-        warnings.warn(f"from_published({name!r}, faithful=True): the model sees the future. {spec.leak}", stacklevel=2)
+        warnings.warn(f"from_published({name!r}, faithful=True): the model sees the future. {spec.leak}",
+                      stacklevel=2)
     model = build(spec.preset, **overrides)
     msd, dropped = spec.to_memnb(sd, resolved, faithful)
-    load_mapped(model, msd, spec.sources(resolved) if spec.sources else None, where=f"from_published({name!r})")
+    sources = spec.sources(resolved) if spec.sources else None
+    load_mapped(model, msd, sources, where=f"from_published({name!r})")
     model.published_config, model.published_dropped, model.published_faithful = resolved, dropped, faithful
     return model.eval()
 
@@ -256,15 +262,16 @@ def convert(preset: str, checkpoint, out_dir, *, faithful: bool = False, config:
     "Write a published checkpoint as a memnb model folder: `dict(params, dropped, out)`."
     model = from_published(preset, checkpoint, config=config, faithful=faithful)
     out = save(model, out_dir)
-    meta = dict(preset=preset, faithful=faithful, config=model.published_config, dropped=model.published_dropped)
+    meta = dict(preset=preset, faithful=faithful, config=model.published_config,
+                dropped=model.published_dropped)
     (out / "published.json").write_text(json.dumps(meta, indent=2))
     return dict(params=model.num_params(), dropped=model.published_dropped, out=str(out))
 
 def add_convert_arguments(parser):
     "The arguments of `memnb convert` on an argparse parser."
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors/.pt path or hf://owner/repo[/file]")
-    parser.add_argument("--preset", metavar="NAME", required=True, help="the memnb preset of the published model")
-    parser.add_argument("--out", metavar="DIR", required=True, help="folder for model.safetensors and config.json")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors/.pt path or hf://owner/repo")
+    parser.add_argument("--preset", metavar="NAME", required=True, help="the published model's memnb preset")
+    parser.add_argument("--out", metavar="DIR", required=True, help="where model.safetensors, config.json go")
     parser.add_argument("--faithful", action="store_true",
                         help="reproduce the published computation where memnb corrects it (sees the future)")
     return parser
@@ -303,7 +310,7 @@ def _infer_gpt(sd, attn):
 # %% ../nbs/14_published.ipynb #3abedff6
 def _duo_derived(r, attn):
     d_head = r["d_model"] // r["n_heads"]
-    out = {"head.weight": Derived("tied to embed.weight (memnb ties the head)", lambda sd: sd["embed.weight"])}
+    out = {"head.weight": Derived("tied to embed.weight (so is memnb's head)", lambda sd: sd["embed.weight"])}
     for i in range(r["n_layers"]):
         for fn in ("cos", "sin"):
             out[f"blocks.{i}.{attn}.rope.{fn}"] = Derived(
@@ -314,12 +321,14 @@ def _duo_derived(r, attn):
 def _attn_rules(r, m, p):
     "Published q/k/v/o under `p` -> memnb Attention under `m` (q/k/v concatenated, head-major as published)."
     H, G, dh = r["n_heads"], r["n_kv_heads"], r["d_model"] // r["n_heads"]
-    return [Rule(m + "qkv_proj.weight", tuple(p + f"{x}_proj.weight" for x in "qkv"), 0, (H * dh, G * dh, G * dh)),
+    qkv = tuple(p + f"{x}_proj.weight" for x in "qkv")
+    return [Rule(m + "qkv_proj.weight", qkv, 0, (H * dh, G * dh, G * dh)),
             Rule(m + "o_proj.weight", (p + "o_proj.weight",))]
 
 def _ffn_rules(m, p):
+    pairs = (("w1", "gate"), ("w3", "up"), ("w2", "down"))
     return [Rule(m + "ffn_norm.weight", (p + "norm_ff.weight",))] + [
-        Rule(m + f"ffn.{a}.weight", (p + f"ffn.{b}.weight",)) for a, b in (("w1", "gate"), ("w3", "up"), ("w2", "down"))]
+        Rule(m + f"ffn.{a}.weight", (p + f"ffn.{b}.weight",)) for a, b in pairs]
 
 # %% ../nbs/14_published.ipynb #94a9e06c
 def _gqa_rules(r):
@@ -340,8 +349,8 @@ def _gpt_config_of(cfg):
 
 register(PublishedModel(
     preset="gqa-baseline", source="DuoNeural/lab experiments/cdm/cdm_baseline_train.py BaselineGPT",
-    defaults=dict(vocab_size=50_257, n_layers=12, d_model=512, n_heads=8, n_kv_heads=4, d_ff=2048, max_len=256,
-                  dropout=0.1),
+    defaults=dict(vocab_size=50_257, n_layers=12, d_model=512, n_heads=8, n_kv_heads=4, d_ff=2048,
+                  max_len=256, dropout=0.1),
     config_from=_gpt_config_from, config_of=_gpt_config_of, infer_config=lambda sd: _infer_gpt(sd, "attn"),
     **rule_mapping(_gqa_rules, lambda r: _duo_derived(r, "attn"))))
 
@@ -351,11 +360,13 @@ def _cdm_rules(r, alpha: bool):
     for i in range(r["n_layers"]):
         m, p = f"blocks.{i}.", f"blocks.{i}."
         c, x = m + "mixers.1.inner.", p + "slot_xattn."
-        rules += [Rule(m + "norms.0.weight", (p + "norm_sa.weight",)), Rule(m + "norms.1.weight", (p + "norm_sx.weight",)),
-                  Rule(c + "norm.weight", (p + "norm_cdm.weight",)), Rule(c + "initial_slots", (p + "cdm.slot_init",)),
+        rules += [Rule(m + "norms.0.weight", (p + "norm_sa.weight",)),
+                  Rule(m + "norms.1.weight", (p + "norm_sx.weight",)),
+                  Rule(c + "norm.weight", (p + "norm_cdm.weight",)),
+                  Rule(c + "initial_slots", (p + "cdm.slot_init",)),
                   Rule(c + "write_proj.weight", (p + "cdm.write_proj.weight",))]
-        rules += [Rule(c + f"{a}.{w}", (p + f"cdm.{b}.{w}",)) for a, b in (("router", "route"), ("eta", "eta"))
-                  for w in ("weight", "bias")]
+        rules += [Rule(c + f"{a}.{w}", (p + f"cdm.{b}.{w}",))
+                  for a, b in (("router", "route"), ("eta", "eta")) for w in ("weight", "bias")]
         rules += [Rule(c + "alpha", (p + "cdm.log_alpha",))] if alpha else []
         rules += _attn_rules(r, m + "mixers.0.inner.", p + "self_attn.")
         rules += [Rule(c + f"{a}_proj.weight", (x + f"{a}_proj.weight",)) for a in "qkvo"] + _ffn_rules(m, p)
@@ -371,8 +382,8 @@ def _cdm_config_of(cfg):
     return {**_gpt_config_of(cfg), "K": cfg.mixer_kwargs["cdm"]["n_slots"]}
 
 _CDM_SRC = "DuoNeural/lab experiments/cdm/"
-_CDM_V2 = dict(vocab_size=50_257, n_layers=8, d_model=384, n_heads=8, n_kv_heads=4, d_ff=1024, K=16, max_len=512,
-               dropout=0.1, entropy_reg=0.02)
+_CDM_V2 = dict(vocab_size=50_257, n_layers=8, d_model=384, n_heads=8, n_kv_heads=4, d_ff=1024, K=16,
+               max_len=512, dropout=0.1, entropy_reg=0.02)
 _CDM_V3 = {**_CDM_V2, "lbl_coeff": 0.01, "alpha_init": 0.0}
 for _name, _file, _defaults, _alpha in (
         ("cdm-v2", "cdm_model_v2.py CDMLanguageModelV2", _CDM_V2, False),
@@ -383,21 +394,24 @@ for _name, _file, _defaults, _alpha in (
         preset=_name, source=_CDM_SRC + _file, defaults=_defaults,
         config_from=lambda r, _name=_name: _cdm_config_from(r, _name), config_of=_cdm_config_of,
         infer_config=lambda sd: _infer_gpt(sd, "self_attn"),
-        **rule_mapping(lambda r, _alpha=_alpha: _cdm_rules(r, _alpha), lambda r: _duo_derived(r, "self_attn"))))
+        **rule_mapping(lambda r, _alpha=_alpha: _cdm_rules(r, _alpha),
+                       lambda r: _duo_derived(r, "self_attn"))))
 
 # %% ../nbs/14_published.ipynb #75ac950a
 def _cpuflow_rules(r):
     rules = [Rule("embed.weight", ("embed.weight",)), Rule("pos.steps", ("pos.steps",)),
-             Rule("fsp.weight", ("fsp_proj.weight",))] + [Rule(f"norm.{w}", (f"ln_f.{w}",)) for w in ("weight", "bias")]
+             Rule("fsp.weight", ("fsp_proj.weight",))]
+    rules += [Rule(f"norm.{w}", (f"ln_f.{w}",)) for w in ("weight", "bias")]
     for i in range(r["n_layers"]):
         m, p = f"blocks.{i}.", f"blocks.{i}."
         c = m + "mixers.0.inner."
-        rules += [Rule(m + f"{a}.{w}", (p + f"{b}.{w}",)) for a, b in (("norms.0", "norm"), ("ffn_norm", "norm_ff"))
-                  for w in ("weight", "bias")]
+        rules += [Rule(m + f"{a}.{w}", (p + f"{b}.{w}",))
+                  for a, b in (("norms.0", "norm"), ("ffn_norm", "norm_ff")) for w in ("weight", "bias")]
         rules += [Rule(c + a + ".weight", (p + b + ".weight",)) for a, b in (
             ("proj", "W_proj"), ("mix", "W_m"), ("out", "W_out"), ("addr", "W_addr"), ("read", "W_read"),
             ("mem_proj", "W_mem_proj"))]
-        rules += [Rule(c + "write.weight", (p + "W_write_gate.weight", p + "W_val.weight"), 0, (r["d_val"],) * 2),
+        write = (p + "W_write_gate.weight", p + "W_val.weight")      # memnb's [W_wg; W_val]
+        rules += [Rule(c + "write.weight", write, 0, (r["d_val"],) * 2),
                   Rule(c + "memory0", (p + "mem_init",)), Rule(m + "ffn.w1.weight", (p + "ff_up.weight",)),
                   Rule(m + "ffn.w2.weight", (p + "ff_down.weight",))]
     return rules
@@ -413,29 +427,32 @@ def _infer_cpuflow(sd):
     if get("mem_init") is not None: r["m_slots"], r["d_val"] = get("mem_init").shape
     if get("W_addr.weight") is not None and "m_slots" in r:
         n_addr = get("W_addr.weight").shape[0]
-        fits = [(n, n_addr // n) for n in range(1, n_addr + 1) if n_addr % n == 0 and (n_addr // n) ** n == r["m_slots"]]
+        fits = [(n, n_addr // n) for n in range(1, n_addr + 1)
+                if n_addr % n == 0 and (n_addr // n) ** n == r["m_slots"]]
         if len(fits) == 1: r["n_sub"], r["d_sub"] = fits[0]
     return r
 
 def _cpuflow_config_from(r):
     if r["d_sub"] ** r["n_sub"] != r["m_slots"]:
-        raise ValueError(f"from_published('cpuflow-v97'): m_slots={r['m_slots']} must be d_sub**n_sub = {r['d_sub']}**{r['n_sub']}")
+        raise ValueError(f"from_published('cpuflow-v97'): m_slots={r['m_slots']} must be "
+                         f"d_sub**n_sub = {r['d_sub']}**{r['n_sub']}")
     ram = dict(d_scan=r["k"], n_groups=r["n_sub"], group_size=r["d_sub"], topk=r["k_top"], d_mem=r["d_val"],
                chunk=r["chunk"], decay=r["mem_decay"], eps=r["scan_eps"], renorm_eps=1e-8)
-    return dict(vocab_size=r["vocab"], d_model=r["d"], n_layers=r["n_layers"], d_ff=r["d_ff"], max_len=r["seq_len"],
-                mixer_kwargs={"ramscan": ram})
+    return dict(vocab_size=r["vocab"], d_model=r["d"], n_layers=r["n_layers"], d_ff=r["d_ff"],
+                max_len=r["seq_len"], mixer_kwargs={"ramscan": ram})
 
 # %% ../nbs/14_published.ipynb #cfd3622e
 def _cpuflow_config_of(cfg):
     k = cfg.mixer_kwargs["ramscan"]
     return dict(vocab=cfg.vocab_size, d=cfg.d_model, k=k["d_scan"], n_layers=cfg.n_layers, d_ff=cfg.d_ff,
-                seq_len=cfg.max_len, n_sub=k["n_groups"], d_sub=k["group_size"], m_slots=k["group_size"] ** k["n_groups"],
-                d_val=k["d_mem"], k_top=k["topk"], mem_decay=k["decay"], scan_eps=k.get("eps", 1e-3), chunk=k["chunk"])
+                seq_len=cfg.max_len, n_sub=k["n_groups"], d_sub=k["group_size"],
+                m_slots=k["group_size"] ** k["n_groups"], d_val=k["d_mem"], k_top=k["topk"],
+                mem_decay=k["decay"], scan_eps=k.get("eps", 1e-3), chunk=k["chunk"])
 
 register(PublishedModel(
     preset="cpuflow-v97", source="changcheng967/FlashLM v10/train_cpuflow_v97_simple_memory.py CPUFlowV97",
-    defaults=dict(vocab=4096, d=256, k=64, n_layers=6, d_ff=128, seq_len=256, n_sub=3, d_sub=8, m_slots=512, d_val=64,
-                  k_top=8, mem_decay=0.99, scan_eps=1e-3, chunk=32),
+    defaults=dict(vocab=4096, d=256, k=64, n_layers=6, d_ff=128, seq_len=256, n_sub=3, d_sub=8, m_slots=512,
+                  d_val=64, k_top=8, mem_decay=0.99, scan_eps=1e-3, chunk=32),
     config_from=_cpuflow_config_from, config_of=_cpuflow_config_of, infer_config=_infer_cpuflow,
     **rule_mapping(_cpuflow_rules)))
 
@@ -458,7 +475,8 @@ def fixture_errors(name: str, folder: Path | None = None) -> dict:
     out = {}
     for tag, state, logits in (("init", "published_state", "expected_logits"),
                                ("perturbed", "published_state_perturbed", "expected_logits_perturbed")):
-        model, expected = from_published(name, d / f"{state}.safetensors"), load_file(str(d / f"{logits}.safetensors"))
+        model = from_published(name, d / f"{state}.safetensors")
+        expected = load_file(str(d / f"{logits}.safetensors"))
         with torch.no_grad():
             if tag == "init": out["float32"] = _rel(model(tokens), expected["logits"])
             out[f"float64 {tag}"] = _rel(model.double()(tokens), expected["logits_float64"])

@@ -1,5 +1,5 @@
-"""Published checkpoints of the DuoNeural models and CPUFlow v9.7 against the published-code fixtures: logits, round
-trips, strict loading errors, refusing pickled payloads, the full-size mappings and `convert`."""
+"""Published checkpoints of the DuoNeural models and CPUFlow v9.7 against the published-code fixtures: logits,
+round trips, strict loading errors, refusing pickled payloads, the full-size mappings and `convert`."""
 import argparse
 import json
 import os
@@ -16,16 +16,19 @@ from memnb.presets import build
 from memnb.published import (add_convert_arguments, convert, from_published, load_mapped, published_model,
                              read_checkpoint, resolve_config, run_convert_cli, to_published)
 
-FIXTURES = Path(os.environ.get("MEMNB_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "published"))
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"published fixtures not found at {FIXTURES} (set MEMNB_FIXTURES)")
+_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "published"   # <repo>/../shared/...
+FIXTURES = Path(os.environ.get("MEMNB_FIXTURES", _DEFAULT))
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(),
+                                reason=f"published fixtures not found at {FIXTURES} (set MEMNB_FIXTURES)")
 
 MODELS = ["gqa-baseline", "cdm-v2", "cdm-v3", "cpuflow-v97"]
 
 
 def fixture(name, perturbed=False):
     d = FIXTURES / name
-    sd = load_file(str(d / ("published_state_perturbed.safetensors" if perturbed else "published_state.safetensors")))
-    expected = load_file(str(d / ("expected_logits_perturbed.safetensors" if perturbed else "expected_logits.safetensors")))
+    suffix = "_perturbed" if perturbed else ""
+    sd = load_file(str(d / f"published_state{suffix}.safetensors"))
+    expected = load_file(str(d / f"expected_logits{suffix}.safetensors"))
     tokens = torch.tensor(json.loads((d / "inputs.json").read_text())["tokens"])
     return sd, json.loads((d / "config.json").read_text())["resolved"], tokens, expected
 
@@ -38,7 +41,7 @@ def rel(a, b):
 @pytest.mark.parametrize("name", MODELS)
 def test_float64_logits(name, perturbed):
     sd, cfg, tokens, expected = fixture(name, perturbed)
-    for config in (cfg, None):    # the fixture's config, and the one inferred from the shapes + published defaults
+    for config in (cfg, None):    # the fixture's config, and the one from the shapes + published defaults
         model = from_published(name, sd, config=config).double()
         with torch.no_grad():
             assert rel(model(tokens), expected["logits_float64"]) < 1e-9, (name, config is None)
@@ -58,7 +61,8 @@ def test_shapes_determine_the_fixture_config(name):
     inferred = spec.infer_config(sd)
     assert inferred and all(cfg[k] == v for k, v in inferred.items()), inferred
     resolved = resolve_config(spec, sd)
-    assert {k: v for k, v in resolved.items() if k != "dropout"} == {k: v for k, v in cfg.items() if k != "dropout"}
+    drop = lambda c: {k: v for k, v in c.items() if k != "dropout"}     # not in the shapes; inference only
+    assert drop(resolved) == drop(cfg)
 
 
 @pytest.mark.parametrize("perturbed", [False, True], ids=["init", "perturbed"])
@@ -89,7 +93,8 @@ def test_memnb_model_handed_back(name):
 def test_dropped_tensors_are_named_with_reasons():
     sd, _, _, _ = fixture("cdm-v3")
     model = from_published("cdm-v3", sd)
-    assert set(model.published_dropped) == {"head.weight"} | {k for k in sd if k.endswith((".rope.cos", ".rope.sin"))}
+    rope = {k for k in sd if k.endswith((".rope.cos", ".rope.sin"))}
+    assert set(model.published_dropped) == {"head.weight"} | rope
     assert "tied" in model.published_dropped["head.weight"] and all(model.published_dropped.values())
     sd, _, _, _ = fixture("cpuflow-v97")
     assert from_published("cpuflow-v97", sd).published_dropped == {}
@@ -115,8 +120,8 @@ def test_pickled_payload_is_refused_without_running(tmp_path):
 
 def test_published_save_formats(tmp_path):
     sd, cfg, tokens, expected = fixture("cdm-v2")
-    torch.save({"step": 3, "model_state": sd, "val_loss": 1.5, "config": {**cfg, "model_type": "cdm", "n_params": 1}},
-               tmp_path / "duo.pt")
+    stored = {**cfg, "model_type": "cdm", "n_params": 1}      # DuoNeural's config carries extra keys
+    torch.save({"step": 3, "model_state": sd, "val_loss": 1.5, "config": stored}, tmp_path / "duo.pt")
     model = from_published("cdm-v2", tmp_path / "duo.pt")
     assert model.published_config["entropy_reg"] == cfg["entropy_reg"]
     with torch.no_grad():
@@ -136,13 +141,13 @@ def test_stored_config_contradicting_shapes_is_an_error(tmp_path):
     sd, cfg, _, _ = fixture("cdm-v3")
     with pytest.raises(ValueError, match="d_model=96 but the tensors say 64"):
         from_published("cdm-v3", {"model_state": sd, "config": {**cfg, "d_model": 96}})
-    with pytest.raises(ValueError, match="not fields of the published config"):
+    with pytest.raises(ValueError, match="not published config fields"):
         from_published("cdm-v3", sd, config={"d_modle": 64})
 
 
 def test_undeterminable_config_is_named():
     sd, _, _, _ = fixture("gqa-baseline")
-    bare = {k: v for k, v in sd.items() if ".rope." not in k}    # without the RoPE buffers n_heads is not in the shapes
+    bare = {k: v for k, v in sd.items() if ".rope." not in k}    # without the RoPE buffers: no n_heads
     spec = published_model("gqa-baseline")
     spec = replace(spec, defaults={**spec.defaults, "n_heads": None, "n_kv_heads": None})
     with pytest.raises(ValueError, match=r"cannot determine \['n_heads', 'n_kv_heads'\]"):
@@ -163,8 +168,9 @@ def test_missing_extra_and_misshapen_tensors_are_named(name):
         from_published(name, {**sd, "blocks.0.norm_extra.weight": torch.ones(64)}, config=cfg)
     with pytest.raises(ValueError, match="blocks.1.norm_ff.weight"):
         from_published(name, {**sd, "blocks.1.norm_ff.weight": torch.ones(65)}, config=cfg)
-    with pytest.raises(ValueError, match=f"blocks.0.{attn}.rope.cos"):
-        from_published(name, {**sd, f"blocks.0.{attn}.rope.cos": sd[f"blocks.0.{attn}.rope.cos"] + 0.1}, config=cfg)
+    cos = f"blocks.0.{attn}.rope.cos"
+    with pytest.raises(ValueError, match=cos):
+        from_published(name, {**sd, cos: sd[cos] + 0.1}, config=cfg)
     with pytest.raises(ValueError, match="head.weight is not what memnb recomputes"):
         from_published(name, {**sd, "head.weight": sd["head.weight"] + 1}, config=cfg)
     with pytest.raises(ValueError, match="unknown published model"):
@@ -192,8 +198,9 @@ def published_shapes(name, r):
             p = f"blocks.{i}."
             s.update({p + "norm.weight": (d,), p + "norm.bias": (d,), p + "W_proj.weight": (3 * k, d),
                       p + "W_m.weight": (k, k), p + "W_addr.weight": (r["n_sub"] * r["d_sub"], d),
-                      p + "W_val.weight": (dv, d), p + "W_write_gate.weight": (dv, d), p + "W_read.weight": (dv, dv),
-                      p + "mem_init": (r["m_slots"], dv), p + "W_mem_proj.weight": (k, dv), p + "W_out.weight": (d, k),
+                      p + "W_val.weight": (dv, d), p + "W_write_gate.weight": (dv, d),
+                      p + "W_read.weight": (dv, dv), p + "mem_init": (r["m_slots"], dv),
+                      p + "W_mem_proj.weight": (k, dv), p + "W_out.weight": (d, k),
                       p + "norm_ff.weight": (d,), p + "norm_ff.bias": (d,), p + "ff_up.weight": (r["d_ff"], d),
                       p + "ff_down.weight": (d, r["d_ff"])})
         return s, set()
@@ -228,7 +235,7 @@ FULL_SIZE = {"gqa-baseline": 72_930_304, "cdm-v2": 37_107_592, "cdm-v3": 37_107_
 
 @pytest.mark.parametrize("name", list(FULL_SIZE))
 def test_full_size_maps_every_published_tensor(name):
-    "At the published size (shapes only, on the meta device), every published tensor has a home and fills the preset."
+    "At the published size (shapes only, on the meta device) every published tensor has a home in the preset."
     spec = published_model(name)
     shapes, not_params = published_shapes(name, spec.defaults)
     assert sum(torch.Size(s).numel() for k, s in shapes.items() if k not in not_params) == FULL_SIZE[name]
@@ -248,8 +255,9 @@ def test_convert_writes_a_loadable_folder(tmp_path, capsys):
     src = tmp_path / "cdm.safetensors"
     save_file(sd, str(src))
     r = convert("cdm-v3", src, tmp_path / "out")
-    assert r["out"] == str(tmp_path / "out") and r["params"] == build("cdm-v3", **published_model("cdm-v3").config_from(
-        resolve_config(published_model("cdm-v3"), sd))).num_params()
+    spec = published_model("cdm-v3")
+    assert r["out"] == str(tmp_path / "out")
+    assert r["params"] == build("cdm-v3", **spec.config_from(resolve_config(spec, sd))).num_params()
     assert "head.weight" in r["dropped"] and (tmp_path / "out" / "published.json").exists()
     loaded = load(tmp_path / "out").eval()
     with torch.no_grad():
