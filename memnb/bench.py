@@ -202,7 +202,8 @@ def compile_report(arch: str = "sm_90", *, head_dims=(64, 128, 256), dtypes=(tor
                 sig = kernel_signature(fn, dtype, scalars, pointers, consts)
                 row = compile_kernel(fn, sig, consts, num_warps=warps, num_stages=stages, arch=arch)
                 block = " ".join(f"{k}={v}" for k, v in consts.items() if k[:2] in ("BV", "BK", "BD", "BL"))
-                rows.append(dict(kernel=name, dtype=str(dtype).removeprefix("torch."), head_dim=D, **row, block=block))
+                dt = str(dtype).removeprefix("torch.")
+                rows.append(dict(kernel=name, dtype=dt, head_dim=D, **row, block=block))
     return rows
 
 # %% ../nbs/50_bench.ipynb #257830b5
