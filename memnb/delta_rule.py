@@ -372,8 +372,12 @@ def _state_configs(K: int, V: int, op_dtype=torch.float32) -> list[tuple[int, in
         cands = [(32, 4, 2), (64, 4, 2)]
     elif K <= 128:
         cands = [(32, 4, 2), (16, 4, 2)]
-    else:  # four slabs: narrower value blocks keep the state in registers
-        cands = [(16, 4, 2), (32, 8, 2)] if op_dtype == torch.float32 else [(32, 8, 2), (16, 4, 2)]
+    elif op_dtype == torch.float64:   # float64 slabs: one stage, or the pipeline needs 272 KiB of shared memory
+        cands = [(16, 4, 1)]
+    elif op_dtype == torch.float32:   # four slabs: narrower value blocks keep the state in registers
+        cands = [(16, 4, 2), (32, 8, 2)]
+    else:
+        cands = [(32, 8, 2), (16, 4, 2)]
     cap = max(16, triton.next_power_of_2(V))
     return list(dict.fromkeys((min(bv, cap), w, s) for bv, w, s in cands))
 
