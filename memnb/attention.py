@@ -19,10 +19,11 @@ from .layers import RMSNorm
 __all__ = ['rope_tables', 'rope', 'attend', 'KVCache', 'kv_update', 'Attention']
 
 # %% ../nbs/06_attention.ipynb #fcb2e047
-def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    "cos and sin `[1, T, 1, dim/2]` of the angles positions * 1/base^(2i/dim), computed in float32."
+def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    "cos and sin `[1, T, 1, dim/2]` of the angles positions * 1/base^(2i/dim) (float32 frequencies), angles in `dtype`."
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
-    ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]                  # [T, D/2]
+    ang = positions.to(dtype)[:, None] * inv_freq.to(dtype)[None, :]                # [T, D/2]
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 
 def rope(x: torch.Tensor,          # [B, T, H, D], D even
@@ -111,8 +112,12 @@ class Attention(nn.Module):
     "Causal GQA attention with RoPE, optional sliding window, q/k RMSNorm and logit soft-cap, with a KV / ring-buffer cache."
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *, head_dim: int | None = None,
                  window: int | None = None, rope_base: float | None = 10_000.0, qk_norm: bool = False,
-                 softcap: float | None = None, k_rank: int | None = None, value_vocab: int | None = None):
+                 softcap: float | None = None, k_rank: int | None = None, value_vocab: int | None = None,
+                 rope_dtype: str = "float32"):
         super().__init__()
+        if rope_dtype not in ("float32", "input"):   # RoPE angles in float32, or in q's dtype when wider (float64)
+            raise ValueError(f"Attention: rope_dtype must be 'float32' or 'input', got {rope_dtype!r}")
+        self.rope_dtype = rope_dtype
         G = n_kv_heads or n_heads
         if n_heads % G:
             raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
@@ -151,7 +156,8 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x, ids)
         pos = torch.arange(T, device=x.device) + (cache.next_pos if cache is not None else 0)   # no host read
         if self.rope_base is not None:
-            tables = rope_tables(pos, self.head_dim, self.rope_base)
+            wide = torch.promote_types(q.dtype, torch.float32) if self.rope_dtype == "input" else torch.float32
+            tables = rope_tables(pos, self.head_dim, self.rope_base, wide)
             q, k = rope(q, pos, tables=tables), rope(k, pos, tables=tables)
         if cache is not None and T == 1:
             o, cache = _decode_one(q, k, v, pos, cache, self.softcap)

@@ -42,7 +42,8 @@ PRESETS = {
                           2_476_544, 0.01, "CPUFlow v9.7 (top-k weights p / (sum p + 1e-8), as published); "
                           "ram_memory=False gives the same model without the memory"),
     "flashlm-nova": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512, mixer="attention",
-                                       norm="layernorm", ffn="geglu"), 4_987_392, 0.0,
+                                       norm="layernorm", ffn="geglu", mixer_kwargs={"attention": {"rope_dtype": "input"}}),
+                           4_987_392, 0.0,
                            "FlashLM v5.2 Nova: LayerNorm with biases, GELU-gated FFN; sequence length 128"),
     "cdm-v2": Preset(MemLMConfig(**_DUO, d_model=384, n_layers=8, d_ff=1024, mixer="attention+cdm", block="parallel",
                                  mixer_kwargs={"cdm": _CDM}), 37_107_592, 0.01,
