@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads,
-                        acc_dtype, full_precision, DECODE_TOKENS, debug_checks)
+                        acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS, debug_checks)
 from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
@@ -75,9 +75,7 @@ def delta_rule_recurrent(q, k, v, beta, g=None, scale=None, initial_state=None):
 def _chunked(x, C: int, dtype):
     "`[B, T, H, ...]` -> `[n*B*H, C, ...]` in chunk-major order, zero-padded to a multiple of C, in `dtype`."
     B, T, H = x.shape[:3]
-    n = -(-T // C)
-    if n * C != T:
-        x = F.pad(x, (0, 0) * (x.ndim - 2) + (0, n * C - T))
+    x, n = pad_to_chunks(x, C)
     x = x.reshape(B, n, C, H, *x.shape[3:]).permute(1, 0, 3, 2, *range(4, x.ndim + 1))
     return x.to(dtype).reshape(n * B * H, C, *x.shape[4:])
 
@@ -206,7 +204,8 @@ class _DeltaRuleChunk(torch.autograd.Function):
         qc, kc, vc, bc = ch(q) * scale, ch(k), ch(v), ch(beta)
         gam = None if g is None else ch(g).cumsum(-1)
         h0c = None if h0 is None else h0.to(cdt).reshape(B * H, K, -1)
-        state_fwd = (lambda *a: _state_fwd_triton(*a, op_dtype=q.dtype)) if triton_states else _state_fwd_torch
+        op_dtype = q.dtype   # the Triton state kernels' dot operands: bf16/fp16 inputs stay on tensor cores
+        state_fwd = (lambda *a: _state_fwd_triton(*a, op_dtype=op_dtype)) if triton_states else _state_fwd_torch
         o, S, saved = _chunk_fwd(qc, kc, vc, bc, gam, h0c, n, state_fwd)
         ctx.save_for_backward(qc, kc, vc, bc, gam, *saved)
         ctx.meta = (B, T, H, n, scale, chunk, triton_states, q.dtype, h0 is not None, g is not None)
@@ -372,7 +371,7 @@ def _state_configs(K: int, V: int, op_dtype=torch.float32) -> list[tuple[int, in
         cands = [(32, 4, 2), (64, 4, 2)]
     elif K <= 128:
         cands = [(32, 4, 2), (16, 4, 2)]
-    elif op_dtype == torch.float64:   # float64 slabs: one stage, or the pipeline needs 272 KiB of shared memory
+    elif op_dtype == torch.float64:   # float64 slabs: one stage (two need 272 KiB of shared memory)
         cands = [(16, 4, 1)]
     elif op_dtype == torch.float32:   # four slabs: narrower value blocks keep the state in registers
         cands = [(16, 4, 2), (32, 8, 2)]
@@ -472,7 +471,7 @@ if triton_available():
         tl.store(S_FIN + i_bh.to(tl.int64) * K * V + kv, S, mask=m_kv)
 
 def _recurrent_blocks(K: int, V: int) -> tuple[int, int]:
-    "BK, BV of the fused recurrent kernel: the whole key width, value blocks small enough to stay in registers."
+    "BK, BV of the fused recurrent kernel: the whole key width, value blocks that keep the state in registers."
     BK = triton.next_power_of_2(K)
     return BK, min(triton.next_power_of_2(V), 32 if BK <= 128 else 16)
 
