@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads
+from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads,
+                        acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS)
 from .layers import RMSNorm
 from .scan import linear_scan
 
@@ -42,7 +43,7 @@ def cdm_write_keep(gate: torch.Tensor,                # g [B, T, K]: route proba
     return gate * rate, (1 - rate).expand_as(gate)
 
 # %% ../nbs/03_cdm.ipynb #2af34e1d
-def _check_dock(v, write, keep, read, initial_slots, check_range, where):
+def _check_dock(v, write, keep, read, initial_state, check_range, where):
     check_tensor(v, "v", where=where, min_ndim=3, dims="[B, T, D]")
     check_tensor(v, "v", where=where, shape=(None, None, None), dims="[B, T, D]")
     check_tensor(write, "write", where=where, shape=(*v.shape[:2], None), dims="[B, T, K]", like=(v, "v"))
@@ -52,33 +53,37 @@ def _check_dock(v, write, keep, read, initial_slots, check_range, where):
     check_tensor(keep, "keep", where=where, shape=write.shape, dims="[B, T, K] like `write`", like=(v, "v"))
     if read is not None:
         check_tensor(read, "read", where=where, shape=write.shape, dims="[B, T, K] like `write`", like=(v, "v"))
-    if initial_slots is not None:
-        check_tensor(initial_slots, "initial_slots", where=where, like=(v, "v"),
-                     shape=(K, v.shape[-1]) if initial_slots.ndim == 2 else (v.shape[0], K, v.shape[-1]),
+    if initial_state is not None:   # any float dtype: the slots are kept in float32 (float64 stays)
+        check_tensor(initial_state, "initial_state", where=where,
+                     shape=(K, v.shape[-1]) if initial_state.ndim == 2 else (v.shape[0], K, v.shape[-1]),
                      dims="[K, D] or [B, K, D]")
     if check_range:
         for name, x in (("write", write), ("keep", keep)):
             if bool(((x < 0) | (x > 1)).any()):
                 raise ValueError(f"{where}: `{name}` must lie in [0, 1] (got range [{x.min().item():.3g}, {x.max().item():.3g}])")
 
-def _slots0(initial_slots, B, K, D, like):
-    if initial_slots is None:
-        return like.new_zeros(B, K, D)
-    return initial_slots.expand(B, K, D) if initial_slots.ndim == 2 else initial_slots
+def _slots0(initial_state, B, K, D, like):
+    "The slots before the first token, `[B, K, D]` in the accumulation dtype (zeros if None)."
+    if initial_state is None:
+        return like.new_zeros(B, K, D, dtype=acc_dtype(like.dtype))
+    return (initial_state.expand(B, K, D) if initial_state.ndim == 2 else initial_state).to(acc_dtype(like.dtype))
 
 def dock(v: torch.Tensor,      # slot values [B, T, D]
          write: torch.Tensor,  # write coefficients [B, T, K]
          keep: torch.Tensor,   # keep (decay) coefficients [B, T, K]
-         initial_slots: torch.Tensor | None = None,  # [K, D] (shared) or [B, K, D]; zeros if None
-         *, impl: str = "auto", check_range: bool = False) -> torch.Tensor:
-    "All slot states `[B, T, K, D]`: `s_t[k] = keep_t[k] s_{t-1}[k] + write_t[k] v_t`."
-    _check_dock(v, write, keep, None, initial_slots, check_range, "dock")
-    B, T, D = v.shape
-    K = write.shape[-1]
-    s0 = _slots0(initial_slots, B, K, D, v)
-    a = keep[..., None].expand(B, T, K, D)
-    b = write[..., None] * v[:, :, None, :]
-    return linear_scan(a, b, s0.contiguous(), impl=impl)
+         initial_state: torch.Tensor | None = None,  # slots [K, D] (shared) or [B, K, D]; zeros if None
+         *, impl: str = "auto", check_range: bool = False,
+         output_final_state: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "All slot states `[B, T, K, D]`: `s_t[k] = keep_t[k] s_{t-1}[k] + write_t[k] v_t`, and the last ones if asked."
+    _check_dock(v, write, keep, None, initial_state, check_range, "dock")
+    (B, T, D), K = v.shape, write.shape[-1]
+    s0 = _slots0(initial_state, B, K, D, v)
+    if B == 0 or T == 0:   # no tokens: the slots pass through
+        return v.new_zeros(B, T, K, D), (s0 if output_final_state else None)
+    with full_precision(v.device):   # the keeps multiply up in float32, under autocast too
+        a = keep.to(s0.dtype)[..., None].expand(B, T, K, D)
+        slots = linear_scan(a, write.to(s0.dtype)[..., None] * v.to(s0.dtype)[:, :, None, :], s0.contiguous(), impl=impl)
+    return slots.to(v.dtype), (slots[:, -1] if output_final_state else None)
 
 # %% ../nbs/03_cdm.ipynb #162b8aba
 def _readout_recurrent(v, write, keep, read, s0, exclusive):
@@ -93,9 +98,7 @@ def _readout_recurrent(v, write, keep, read, s0, exclusive):
 def _chunk_gammas(write, keep, C):
     "Pad to whole chunks (identity steps: write 0, keep 1); Gamma `[B, n, C, C, K]`, P `[B, n, C, K]`."
     B, T, K = write.shape
-    n = -(-T // C)
-    if n * C != T:
-        write, keep = F.pad(write, (0, 0, 0, n * C - T)), F.pad(keep, (0, 0, 0, n * C - T), value=1.0)
+    (write, n), (keep, _) = pad_to_chunks(write, C), pad_to_chunks(keep, C, value=1.0)
     write, keep = write.reshape(B, n, C, K), keep.reshape(B, n, C, K)
     later = torch.ones(C, C, dtype=torch.bool, device=write.device).tril(-1)   # r > j
     # Gamma[t, j, k] = prod_{j < r <= t} keep_r[k]: a cumulative product over t of keep, with 1 where r <= j
@@ -106,8 +109,7 @@ def _readout_chunk_inclusive(v, write, keep, read, s0, C):
     B, T, D = v.shape
     K = write.shape[-1]
     write, Gam, P, n = _chunk_gammas(write, keep, C)
-    if n * C != T:  # padded steps read nothing
-        v, read = F.pad(v, (0, 0, 0, n * C - T)), F.pad(read, (0, 0, 0, n * C - T))
+    v, read = pad_to_chunks(v, C)[0], pad_to_chunks(read, C)[0]   # padded steps read nothing
     v, read = v.reshape(B, n, C, D), read.reshape(B, n, C, K)
     A = torch.einsum("bntk,bntjk,bnjk->bntj", read, Gam, write)
     into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], write, v)   # what each chunk adds to the slots
@@ -129,33 +131,35 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
                  write: torch.Tensor,  # write coefficients [B, T, K]
                  keep: torch.Tensor,   # keep coefficients [B, T, K]
                  read: torch.Tensor,   # read weights [B, T, K]
-                 initial_slots: torch.Tensor | None = None,  # [K, D] or [B, K, D]
+                 initial_state: torch.Tensor | None = None,  # slots [K, D] or [B, K, D]; zeros if None
                  *, exclusive: bool = False,  # read the slots before this token's write
                  impl: str = "auto", chunk_size: int = 32, check_range: bool = False,
-                 output_final_state: bool = False):
+                 output_final_state: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     "`o_t = sum_k read_t[k] s_t[k]` (`s_{t-1}` if exclusive) `[B, T, D]`, and the final slots `[B, K, D]` if asked."
-    _check_dock(v, write, keep, read, initial_slots, check_range, "dock_readout")
+    _check_dock(v, write, keep, read, initial_state, check_range, "dock_readout")
     auto, impl = impl == "auto", resolve_impl(impl, v.device, name="dock_readout")
     B, T, D = v.shape
-    if auto and impl == "chunk" and T <= 16:  # decoding: a chunk would be mostly padding
+    if auto and impl == "chunk" and T <= DECODE_TOKENS:  # decoding: a chunk would be mostly padding
         impl = "recurrent"
     if auto and impl == "triton" and v.device.type == "cuda":   # see "Which path `auto` takes"
         impl = "chunk"
-    s0 = _slots0(initial_slots, B, write.shape[-1], D, v)
-    if impl == "recurrent":
-        out, S = _readout_recurrent(v, write, keep, read, s0, exclusive)
-    elif impl == "chunk":
-        out, S = _readout_chunk(v, write, keep, read, s0, exclusive, chunk_size)
-    else:
-        out, S = _DockReadoutTriton.apply(v, write, keep, read, s0, exclusive)
-    return (out, S) if output_final_state else out
+    s0 = _slots0(initial_state, B, write.shape[-1], D, v)
+    if B == 0 or T == 0:   # no tokens: the slots pass through
+        return v.new_zeros(B, T, D), (s0 if output_final_state else None)
+    if impl == "triton":    # the kernels accumulate in float32 themselves
+        out, S = _DockReadoutTriton.apply(v, write, keep, read, s0.to(v.dtype), exclusive)
+        return out, (S.to(s0.dtype) if output_final_state else None)
+    with full_precision(v.device):   # the keeps multiply up in float32, under autocast too
+        xs = [x.to(s0.dtype) for x in (v, write, keep, read)]
+        out, S = (_readout_recurrent(*xs, s0, exclusive) if impl == "recurrent"
+                  else _readout_chunk(*xs, s0, exclusive, chunk_size))
+    return out.to(v.dtype), (S if output_final_state else None)
 
 # %% ../nbs/03_cdm.ipynb #006cf4b6
 def _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, C, scale):
     B, T, G, R, hd = q.shape
     w, Gam, P, n = _chunk_gammas(write, keep, C)
-    if n * C != T:
-        q, vk, vv = (F.pad(x, (0, 0) * (x.ndim - 2) + (0, n * C - T)) for x in (q, vk, vv))
+    q, vk, vv = (pad_to_chunks(x, C)[0] for x in (q, vk, vv))
     q, vk, vv = q.reshape(B, n, C, G, R, hd), vk.reshape(B, n, C, G, hd), vv.reshape(B, n, C, G, hd)
     K = w.shape[-1]
     both = torch.cat([vk, vv], -1).reshape(B, n, C, G * 2 * hd)             # one chunk-level scan for both
@@ -188,8 +192,7 @@ def final_slots(v, write, keep, s0, chunk_size: int = 32):
     "The slots after the last step `[B, K, D]`, by the chunk-level recurrence only (no per-step slots)."
     w, Gam, P, n = _chunk_gammas(write, keep, chunk_size)
     B, T, D = v.shape
-    if n * chunk_size != T:
-        v = F.pad(v, (0, 0, 0, n * chunk_size - T))
+    v = pad_to_chunks(v, chunk_size)[0]
     into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], w, v.reshape(B, n, chunk_size, D))
     return linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())[:, -1]
 
@@ -418,13 +421,13 @@ class CompetitiveDockingMemory(nn.Module):
         B, T, D = v.shape
         H, G, hd = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.q_proj(h).view(B, T, G, H // G, hd)
-        if T > 16:
+        if T > DECODE_TOKENS:
             vk, vv = self.k_proj(v).view(B, T, G, hd), self.v_proj(v).view(B, T, G, hd)
             s0k, s0v = self.k_proj(s0).view(B, -1, G, hd), self.v_proj(s0).view(B, -1, G, hd)
             o = slot_xattn(q, vk, vv, write, keep, s0k, s0v, exclusive=self.exclusive, chunk_size=self.chunk_size, scale=hd ** -0.5)
             S = final_slots(v, write, keep, s0, self.chunk_size) if want_cache else None
             return self.o_proj(o.reshape(B, T, H * hd)), S
-        slots = dock(v, write, keep, s0, impl=self.impl)
+        slots, _ = dock(v, write, keep, s0, impl=self.impl)
         S = slots[:, -1]
         if self.exclusive:
             slots = torch.cat([s0[:, None], slots[:, :-1]], 1)
@@ -488,7 +491,7 @@ def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: st
     write = 0.5 * p
     xs = [x.to(dtype).requires_grad_() for x in (torch.randn(B, T, D, device=device, generator=gen), write, 1 - write, p,
                                                  torch.randn(K, D, device=device, generator=gen))]
-    readout = {f"readout {impl}": (lambda impl=impl: dock_readout(*xs, exclusive=True, impl=impl).sum().backward())
+    readout = {f"readout {impl}": (lambda impl=impl: dock_readout(*xs, exclusive=True, impl=impl)[0].sum().backward())
                for impl in ["recurrent", "chunk"] + (["triton"] if torch.device(device).type == "cuda" and triton_available() else [])}
     x = torch.randn(B, T, D, device=device, dtype=dtype, generator=None).requires_grad_()
     layers = {"layer attention (SDPA)": _AttentionBaseline(D, max(1, D // 64)),

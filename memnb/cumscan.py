@@ -36,33 +36,40 @@ def cumsum_scan_step(q_t, k_t, v_t, state: CumScanState | None = None, eps: floa
         num, den = state.num + num, state.den + den
     return (q_t.to(acc) * num / (den + eps)).to(q_t.dtype), CumScanState(num, den)
 
+def _running_sums(kv, kk, initial_state, impl: str):
+    "The running sums (num, den) `[B, T, D]` of k v and of k, continuing `initial_state`."
+    if impl == "chunk":
+        num, den = kv.cumsum(1), kk.cumsum(1)
+        if initial_state is not None:
+            num, den = num + initial_state.num[:, None], den + initial_state.den[:, None]
+        return num, den
+    ones, h0 = torch.ones_like(kv), (None, None) if initial_state is None else (initial_state.num, initial_state.den)
+    return linear_scan(ones, kv, h0[0], impl="triton"), linear_scan(ones, kk, h0[1], impl="triton")
+
 def cumsum_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-3, *,
-                initial_state: CumScanState | None = None, output_final_state: bool = False, impl: str = "auto"):
-    "`q * cumsum_t(k v) / (cumsum_t(k) + eps)` over dim 1 of `[B, T, D]` inputs; the running sums are the state."
+                initial_state: CumScanState | None = None, output_final_state: bool = False,
+                impl: str = "auto") -> tuple[torch.Tensor, CumScanState | None]:
+    "`q * cumsum_t(k v) / (cumsum_t(k) + eps)` over dim 1 of `[B, T, D]` inputs: (out, the running sums if asked)."
     check_tensor(q, "q", where="cumsum_scan", shape=(None, None, None), dims="[B, T, D]")
     for name, x in (("k", k), ("v", v)):
         check_tensor(x, name, where="cumsum_scan", shape=q.shape, dims="[B, T, D] like `q`", like=(q, "q"))
     auto, impl = impl == "auto", resolve_impl(impl, q.device, name="cumsum_scan")
     if auto and impl == "triton" and q.device.type == "cuda":   # torch.cumsum is one fused kernel already
         impl = "chunk"
-    acc = _acc_dtype(q)
+    (B, T, D), acc = q.shape, _acc_dtype(q)
+    if B == 0 or T == 0:   # no tokens: empty outputs, and the sums pass through
+        zeros = q.new_zeros(B, D, dtype=acc)
+        state = initial_state if initial_state is not None else CumScanState(zeros, zeros.clone())
+        return q.new_zeros(q.shape), (state if output_final_state else None)
     if impl == "recurrent":
         state, outs = initial_state, []
-        for t in range(q.shape[1]):
+        for t in range(T):
             o, state = cumsum_scan_step(q[:, t], k[:, t], v[:, t], state, eps)
             outs.append(o)
-        return (torch.stack(outs, 1), state) if output_final_state else torch.stack(outs, 1)
-    kv, kk = (k * v).to(acc), k.to(acc)
-    if impl == "chunk":
-        num, den = kv.cumsum(1), kk.cumsum(1)
-        if initial_state is not None:
-            num, den = num + initial_state.num[:, None], den + initial_state.den[:, None]
-    else:
-        ones = torch.ones_like(kv)
-        num = linear_scan(ones, kv, None if initial_state is None else initial_state.num, impl="triton")
-        den = linear_scan(ones, kk, None if initial_state is None else initial_state.den, impl="triton")
+        return torch.stack(outs, 1), (state if output_final_state else None)
+    num, den = _running_sums(k.to(acc) * v.to(acc), k.to(acc), initial_state, impl)
     out = (q.to(acc) * num / (den + eps)).to(q.dtype)
-    return (out, CumScanState(num[:, -1], den[:, -1])) if output_final_state else out
+    return out, (CumScanState(num[:, -1], den[:, -1]) if output_final_state else None)
 
 # %% ../nbs/05_cumscan.ipynb #5a252abb
 class CumStepPos(nn.Module):

@@ -141,9 +141,8 @@ class CumScanMixer(nn.Module):
             return self.out(self.mix(s)), (CumScanCache(scan_state, None) if want else None)
         idx, w = self._address(logits)
         u = torch.sigmoid(gate) * torch.tanh(val)
-        out = ram_memory(idx, w.to(u.dtype), u, self.memory0.to(u.dtype), chunk=self.chunk, decay=self.decay,
-                         state=None if cache is None else cache.memory, output_final_state=want, impl=self.impl)
-        reads, mem_state = out if want else (out, None)
+        reads, mem_state = ram_memory(idx, w, u, self.memory0 if cache is None else cache.memory, chunk=self.chunk,
+                                      decay=self.decay, output_final_state=want, impl=self.impl)
         # W_m s + W_mp W_read r in one matmul: [s, r] [W_m, W_mp W_read]^T
         w_mix = torch.cat([self.mix.weight, self.mem_proj.weight @ self.read.weight], 1)
         merged = F.linear(torch.cat([s, reads], -1), w_mix)

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, triton_available, median_times, torch_threads
+from .core import check_tensor, resolve_impl, triton_available, median_times, torch_threads, acc_dtype, pad_to_chunks
 
 # %% auto #0
 __all__ = ['linear_scan_step', 'linear_scan_recurrent', 'linear_scan', 'bench_linear_scan']
@@ -19,8 +19,6 @@ __all__ = ['linear_scan_step', 'linear_scan_recurrent', 'linear_scan', 'bench_li
 def _check_scan_inputs(a, b, initial_state, where="linear_scan"):
     check_tensor(b, "b", where=where, min_ndim=2, dims="[B, T, ...]")
     check_tensor(a, "a", where=where, shape=b.shape, dims="[B, T, ...] like `b`", like=(b, "b"))
-    if b.shape[1] == 0:
-        raise ValueError(f"{where}: sequences must have at least one step, got T=0 (shape {tuple(b.shape)})")
     if initial_state is not None:
         check_tensor(initial_state, "initial_state", where=where, shape=(b.shape[0], *b.shape[2:]),
                      dims="[B, ...]", like=(b, "b"))
@@ -45,9 +43,7 @@ def linear_scan_recurrent(a, b, initial_state=None):
 def _chunk_scan(a, b, h0, chunk: int, reverse: bool = False):
     "The chunked scan on contiguous `[B, T, F]` inputs (no autograd); `h0` is `[B, F]` or None."
     B, T, Fd = b.shape
-    n = -(-T // chunk)
-    if n * chunk != T:
-        a, b = F.pad(a, (0, 0, 0, n * chunk - T), value=1.0), F.pad(b, (0, 0, 0, n * chunk - T))
+    (a, n), (b, _) = pad_to_chunks(a, chunk, value=1.0), pad_to_chunks(b, chunk)   # padding steps keep the state
     a, b = a.view(B, n, chunk, Fd), b.view(B, n, chunk, Fd)
     steps = range(chunk - 1, -1, -1) if reverse else range(chunk)
     entering = None if h0 is None else h0[:, None]
@@ -215,18 +211,21 @@ def linear_scan(a: torch.Tensor, # gates [B, T, ...]
     if not isinstance(chunk_size, int) or chunk_size < 2:
         raise ValueError(f"linear_scan: chunk_size must be an int >= 2, got {chunk_size!r}")
     impl = resolve_impl(impl, b.device, name="linear_scan")
+    if b.numel() == 0:                       # no steps, no batch or no channels: nothing to scan
+        return 0 * b
     if b.shape[1] == 1:                      # one step (decoding): no scan to run
         return linear_scan_step(a[:, 0], b[:, 0], initial_state)[:, None]
-    if impl == "recurrent":
-        return linear_scan_recurrent(a, b, initial_state)
     B, T = b.shape[:2]
-    a3, b3 = a.reshape(B, T, -1).contiguous(), b.reshape(B, T, -1).contiguous()
-    h0 = None if initial_state is None else initial_state.reshape(B, -1).contiguous()
-    if impl == "chunk":  # a sequence shorter than a chunk is one chunk of its own length, not a padded one
+    acc = b.dtype if impl == "triton" else acc_dtype(b.dtype)   # the PyTorch paths accumulate in float32 at least
+    a3, b3 = a.reshape(B, T, -1).to(acc).contiguous(), b.reshape(B, T, -1).to(acc).contiguous()
+    h0 = None if initial_state is None else initial_state.reshape(B, -1).to(acc).contiguous()
+    if impl == "recurrent":
+        h = linear_scan_recurrent(a3, b3, h0)
+    elif impl == "chunk":  # a sequence shorter than a chunk is one chunk of its own length, not a padded one
         h = _LinearScanChunk.apply(a3, b3, h0, max(2, min(chunk_size, T)), False)
     else:
         h = _LinearScanTriton.apply(a3, b3, h0)
-    return h.reshape(b.shape)
+    return h.reshape(b.shape).to(b.dtype)
 
 # %% ../nbs/01_scan.ipynb #615d2d50
 def _associative_scan_fn():

@@ -22,7 +22,7 @@ def inputs(B, T, K, D, *, seed=0, dtype=torch.float64, resets=False, shared_init
 
 
 def reference_readout(v, write, keep, read, s0, exclusive):
-    slots = dock(v, write, keep, s0, impl="recurrent")
+    slots, _ = dock(v, write, keep, s0, impl="recurrent")
     B, T, K, D = slots.shape
     prev = torch.cat([s0.expand(B, K, D)[:, None], slots[:, :-1]], 1)
     return torch.einsum("btk,btkd->btd", read, prev if exclusive else slots), slots[:, -1]
@@ -45,7 +45,7 @@ def test_dock_implements_both_update_rules(update):
     v, _, _, p, s0 = inputs(2, 30, 5, 4)
     alpha = torch.randn(5, dtype=torch.float64)
     write, keep = cdm_write_keep(p, alpha, update)
-    slots = dock(v, write, keep, s0)
+    slots, _ = dock(v, write, keep, s0)
     a = torch.sigmoid(alpha)
     s = s0
     for t in range(30):
@@ -69,12 +69,12 @@ def test_split_state_equals_one_pass():
 @pytest.mark.parametrize("exclusive", [False, True])
 def test_readout_causal(exclusive):
     v, write, keep, read, s0 = inputs(1, 80, 4, 6)
-    out = dock_readout(v, write, keep, read, s0, exclusive=exclusive)
+    out, _ = dock_readout(v, write, keep, read, s0, exclusive=exclusive)
     for x in (v, write, keep, read):
         x2 = x.clone()
         x2[:, 50] = x2[:, 50] * 0.3
         args = [x2 if y is x else y for y in (v, write, keep, read)]
-        out2 = dock_readout(*args, s0, exclusive=exclusive)
+        out2, _ = dock_readout(*args, s0, exclusive=exclusive)
         assert torch.equal(out2[:, :50], out[:, :50])
 
 
@@ -82,7 +82,7 @@ def test_readout_causal(exclusive):
 def test_gradcheck(exclusive):
     xs = [x.requires_grad_() for x in inputs(1, 13, 3, 2)]
     for impl in ("recurrent", "chunk"):
-        assert torch.autograd.gradcheck(lambda *a: dock_readout(*a, exclusive=exclusive, impl=impl, chunk_size=4), xs)
+        assert torch.autograd.gradcheck(lambda *a: dock_readout(*a, exclusive=exclusive, impl=impl, chunk_size=4)[0], xs)
 
 
 def test_lbl_and_stats_on_known_distributions():
@@ -134,7 +134,7 @@ def test_layer_trains_and_aux_losses_have_gradients():
 @pytest.mark.parametrize("bad,match", [
     (lambda v, w, k, r, s0: dock_readout(v, w, k[..., :2], r, s0), r"`keep` must have shape \[B, T, K\] like `write`"),
     (lambda v, w, k, r, s0: dock_readout(v, w[..., :0], k[..., :0], r[..., :0]), r"at least one slot, got K=0"),
-    (lambda v, w, k, r, s0: dock_readout(v, w, k, r, s0[:, :2]), r"`initial_slots` must have shape \[K, D\] or \[B, K, D\]"),
+    (lambda v, w, k, r, s0: dock_readout(v, w, k, r, s0[:, :2]), r"`initial_state` must have shape \[K, D\] or \[B, K, D\]"),
     (lambda v, w, k, r, s0: dock_readout(v, w * 2, k, r, s0, check_range=True), r"`write` must lie in \[0, 1\]"),
     (lambda v, w, k, r, s0: dock_readout(v, w, k - 1, r, s0, check_range=True), r"`keep` must lie in \[0, 1\]"),
     (lambda v, w, k, r, s0: dock_readout(v.float(), w, k, r, s0), r"`write` must have the dtype of `v`"),

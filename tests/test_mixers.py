@@ -58,11 +58,11 @@ def test_cumscan_mixer_is_cpuflows_formula(memory):
 
     def formula(x):
         q, k, v = mix.proj(x).chunk(3, -1)
-        merged = mix.mix(cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), mix.eps))
+        merged = mix.mix(cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), mix.eps)[0])
         if memory:
             idx, w = mix.address(x)
             gate, val = mix.write(x).chunk(2, -1)
-            reads = ram_memory(idx, w, torch.sigmoid(gate) * torch.tanh(val), mix.memory0, chunk=mix.chunk,
+            reads, _ = ram_memory(idx, w, torch.sigmoid(gate) * torch.tanh(val), mix.memory0, chunk=mix.chunk,
                                decay=mix.decay, impl="recurrent")
             merged = merged + mix.mem_proj(mix.read(reads))
         return mix.out(merged)

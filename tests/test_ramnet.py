@@ -108,7 +108,7 @@ def test_ram_memory_pieces_equal_one_pass(T, cuts, chunk, seed):
     parts, state = [], None
     for a, b in zip(bounds, bounds[1:]):
         if b > a:
-            o, state = ram_memory(idx[:, a:b], w[:, a:b], v[:, a:b], m0, chunk=chunk, decay=0.9, state=state, output_final_state=True)
+            o, state = ram_memory(idx[:, a:b], w[:, a:b], v[:, a:b], m0 if state is None else state, chunk=chunk, decay=0.9, output_final_state=True)
             parts.append(o)
     assert_rel_close(torch.cat(parts, 1), full, 1e-12, "pieces")
     assert_rel_close(state.memory, S.memory, 1e-12, "memory")
@@ -117,10 +117,10 @@ def test_ram_memory_pieces_equal_one_pass(T, cuts, chunk, seed):
 
 def test_ram_memory_causal_by_chunk():
     idx, w, v, m0 = _ram_inputs(1, 40, 3, 9, 4, 0)
-    out = ram_memory(idx, w, v, m0, chunk=8)
+    out, _ = ram_memory(idx, w, v, m0, chunk=8)
     v2 = v.clone()
     v2[:, 13] += 5.0                          # written in chunk 1 (tokens 8..15): visible from token 16
-    out2 = ram_memory(idx, w, v2, m0, chunk=8)
+    out2, _ = ram_memory(idx, w, v2, m0, chunk=8)
     assert torch.equal(out2[:, :16], out[:, :16]) and not torch.equal(out2[:, 16:], out[:, 16:])
 
 
@@ -128,7 +128,7 @@ def test_ram_memory_causal_by_chunk():
 def test_ram_memory_gradcheck(impl):
     idx, w, v, m0 = _ram_inputs(2, 11, 3, 7, 3, 1)
     xs = [x.requires_grad_() for x in (w, v, m0)]
-    assert torch.autograd.gradcheck(lambda w, v, m: ram_memory(idx, w, v, m, chunk=4, decay=0.8, impl=impl), xs)
+    assert torch.autograd.gradcheck(lambda w, v, m: ram_memory(idx, w, v, m, chunk=4, decay=0.8, impl=impl)[0], xs)
 
 
 @settings(max_examples=20, deadline=None)
@@ -152,7 +152,7 @@ def test_chunk_blocks_match_the_loop(T, chunk, chunks_per_block, shared, seed):
 @pytest.mark.parametrize("bad,match", [
     (lambda i, w, v, m: product_topk(torch.randn(2, 3, 4), 65), r"k must be an int in \[1, S\*\*G = 64\]"),
     (lambda i, w, v, m: ram_memory(i.float(), w, v, m), r"`idx` must be an int64 or int32 tensor"),
-    (lambda i, w, v, m: ram_memory(i, w, v, m[:, :2]), r"`memory0` must have shape \[N, Dm\] or \[B, N, Dm\]"),
+    (lambda i, w, v, m: ram_memory(i, w, v, m[:, :2]), r"`initial_state` must have shape \[N, Dm\] or \[B, N, Dm\]"),
     (lambda i, w, v, m: ram_memory(i + 100, w, v, m), r"`idx` must lie in \[0, N = 13\)"),
     (lambda i, w, v, m: ram_memory(i, w[..., :2], v, m), r"`weights` must have shape \[B, T, k\] like `idx`"),
     (lambda i, w, v, m: ram_memory(i, w, v, m, chunk=0), r"chunk must be a positive int"),
@@ -186,7 +186,7 @@ def test_cumsum_scan_step_and_split():
     g = torch.Generator().manual_seed(0)
     q, v = torch.randn(2, 30, 5, generator=g), torch.randn(2, 30, 5, generator=g)
     k = torch.rand(2, 30, 5, generator=g)
-    out = cumsum_scan(q, k, v)
+    out, _ = cumsum_scan(q, k, v)
     state, outs = None, []
     for t in range(30):
         o, state = cumsum_scan_step(q[:, t], k[:, t], v[:, t], state)
@@ -196,7 +196,7 @@ def test_cumsum_scan_step_and_split():
     q2[:, 20:] = 0
     k2 = k.clone()
     k2[:, 20:] += 1
-    assert torch.equal(cumsum_scan(q2, k2, v)[:, :20], out[:, :20])
+    assert torch.equal(cumsum_scan(q2, k2, v)[0][:, :20], out[:, :20])
 
 
 def test_ramscan_block_trains_and_decodes():
@@ -214,7 +214,7 @@ def test_ram_memory_triton_gather(triton_device, dtype, tol):
     idx, w, v, m0 = _ram_inputs(2, 21, 5, 17, 20, 3)
     def grads(impl, dt, device):
         xs = [x.detach().to(device, dt).clone().requires_grad_() for x in (w, v, m0)]
-        out = ram_memory(idx.to(device), *xs, chunk=4, decay=0.9, impl=impl)
+        out, _ = ram_memory(idx.to(device), *xs, chunk=4, decay=0.9, impl=impl)
         (out * torch.linspace(-1, 1, out.numel(), device=device, dtype=dt).view_as(out)).sum().backward()
         return [out] + [x.grad for x in xs]
     for name, a, b in zip(["reads", "dw", "dv", "dm0"], grads("triton", dtype, triton_device), grads("recurrent", torch.float64, "cpu")):
