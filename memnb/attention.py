@@ -118,6 +118,8 @@ class Attention(nn.Module):
         if rope_dtype not in ("float32", "input"):   # RoPE angles in float32, or in q's dtype when wider (float64)
             raise ValueError(f"Attention: rope_dtype must be 'float32' or 'input', got {rope_dtype!r}")
         self.rope_dtype = rope_dtype
+        if window is not None and (not isinstance(window, int) or window < 1):   # 0 would attend to nothing
+            raise ValueError(f"Attention: window must be None or an int >= 1 (tokens seen, this one included), got {window!r}")
         G = n_kv_heads or n_heads
         if n_heads % G:
             raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")

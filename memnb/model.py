@@ -69,6 +69,8 @@ class MemLMConfig:
                               ("block", self.block, ("sequential", "parallel"))):
             if val not in ok:
                 raise ValueError(f"MemLMConfig: {name} must be one of {ok}, got {val!r}")
+        if not isinstance(self.n_passes, int) or self.n_passes < 1:   # 0 passes would skip every block
+            raise ValueError(f"MemLMConfig: n_passes must be an int >= 1, got {self.n_passes!r}")
         return names
 
 # %% ../nbs/10_model.ipynb #0b8c2992
@@ -253,9 +255,12 @@ def _check_generate(model, idx, max_new_tokens: int):
 
 # %% ../nbs/10_model.ipynb #30f9d433
 def preallocate_caches(caches, length: int):
-    "`caches` with every growing `KVCache` preallocated to `length` positions (all other states are fixed-size already)."
+    """`caches` with every growing `KVCache` preallocated to `length` positions (all other states are fixed-size already)
+    and every tensor in a dense layout of its own (a view of a prompt-sized tensor has other strides than a step's)."""
+    if isinstance(caches, torch.Tensor):
+        return caches.clone(memory_format=torch.contiguous_format)
     if isinstance(caches, KVCache):
-        return caches.preallocate(length)
+        caches = caches.preallocate(length)      # then its tensors, as any dataclass's
     if isinstance(caches, (list, tuple)):
         return type(caches)(preallocate_caches(c, length) for c in caches)
     if dataclasses.is_dataclass(caches) and not isinstance(caches, type):
