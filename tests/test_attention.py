@@ -46,3 +46,24 @@ def test_window_limits_what_is_seen():
     y2 = att(x2)[0]
     changed = (y2 - y).abs().amax(-1)[0] > 1e-6
     assert changed[5:8].all() and not changed[:5].any() and not changed[8:].any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.sampled_from([None, 1, 3, 64]), st.integers(0, 999))
+def test_preallocated_cache_decodes_like_parallel(prompt, new, window, seed):
+    "A prompt's cache preallocated to the whole length, then one token at a time: the shapes never change, outputs equal."
+    torch.manual_seed(seed)
+    att = Attention(16, 4, 2, window=window).double()
+    x = torch.randn(2, prompt + new, 16, dtype=torch.float64)
+    with torch.no_grad():
+        full, _ = att(x)
+        y0, cache = att(x[:, :prompt], use_cache=True)
+        cache = cache.preallocate(prompt + new)
+        shape, outs = cache.k.shape, [y0]
+        for t in range(prompt, prompt + new):
+            y, cache = att(x[:, t:t + 1], cache)
+            assert cache.k.shape == shape and cache.fixed and cache.next_pos.ndim == 0
+            outs.append(y)
+    assert_rel_close(torch.cat(outs, 1), full, 1e-12, "preallocated decode")
+    assert int(cache.next_pos) == prompt + new
+    assert shape[1] == (prompt + new if window is None else window)
