@@ -182,6 +182,8 @@ def slot_xattn(q: torch.Tensor,   # queries [B, T, G, R, hd]: G key/value groups
                s0k, s0v,          # initial slots projected to keys / values [B, K, G, hd]
                *, exclusive: bool = False, chunk_size: int = 32, scale: float = 1.0) -> torch.Tensor:
     "Slot cross-attention `[B, T, G, R, hd]`: per head, softmax over slots of q . key(s_t[k]) weighting value(s_t[k])."
+    if q.shape[0] == 0 or q.shape[1] == 0:   # no tokens: nothing to read
+        return q.new_zeros(*q.shape[:-1], vv.shape[-1])
     if not exclusive:
         return _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, chunk_size, scale)
     o = _slot_xattn_inclusive(F.pad(q[:, 1:], (0, 0) * 3 + (0, 1)), vk, vv, write, keep, s0k, s0v, chunk_size, scale)
@@ -190,6 +192,8 @@ def slot_xattn(q: torch.Tensor,   # queries [B, T, G, R, hd]: G key/value groups
 
 def final_slots(v, write, keep, s0, chunk_size: int = 32):
     "The slots after the last step `[B, K, D]`, by the chunk-level recurrence only (no per-step slots)."
+    if v.shape[0] == 0 or v.shape[1] == 0:   # no tokens: the slots pass through
+        return s0
     w, Gam, P, n = _chunk_gammas(write, keep, chunk_size)
     B, T, D = v.shape
     v = pad_to_chunks(v, chunk_size)[0]

@@ -212,7 +212,7 @@ def linear_scan(a: torch.Tensor, # gates [B, T, ...]
         raise ValueError(f"linear_scan: chunk_size must be an int >= 2, got {chunk_size!r}")
     impl = resolve_impl(impl, b.device, name="linear_scan")
     if b.numel() == 0:                       # no steps, no batch or no channels: nothing to scan
-        return 0 * b
+        return a * b                         # (empty, and in the graph of both)
     if b.shape[1] == 1:                      # one step (decoding): no scan to run
         return linear_scan_step(a[:, 0], b[:, 0], initial_state)[:, None]
     B, T = b.shape[:2]
