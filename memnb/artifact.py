@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['LIMIT_BYTES', 'quantize_rows', 'dequantize_rows', 'save_artifact', 'load_artifact', 'artifact_size',
-           'artifact_roundtrip']
+__all__ = ['LIMIT_BYTES', 'KINDS', 'quantize_rows', 'dequantize_rows', 'save_artifact', 'ArtifactError', 'load_artifact',
+           'artifact_size', 'artifact_roundtrip']
 
 # %% ../nbs/13_artifact.ipynb #de655041
 LIMIT_BYTES = 16_000_000
@@ -29,7 +29,9 @@ def quantize_rows(w: torch.Tensor):
 def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale.float()[:, None]
 
-# %% ../nbs/13_artifact.ipynb #ce3c6e10
+# %% ../nbs/13_artifact.ipynb #5dc935d9
+KINDS = {"int8_rows": None, "fp16": 2, "int64": 8}     # how a tensor is stored; bytes per element (int8_rows: rows)
+
 def _unique_tensors(model):
     "(name, tensor, alias_of) over the state dict, each storage once."
     seen, out = {}, []
@@ -63,24 +65,68 @@ def save_artifact(model, path, level: int = 9) -> int:
     Path(path).write_bytes(blob)
     return len(blob)
 
-def load_artifact(model, path):
+# %% ../nbs/13_artifact.ipynb #eda002d0
+class ArtifactError(ValueError):
+    "An artifact that is too large, malformed, or not for this model; the message names the file."
+
+def _inflate(path, max_bytes: int) -> bytes:
+    "zlib-decompress `path`, reading at most `max_bytes` of output."
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(Path(path).read_bytes(), max_bytes + 1)
+    except zlib.error as e:
+        raise ArtifactError(f"{path}: not a zlib-compressed artifact ({e})") from None
+    if len(raw) > max_bytes or d.unconsumed_tail:
+        raise ArtifactError(f"{path}: decompresses to more than {max_bytes:,} bytes, more than this model can hold; "
+                            "refusing to read further")
+    if not d.eof:
+        raise ArtifactError(f"{path}: truncated (the compressed stream ends early)")
+    return raw
+
+def _header(raw: bytes, path, model) -> tuple[list, int]:
+    "The checked header: every entry names a tensor of `model` with its shape and a known kind."
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    try:
+        n = struct.unpack("<I", raw[:4])[0]
+        header = json.loads(raw[4:4 + n])
+    except (struct.error, ValueError) as e:
+        raise ArtifactError(f"{path}: unreadable header ({e})") from None
+    for h in header if isinstance(header, list) else [None]:
+        ok = isinstance(h, dict) and h.get("name") in shapes and (
+            h.get("alias") in shapes if "alias" in h else h.get("kind") in KINDS and h.get("shape") == shapes[h["name"]])
+        if not ok:
+            raise ArtifactError(f"{path}: header entry {str(h)[:120]} is not a tensor of this model with a known kind "
+                                f"({', '.join(KINDS)})")
+    return header, 4 + n
+
+# %% ../nbs/13_artifact.ipynb #7432d8b2
+def _read(raw: bytes, pos: int, dtype, count: int, path):
+    import numpy as np
+    end = pos + np.dtype(dtype).itemsize * count
+    if end > len(raw):
+        raise ArtifactError(f"{path}: payload shorter than its header says")
+    return torch.from_numpy(np.frombuffer(raw, dtype, count, pos).copy()), end
+
+def load_artifact(model, path, max_bytes: int | None = None):
     "Load an artifact written by `save_artifact` into `model` (same configuration); returns the model."
     import numpy as np
-    raw = zlib.decompress(Path(path).read_bytes())
-    n = struct.unpack("<I", raw[:4])[0]
-    header, pos, state = json.loads(raw[4 : 4 + n]), 4 + n, {}
+    limit = max_bytes or 8 * sum(t.numel() for t in model.state_dict().values()) + (1 << 20)
+    raw = _inflate(path, limit)
+    header, pos = _header(raw, path, model)
+    state = {}
     for h in header:
         if "alias" in h:
             state[h["name"]] = state[h["alias"]]; continue
         numel = int(np.prod(h["shape"])) if h["shape"] else 1
         if h["kind"] == "int8_rows":
-            R = h["shape"][0]
-            q = torch.from_numpy(np.frombuffer(raw, np.int8, numel, pos).copy()).view(h["shape"]); pos += numel
-            s = torch.from_numpy(np.frombuffer(raw, np.float16, R, pos).copy()); pos += 2 * R
-            state[h["name"]] = dequantize_rows(q, s)
+            q, pos = _read(raw, pos, np.int8, numel, path)
+            s, pos = _read(raw, pos, np.float16, h["shape"][0], path)
+            state[h["name"]] = dequantize_rows(q.view(h["shape"]), s)
         else:
-            dt, size = (np.float16, 2) if h["kind"] == "fp16" else (np.int64, 8)
-            state[h["name"]] = torch.from_numpy(np.frombuffer(raw, dt, numel, pos).copy()).view(h["shape"]); pos += size * numel
+            t, pos = _read(raw, pos, np.float16 if h["kind"] == "fp16" else np.int64, numel, path)
+            state[h["name"]] = t.view(h["shape"])
+    if pos != len(raw):
+        raise ArtifactError(f"{path}: {len(raw) - pos} bytes beyond what its header describes")
     model.load_state_dict(state)
     return model
 
