@@ -5,24 +5,33 @@
 # %% ../nbs/50_bench.ipynb #1b16dea4
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib
 import json
+import os
+import platform
 import re
+import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .cdm import bench_cdm
-from .core import triton_interpreting
+from .core import peak_memory, torch_threads, triton_interpreting
 from .cumscan import bench_ramscan
 from .delta_rule import bench_delta_rule
+from .model import generate
 from .scan import bench_linear_scan
 
 # %% auto #0
-__all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'run_all', 'summary_rows', 'markdown_table', 'ptxas_stats',
-           'compile_kernel', 'kernel_signature', 'compile_report', 'compile_table']
+__all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'run_all', 'summary_rows', 'markdown_table', 'cpu_name',
+           'bench_generate', 'bench_train', 'ptxas_stats', 'compile_kernel', 'kernel_signature', 'compile_report',
+           'compile_table']
 
 # %% ../nbs/50_bench.ipynb #03730fe3
 def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False) -> dict:
@@ -60,6 +69,94 @@ def markdown_table(results: dict) -> str:
     lines = ["| benchmark | candidate | time per step | note |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
     return "\n".join(lines)
+
+# %% ../nbs/50_bench.ipynb #e6a131f3
+def cpu_name() -> str:
+    "The CPU's model name and its vector/matrix flags that matter for bf16 (from /proc/cpuinfo where there is one)."
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = re.search(r"model name\s*:\s*(.*)", info)
+    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
+    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{name.group(1).strip() if name else platform.machine()} ({', '.join(keep) or 'no AVX2'}), {os.cpu_count()} cores"
+
+def _interleaved(runs: dict, repeats: int) -> tuple[dict, dict]:
+    "First-call seconds of each run (compiling, if it does), then the median of `repeats` interleaved calls."
+    first = {}
+    for name, fn in runs.items():
+        t0 = time.perf_counter(); fn(); first[name] = time.perf_counter() - t0
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t0 = time.perf_counter(); fn(); times[name].append(time.perf_counter() - t0)
+    return first, {n: statistics.median(ts) for n, ts in times.items()}
+
+def _result(setting: dict, seconds: dict, peak_mib: dict, baseline: str, **extra) -> dict:
+    "The one result schema of every memnb benchmark."
+    return {"setting": setting, "seconds": seconds, "peak_mib": peak_mib, "baseline": baseline,
+            "ratio": {n: seconds[baseline] / s for n, s in seconds.items()}, **extra}
+
+# %% ../nbs/50_bench.ipynb #66119fe3
+def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3, prompt_len: int = 16,
+                   full_recompute: bool = False, threads: int | None = 2, seed: int = 0, memory: bool = True,
+                   model=None) -> dict:
+    "Greedy generation of `new_tokens` tokens: eager and compiled cached decoding (and full recomputation), tokens checked."
+    from memnb.presets import build
+    torch.manual_seed(seed)
+    model = (model if model is not None else build(preset, seq_len=prompt_len + new_tokens)).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
+    modes = {("compiled" if c else "eager"): dict(compile=c) for c in compile}
+    if full_recompute:
+        modes["full recompute"] = dict(use_cache=False)
+    outs = {m: [] for m in modes}
+    runs = {m: (lambda m=m: outs[m].append(generate(model, prompt, new_tokens, **modes[m]))) for m in modes}
+    with torch_threads(threads):
+        first, secs = _interleaved(runs, repeats)
+        peak = {m: peak_memory(r) / 2**20 for m, r in runs.items()} if memory else {m: float("nan") for m in runs}
+    ref = outs[next(iter(outs))][0]
+    return _result(dict(preset=preset, new_tokens=new_tokens, prompt_len=prompt_len, repeats=repeats, threads=threads,
+                        cpu=cpu_name(), torch=torch.__version__),
+                   secs, peak, "eager" if "eager" in secs else next(iter(secs)),
+                   ms_per_token={m: 1e3 * s / new_tokens for m, s in secs.items()},
+                   tokens_per_s={m: new_tokens / s for m, s in secs.items()},
+                   first_seconds=first, compile_seconds={m: max(0.0, first[m] - secs[m]) for m in secs},
+                   identical=all(torch.equal(ref, o) for os in outs.values() for o in os))
+
+# %% ../nbs/50_bench.ipynb #5293736f
+def _train_step(model, idx, opt, precision: str):
+    "One training step: forward (under bf16 autocast if asked), cross-entropy, backward, AdamW."
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
+        logits = model(idx[:, :-1])
+    F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
+    opt.step()
+
+def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, True), B: int = 4, T: int = 256,
+                steps: int = 2, repeats: int = 3, threads: int | None = 2, seed: int = 0, memory: bool = True,
+                model=None) -> dict:
+    "Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the same process."
+    from memnb.presets import build
+    torch.manual_seed(seed)
+    base = model if model is not None else build(preset, seq_len=T)
+    idx = torch.randint(0, base.config.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(seed))
+    runs = {}
+    for prec in precisions:
+        for c in compile:
+            m = copy.deepcopy(base).train()
+            fwd, opt = (torch.compile(m) if c else m), torch.optim.AdamW(m.parameters(), lr=1e-4)
+            runs[f"{prec} {'compiled' if c else 'eager'}"] = lambda f=fwd, o=opt, p=prec: [
+                _train_step(f, idx, o, p) for _ in range(steps)]
+    with torch_threads(threads):
+        first, secs = _interleaved(runs, repeats)
+        peak = {n: peak_memory(r) / 2**20 for n, r in runs.items()} if memory else {n: float("nan") for n in runs}
+    one = {n: s / steps for n, s in secs.items()}                                  # seconds per step
+    first = {n: f - (steps - 1) * one[n] for n, f in first.items()}               # the first step alone
+    return _result(dict(preset=preset, B=B, T=T, steps=steps, repeats=repeats, threads=threads, cpu=cpu_name(),
+                        torch=torch.__version__), one, peak, "fp32 eager" if "fp32 eager" in one else next(iter(one)),
+                   tokens_per_s={n: B * T / s for n, s in one.items()}, first_seconds=first,
+                   compile_seconds={n: max(0.0, first[n] - one[n]) for n in one})
 
 # %% ../nbs/50_bench.ipynb #ac944e37
 SM90_SHARED_BYTES = 227 * 1024   # the most shared memory one block may use on an H100/H200
