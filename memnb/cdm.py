@@ -82,7 +82,7 @@ def dock(v: torch.Tensor,      # slot values [B, T, D]
         return v.new_zeros(B, T, K, D), (s0 if output_final_state else None)
     with full_precision(v.device):   # the keeps multiply up in float32, under autocast too
         a = keep.to(s0.dtype)[..., None].expand(B, T, K, D)
-        slots = linear_scan(a, write.to(s0.dtype)[..., None] * v.to(s0.dtype)[:, :, None, :], s0.contiguous(), impl=impl)
+        slots = linear_scan(a, write.to(s0.dtype)[..., None] * v.to(s0.dtype)[:, :, None, :], s0.contiguous(), impl=impl)[0]
     return slots.to(v.dtype), (slots[:, -1] if output_final_state else None)
 
 # %% ../nbs/03_cdm.ipynb #162b8aba
@@ -113,7 +113,7 @@ def _readout_chunk_inclusive(v, write, keep, read, s0, C):
     v, read = v.reshape(B, n, C, D), read.reshape(B, n, C, K)
     A = torch.einsum("bntk,bntjk,bnjk->bntj", read, Gam, write)
     into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], write, v)   # what each chunk adds to the slots
-    ends = linear_scan(P[:, :, -1, :, None].expand(B, n, K, D).contiguous(), into, s0.contiguous())
+    ends = linear_scan(P[:, :, -1, :, None].expand(B, n, K, D).contiguous(), into, s0.contiguous())[0]
     entering = torch.cat([s0[:, None], ends[:, :-1]], 1)                 # [B, n, K, D]
     out = A @ v + torch.einsum("bntk,bnkd->bntd", read * P, entering)
     return out.reshape(B, n * C, D)[:, :T], ends[:, -1]
@@ -165,7 +165,7 @@ def _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, C, scale):
     both = torch.cat([vk, vv], -1).reshape(B, n, C, G * 2 * hd)             # one chunk-level scan for both
     into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], w, both)
     s0 = torch.cat([s0k, s0v], -1).reshape(B, K, G * 2 * hd)
-    ends = linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())
+    ends = linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())[0]
     S0k, S0v = torch.cat([s0[:, None], ends[:, :-1]], 1).view(B, n, K, G, 2 * hd).split(hd, -1)
     GW = Gam * w[:, :, None, :, :]                                          # Gamma_ts[k] write_s[k]
     scores = torch.einsum("bngrts,bntsk->bntgrk", torch.einsum("bntgrd,bnsgd->bngrts", q, vk), GW) \
@@ -198,7 +198,7 @@ def final_slots(v, write, keep, s0, chunk_size: int = 32):
     B, T, D = v.shape
     v = pad_to_chunks(v, chunk_size)[0]
     into = torch.einsum("bnjk,bnjk,bnjd->bnkd", Gam[:, :, -1], w, v.reshape(B, n, chunk_size, D))
-    return linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())[:, -1]
+    return linear_scan(P[:, :, -1, :, None].expand(*into.shape).contiguous(), into, s0.contiguous())[0][:, -1]
 
 # %% ../nbs/03_cdm.ipynb #d79943f6
 if triton_available():

@@ -44,7 +44,7 @@ def _running_sums(kv, kk, initial_state, impl: str):
             num, den = num + initial_state.num[:, None], den + initial_state.den[:, None]
         return num, den
     ones, h0 = torch.ones_like(kv), (None, None) if initial_state is None else (initial_state.num, initial_state.den)
-    return linear_scan(ones, kv, h0[0], impl="triton"), linear_scan(ones, kk, h0[1], impl="triton")
+    return linear_scan(ones, kv, h0[0], impl="triton")[0], linear_scan(ones, kk, h0[1], impl="triton")[0]
 
 def cumsum_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-3, *,
                 initial_state: CumScanState | None = None, output_final_state: bool = False,

@@ -173,7 +173,7 @@ class ParallelGatedRecurrence(nn.Module):
                              "from a state (use the causal norm='head')")
         lb = self.lower_bound
         f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)
-        h = linear_scan(f, (1 - f) * self.v(x), state, impl=self.impl)
+        h, _ = linear_scan(f, (1 - f) * self.v(x), state, impl=self.impl)
         norm = head_norm if self.norm == "head" else seq_group_norm
         y = norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
         return self.out(y), h[:, -1]

@@ -200,19 +200,8 @@ class _LinearScanTriton(torch.autograd.Function):
         return da, db, dh0
 
 # %% ../nbs/01_scan.ipynb #11f7cd1f
-def linear_scan(a: torch.Tensor, # gates [B, T, ...]
-                b: torch.Tensor, # inputs [B, T, ...] (same shape and dtype as `a`)
-                initial_state: torch.Tensor | None = None, # h_{-1} [B, ...]; zeros if None
-                *, impl: str = "auto", # "auto", "recurrent", "chunk" or "triton"
-                chunk_size: int = 64,  # steps per chunk for impl="chunk"
-               ) -> torch.Tensor:     # h [B, T, ...]; the final state is h[:, -1]
-    "The gated linear recurrence $h_t = a_t h_{t-1} + b_t$ over dim 1, elementwise over trailing dims."
-    _check_scan_inputs(a, b, initial_state)
-    if not isinstance(chunk_size, int) or chunk_size < 2:
-        raise ValueError(f"linear_scan: chunk_size must be an int >= 2, got {chunk_size!r}")
-    impl = resolve_impl(impl, b.device, name="linear_scan")
-    if b.numel() == 0:                       # no steps, no batch or no channels: nothing to scan
-        return a * b                         # (empty, and in the graph of both)
+def _scan_states(a, b, initial_state, impl: str, chunk_size: int) -> torch.Tensor:
+    "Every state `h` `[B, T, ...]` of the recurrence, on checked inputs with at least one element, in b's dtype."
     if b.shape[1] == 1:                      # one step (decoding): no scan to run
         return linear_scan_step(a[:, 0], b[:, 0], initial_state)[:, None]
     B, T = b.shape[:2]
@@ -226,6 +215,26 @@ def linear_scan(a: torch.Tensor, # gates [B, T, ...]
     else:
         h = _LinearScanTriton.apply(a3, b3, h0)
     return h.reshape(b.shape).to(b.dtype)
+
+def linear_scan(a: torch.Tensor, # gates [B, T, ...]
+                b: torch.Tensor, # inputs [B, T, ...] (same shape and dtype as `a`)
+                initial_state: torch.Tensor | None = None, # h_{-1} [B, ...]; zeros if None
+                *, output_final_state: bool = False, # also return the state after the last step
+                impl: str = "auto", # "auto", "recurrent", "chunk" or "triton"
+                chunk_size: int = 64,  # steps per chunk for impl="chunk"
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:  # (h [B, T, ...], final state [B, ...] or None)
+    "The gated linear recurrence $h_t = a_t h_{t-1} + b_t$ over dim 1, elementwise over trailing dims."
+    _check_scan_inputs(a, b, initial_state)
+    if not isinstance(chunk_size, int) or chunk_size < 2:
+        raise ValueError(f"linear_scan: chunk_size must be an int >= 2, got {chunk_size!r}")
+    impl = resolve_impl(impl, b.device, name="linear_scan")
+    # no steps, no batch or no channels: nothing to scan (an empty result, in the graph of both inputs)
+    h = a * b if b.numel() == 0 else _scan_states(a, b, initial_state, impl, chunk_size)
+    if not output_final_state:
+        return h, None
+    if b.shape[1]:
+        return h, h[:, -1]
+    return h, (b.new_zeros(b.shape[0], *b.shape[2:]) if initial_state is None else initial_state)
 
 # %% ../nbs/01_scan.ipynb #615d2d50
 def _associative_scan_fn():
@@ -246,12 +255,12 @@ def bench_linear_scan(B: int = 4, T: int = 4096, D: int = 256, *,
     gen = torch.Generator(device).manual_seed(0)
     a = torch.rand(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
     b = torch.randn(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
-    fns = {"loop (unbind)": lambda: linear_scan(a, b, impl="recurrent"),
-           "chunk": lambda: linear_scan(a, b, impl="chunk", chunk_size=chunk_size)}
+    fns = {"loop (unbind)": lambda: linear_scan(a, b, impl="recurrent")[0],
+           "chunk": lambda: linear_scan(a, b, impl="chunk", chunk_size=chunk_size)[0]}
     if (assoc := _associative_scan_fn()) is not None:
         fns["torch associative_scan"] = lambda: assoc(a, b)
     if torch.device(device).type == "cuda" and triton_available():
-        fns["triton"] = lambda: linear_scan(a, b, impl="triton")
+        fns["triton"] = lambda: linear_scan(a, b, impl="triton")[0]
     def fwd_bwd(fn):
         a.grad = b.grad = None
         fn().sum().backward()

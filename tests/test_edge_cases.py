@@ -36,7 +36,7 @@ def _delta_inputs(B, T, H=2, K=4, V=3, seed=0):
 @pytest.mark.parametrize("B,T", EMPTY)
 def test_linear_scan_without_tokens(B, T, impl):
     a = torch.rand(B, T, 3, 2, requires_grad=True)
-    h = linear_scan(a, torch.randn(B, T, 3, 2), torch.randn(B, 3, 2), impl=impl)
+    h = linear_scan(a, torch.randn(B, T, 3, 2), torch.randn(B, 3, 2), impl=impl)[0]
     assert h.shape == (B, T, 3, 2)
     h.sum().backward()                      # differentiable, with a zero gradient
     assert a.grad.shape == a.shape
@@ -122,7 +122,7 @@ def test_non_contiguous_inputs_give_the_same_results(B, T, chunk, impl, seed):
     got = delta_rule(*map(_strided, (q, k, v, beta, gg)), initial_state=S0, impl=impl)[0]
     assert torch.allclose(got, want, atol=1e-5)
     a, b = torch.rand(B, T, 3, generator=g), torch.randn(B, T, 3, generator=g)
-    assert torch.allclose(linear_scan(_strided(a), _strided(b), impl=impl), linear_scan(a, b, impl=impl), atol=1e-6)
+    assert torch.allclose(linear_scan(_strided(a), _strided(b), impl=impl)[0], linear_scan(a, b, impl=impl)[0], atol=1e-6)
     kk = torch.rand(B, T, 3, generator=g)
     assert torch.allclose(cumsum_scan(_strided(b), _strided(kk), _strided(a), impl=impl)[0],
                           cumsum_scan(b, kk, a, impl=impl)[0], atol=1e-6)

@@ -29,8 +29,8 @@ def test_chunk_matches_reference(shape, chunk, gate, with_h0, seed):
     B, T, rest = shape
     a, b, h0 = _inputs(B, T, rest, seed, gate=gate)
     h0 = h0 if with_h0 else None
-    ref = linear_scan(a, b, h0, impl="recurrent")
-    assert_rel_close(linear_scan(a, b, h0, impl="chunk", chunk_size=chunk), ref, 1e-12, "chunk")
+    ref = linear_scan(a, b, h0, impl="recurrent")[0]
+    assert_rel_close(linear_scan(a, b, h0, impl="chunk", chunk_size=chunk)[0], ref, 1e-12, "chunk")
 
 
 @settings(max_examples=30, deadline=None)
@@ -38,10 +38,10 @@ def test_chunk_matches_reference(shape, chunk, gate, with_h0, seed):
 def test_split_and_step_equal_one_pass(shape, seed, data):
     B, T, rest = shape
     a, b, h0 = _inputs(B, T, rest, seed)
-    full = linear_scan(a, b, h0, chunk_size=4)
+    full = linear_scan(a, b, h0, chunk_size=4)[0]
     cut = data.draw(st.integers(1, T))
-    first = linear_scan(a[:, :cut], b[:, :cut], h0, chunk_size=4)
-    parts = [first] + ([linear_scan(a[:, cut:], b[:, cut:], first[:, -1], chunk_size=4)] if cut < T else [])
+    first = linear_scan(a[:, :cut], b[:, :cut], h0, chunk_size=4)[0]
+    parts = [first] + ([linear_scan(a[:, cut:], b[:, cut:], first[:, -1], chunk_size=4)[0]] if cut < T else [])
     assert_rel_close(torch.cat(parts, 1), full, 1e-12, "split")
     state = h0
     for t in range(T):
@@ -57,21 +57,21 @@ def test_causal(shape, seed, data):
     t = data.draw(st.integers(0, T - 1))
     a2, b2 = a.clone(), b.clone()
     a2[:, t:] = torch.rand_like(a2[:, t:]); b2[:, t:] += 1.0
-    h, h2 = linear_scan(a, b, h0, chunk_size=4), linear_scan(a2, b2, h0, chunk_size=4)
+    h, h2 = linear_scan(a, b, h0, chunk_size=4)[0], linear_scan(a2, b2, h0, chunk_size=4)[0]
     assert torch.equal(h[:, :t], h2[:, :t])
 
 
 @pytest.mark.parametrize("T,chunk", [(1, 2), (5, 2), (33, 4), (70, 8)])
 def test_gradcheck_chunk(T, chunk):
     a, b, h0 = (x.requires_grad_() for x in _inputs(2, T, [3], T))
-    f = lambda a, b, h0: linear_scan(a, b, h0, impl="chunk", chunk_size=chunk)
+    f = lambda a, b, h0: linear_scan(a, b, h0, impl="chunk", chunk_size=chunk)[0]
     assert torch.autograd.gradcheck(f, (a, b, h0))
-    assert torch.autograd.gradcheck(lambda a, b: linear_scan(a, b, impl="chunk", chunk_size=chunk), (a, b))
+    assert torch.autograd.gradcheck(lambda a, b: linear_scan(a, b, impl="chunk", chunk_size=chunk)[0], (a, b))
 
 
 def test_gradcheck_reference():
     a, b, h0 = (x.requires_grad_() for x in _inputs(2, 9, [2], 0))
-    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, impl="recurrent"), (a, b, h0))
+    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, impl="recurrent")[0], (a, b, h0))
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
@@ -80,8 +80,8 @@ def test_chunk_low_precision_and_grads(dtype, tol):
     dh = torch.randn_like(b)
     def run(impl, dt):
         x = [t.to(dt).requires_grad_() for t in (a, b, h0)]
-        (linear_scan(*x, impl=impl) * dh.to(dt)).sum().backward()
-        return [linear_scan(*x, impl=impl).detach()] + [t.grad for t in x]
+        (linear_scan(*x, impl=impl)[0] * dh.to(dt)).sum().backward()
+        return [linear_scan(*x, impl=impl)[0].detach()] + [t.grad for t in x]
     for got, ref, what in zip(run("chunk", dtype), run("recurrent", torch.float64), ["h", "da", "db", "dh0"]):
         assert got.dtype == dtype
         assert_rel_close(got.double(), ref, tol, f"{dtype} {what}")
@@ -90,30 +90,30 @@ def test_chunk_low_precision_and_grads(dtype, tol):
 def test_only_some_inputs_require_grad():
     a, b, h0 = _inputs(2, 40, [3], 1)
     b.requires_grad_()
-    linear_scan(a, b, h0, chunk_size=4).sum().backward()
+    linear_scan(a, b, h0, chunk_size=4)[0].sum().backward()
     b_ref = b.detach().clone().requires_grad_()
-    linear_scan(a, b_ref, h0, impl="recurrent").sum().backward()
+    linear_scan(a, b_ref, h0, impl="recurrent")[0].sum().backward()
     assert_rel_close(b.grad, b_ref.grad, 1e-12, "db")
 
 
 def test_non_contiguous_and_expanded_inputs():
     a, b, h0 = _inputs(2, 50, [4, 3], 4)
     at, bt = a.transpose(2, 3), b.transpose(2, 3)  # non-contiguous views
-    assert_rel_close(linear_scan(at, bt, h0.transpose(1, 2)), linear_scan(at.contiguous(), bt.contiguous(), h0.transpose(1, 2).contiguous(), impl="recurrent"), 1e-12, "views")
+    assert_rel_close(linear_scan(at, bt, h0.transpose(1, 2))[0], linear_scan(at.contiguous(), bt.contiguous(), h0.transpose(1, 2).contiguous(), impl="recurrent")[0], 1e-12, "views")
     shared = a[..., :1].expand_as(b)  # one gate per row, expanded explicitly by the caller
-    assert_rel_close(linear_scan(shared, b), linear_scan(shared.contiguous(), b, impl="recurrent"), 1e-12, "expanded")
+    assert_rel_close(linear_scan(shared, b)[0], linear_scan(shared.contiguous(), b, impl="recurrent")[0], 1e-12, "expanded")
 
 
 @pytest.mark.parametrize("bad,match", [
-    (lambda a, b, h0: linear_scan(a[:, :-1], b), r"`a` must have shape \[B, T, \.\.\.\] like `b`"),
-    (lambda a, b, h0: linear_scan(a[..., :1], b), r"`a` must have shape"),          # no silent broadcast
-    (lambda a, b, h0: linear_scan(a.float(), b), r"`a` must have the dtype of `b`"),
-    (lambda a, b, h0: linear_scan(a.long(), b.long()), r"`b` must have a floating dtype"),
-    (lambda a, b, h0: linear_scan(a[0, 0], b[0, 0]), r"at least 2 dimensions"),
-    (lambda a, b, h0: linear_scan(a, b, h0[:1]), r"`initial_state` must have shape \[B, \.\.\.\] = \(2, 3\)"),
-    (lambda a, b, h0: linear_scan(a, b, h0.float()), r"`initial_state` must have the dtype of `b`"),
-    (lambda a, b, h0: linear_scan(a, b.numpy()), r"`b` must be a torch.Tensor"),
-    (lambda a, b, h0: linear_scan(a, b, impl="cuda"), r"impl must be 'auto' or one of"),
+    (lambda a, b, h0: linear_scan(a[:, :-1], b)[0], r"`a` must have shape \[B, T, \.\.\.\] like `b`"),
+    (lambda a, b, h0: linear_scan(a[..., :1], b)[0], r"`a` must have shape"),          # no silent broadcast
+    (lambda a, b, h0: linear_scan(a.float(), b)[0], r"`a` must have the dtype of `b`"),
+    (lambda a, b, h0: linear_scan(a.long(), b.long())[0], r"`b` must have a floating dtype"),
+    (lambda a, b, h0: linear_scan(a[0, 0], b[0, 0])[0], r"at least 2 dimensions"),
+    (lambda a, b, h0: linear_scan(a, b, h0[:1])[0], r"`initial_state` must have shape \[B, \.\.\.\] = \(2, 3\)"),
+    (lambda a, b, h0: linear_scan(a, b, h0.float())[0], r"`initial_state` must have the dtype of `b`"),
+    (lambda a, b, h0: linear_scan(a, b.numpy())[0], r"`b` must be a torch.Tensor"),
+    (lambda a, b, h0: linear_scan(a, b, impl="cuda")[0], r"impl must be 'auto' or one of"),
 ])
 def test_bad_input_raises_clear_errors(bad, match):
     a, b, h0 = _inputs(2, 6, [3], 0)
@@ -129,7 +129,7 @@ def test_triton_matches_reference(triton_device, dtype, tol, T, rest):
     dh = torch.randn_like(b)
     def run(impl, dt):
         x = [t.to(dt).requires_grad_() for t in (a, b, h0)]
-        h = linear_scan(*x, impl=impl)
+        h = linear_scan(*x, impl=impl)[0]
         (h * dh.to(dt)).sum().backward()
         return [h.detach()] + [t.grad for t in x]
     for got, ref, what in zip(run("triton", dtype), run("recurrent", torch.float64), ["h", "da", "db", "dh0"]):
@@ -140,4 +140,4 @@ def test_triton_matches_reference(triton_device, dtype, tol, T, rest):
 @pytest.mark.triton
 def test_triton_without_initial_state_and_resets(triton_device):
     a, b, _ = (x.to(triton_device) for x in _inputs(3, 37, [9], 5, dtype=torch.float32, gate="sparse-resets"))
-    assert_rel_close(linear_scan(a, b, impl="triton"), linear_scan(a, b, impl="recurrent"), 1e-5, "triton")
+    assert_rel_close(linear_scan(a, b, impl="triton")[0], linear_scan(a, b, impl="recurrent")[0], 1e-5, "triton")
