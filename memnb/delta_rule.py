@@ -18,8 +18,8 @@ from .core import (check_tensor, resolve_impl, triton_available, median_times, p
 from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
-__all__ = ['SHORT_SEQUENCE', 'HEBBIAN_IMPLS', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache',
-           'DeltaNet', 'hebbian_step', 'hebbian_rule', 'bench_delta_rule']
+__all__ = ['HEBBIAN_IMPLS', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache', 'DeltaNet',
+           'hebbian_step', 'hebbian_rule', 'bench_delta_rule']
 
 # %% ../nbs/02_delta_rule.ipynb #680b6458
 def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
@@ -488,8 +488,6 @@ def _delta_rule_fused_recurrent(q, k, v, beta, g, h0, scale):
     return o, S
 
 # %% ../nbs/02_delta_rule.ipynb #80ac09db
-SHORT_SEQUENCE = DECODE_TOKENS  # the name this module used for `memnb.core.DECODE_TOKENS`
-
 def l2norm(x, eps: float = 1e-6):
     "Normalise the last dimension to unit L2 norm."
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
