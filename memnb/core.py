@@ -153,7 +153,7 @@ def check_finite(x: torch.Tensor, name: str, where: str = "") -> torch.Tensor:
 
 # %% ../nbs/00_core.ipynb #881063f1
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    "The dtype to accumulate in for inputs of `dtype`: float64 stays float64, anything narrower becomes float32."
+    "The dtype to accumulate in for inputs of `dtype`: float64 stays, anything narrower becomes float32."
     return torch.promote_types(dtype, torch.float32)
 
 def full_precision(device):

@@ -17,8 +17,8 @@ from .core import (check_tensor, debug_checks, resolve_impl, triton_available, a
                         check_finite)
 
 # %% auto #0
-__all__ = ['product_topk', 'product_topk_dense', 'pkm_topk', 'AddressingStats', 'addressing_stats', 'RAMState', 'ram_memory',
-           'ram_memory_reference', 'RAMNetMemory', 'ProductKeyMemory']
+__all__ = ['product_topk', 'product_topk_dense', 'pkm_topk', 'AddressingStats', 'addressing_stats', 'RAMState',
+           'ram_memory_reference', 'ram_memory', 'RAMNetMemory', 'ProductKeyMemory']
 
 # %% ../nbs/04_ramnet.ipynb #77fe5875
 def _topk_lowest_index_first(scores, index, k):
@@ -206,11 +206,12 @@ def _check_ram(idx, weights, values, initial_state, chunk, decay):
     mem = initial_state.memory if isinstance(initial_state, RAMState) else initial_state
     check_tensor(mem, "initial_state", where=where, min_ndim=2, dims="[N, Dm] or [B, N, Dm]")
     N, Dm = mem.shape[-2:]
-    check_tensor(mem, "initial_state", where=where, shape=(N, values.shape[-1]) if mem.ndim == 2 else (idx.shape[0], N, values.shape[-1]),
+    Dv = values.shape[-1]
+    check_tensor(mem, "initial_state", where=where, shape=(N, Dv) if mem.ndim == 2 else (idx.shape[0], N, Dv),
                  dims="[N, Dm] or [B, N, Dm]")
     for name, x in (("weights", weights), ("initial_state", mem), ("idx", idx)):
         if x.device != values.device:
-            raise ValueError(f"{where}: `{name}` must be on the device of `values` ({values.device}), got {x.device}")
+            raise ValueError(f"{where}: `{name}` must be on {values.device} like `values`, got {x.device}")
     if idx.numel() and debug_checks(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N):   # host reads
         raise ValueError(f"{where}: `idx` must lie in [0, N = {N}), got range [{int(idx.min())}, {int(idx.max())}]")
     if not isinstance(chunk, int) or chunk < 1:
@@ -315,50 +316,6 @@ class _RAMChunk(torch.autograd.Function):
 def _ram_chunk(idx, weights, values, memory0, chunk, decay):
     return _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
 
-def _ram_start(initial_state, B: int, acc) -> RAMState:
-    "The decode state to start from, in `acc`: a `RAMState`, or a memory `[N, Dm]`/`[B, N, Dm]` at a chunk's start."
-    if isinstance(initial_state, RAMState):
-        return RAMState(initial_state.memory.to(acc), initial_state.pending.to(acc), initial_state.pos)
-    M = initial_state.to(acc)
-    M = M.expand(B, *M.shape[-2:]) if M.ndim == 2 else M
-    return RAMState(M, torch.zeros_like(M), 0)
-
-def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_state, impl):
-    "`ram_memory` on contiguous inputs in the accumulation dtype, with at least one token: (reads, final state)."
-    B, T, _ = idx.shape
-    if impl == "chunk" and not isinstance(initial_state, RAMState) and not (output_final_state and torch.is_grad_enabled()):
-        reads, M = _ram_chunk(idx, weights, values, initial_state, chunk, decay)
-        if not output_final_state:
-            return reads, None
-        tail = T % chunk
-        pending = _scatter_writes(idx[:, T - tail:], weights[:, T - tail:], values[:, T - tail:], M.shape[1]) if tail else torch.zeros_like(M)
-        return reads, RAMState(M.clone(), pending, tail)   # M is a view into the block's table: keep only its own rows
-    state = _ram_start(initial_state, B, values.dtype)
-    gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
-    reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk, decay, gather)
-    return reads, RAMState(M, pending, pos)
-
-def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
-               weights: torch.Tensor,  # their weights [B, T, k]
-               values: torch.Tensor,   # written values [B, T, Dm]
-               initial_state: torch.Tensor | RAMState,  # memory [N, Dm] or [B, N, Dm], or a decode state to continue
-               *, chunk: int = 32, decay: float = 0.99,
-               output_final_state: bool = False, impl: str = "auto") -> tuple[torch.Tensor, RAMState | None]:
-    "Chunked RAM-Net memory: (reads `[B, T, Dm]` in values' dtype, each chunk reading the memory at its start; final state)."
-    _check_ram(idx, weights, values, initial_state, chunk, decay)
-    auto, impl = impl == "auto", resolve_impl(impl, values.device, name="ram_memory")
-    if auto and impl == "triton" and values.device.type == "cuda":   # see "Which path `auto` takes"
-        impl = "chunk"
-    B, T, _ = idx.shape
-    out_dtype, acc = values.dtype, acc_dtype(values.dtype)
-    if B == 0 or T == 0:   # no tokens: no reads, and the state passes through
-        return values.new_zeros(B, T, values.shape[-1]), (_ram_start(initial_state, B, acc) if output_final_state else None)
-    with full_precision(values.device):   # the memory accumulates in float32 (float64 stays), under autocast too
-        weights, values = weights.to(acc).contiguous(), values.to(acc).contiguous()
-        init = initial_state if isinstance(initial_state, RAMState) else initial_state.to(acc)
-        reads, S = _ram_run(idx.contiguous(), weights, values, init, chunk, decay, output_final_state, impl)
-    return reads.to(out_dtype), S
-
 def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99):
     "Token-by-token reference with a full per-chunk copy of the memory (clear, slow): (reads, final memory)."
     B, T, k = idx.shape
@@ -373,6 +330,55 @@ def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99)
             M = decay * start + (M - start)
             start = M.clone()
     return torch.stack(out, 1), M
+
+# %% ../nbs/04_ramnet.ipynb #dec4c263
+def _ram_start(initial_state, B: int, acc) -> RAMState:
+    "The decode state to start from, in `acc`: a `RAMState`, or a memory `[N, Dm]`/`[B, N, Dm]` (a chunk's start)."
+    if isinstance(initial_state, RAMState):
+        return RAMState(initial_state.memory.to(acc), initial_state.pending.to(acc), initial_state.pos)
+    M = initial_state.to(acc)
+    M = M.expand(B, *M.shape[-2:]) if M.ndim == 2 else M
+    return RAMState(M, torch.zeros_like(M), 0)
+
+def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_state, impl):
+    "`ram_memory` on contiguous inputs in the accumulation dtype, at least one token: (reads, final state)."
+    B, T, _ = idx.shape
+    decoding = isinstance(initial_state, RAMState)
+    if impl == "chunk" and not decoding and not (output_final_state and torch.is_grad_enabled()):
+        reads, M = _ram_chunk(idx, weights, values, initial_state, chunk, decay)
+        if not output_final_state:
+            return reads, None
+        tail = T % chunk
+        last = slice(T - tail, T)
+        pending = _scatter_writes(idx[:, last], weights[:, last], values[:, last], M.shape[1]) if tail else torch.zeros_like(M)
+        return reads, RAMState(M.clone(), pending, tail)   # M views the block's table: keep only its own rows
+    state = _ram_start(initial_state, B, values.dtype)
+    gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
+    reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk, decay,
+                                       gather)
+    return reads, RAMState(M, pending, pos)
+
+def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
+               weights: torch.Tensor,  # their weights [B, T, k]
+               values: torch.Tensor,   # written values [B, T, Dm]
+               initial_state: torch.Tensor | RAMState,  # memory [N, Dm] or [B, N, Dm], or a decode state
+               *, chunk: int = 32, decay: float = 0.99,
+               output_final_state: bool = False, impl: str = "auto") -> tuple[torch.Tensor, RAMState | None]:
+    "Chunked RAM-Net memory: (reads `[B, T, Dm]`, each chunk reading the memory at its start; final state)."
+    _check_ram(idx, weights, values, initial_state, chunk, decay)
+    auto, impl = impl == "auto", resolve_impl(impl, values.device, name="ram_memory")
+    if auto and impl == "triton" and values.device.type == "cuda":   # see "Which path `auto` takes"
+        impl = "chunk"
+    B, T, _ = idx.shape
+    out_dtype, acc = values.dtype, acc_dtype(values.dtype)
+    if B == 0 or T == 0:   # no tokens: no reads, and the state passes through
+        S = _ram_start(initial_state, B, acc) if output_final_state else None
+        return values.new_zeros(B, T, values.shape[-1]), S
+    with full_precision(values.device):   # the memory accumulates in float32 (float64 stays), autocast or not
+        weights, values = weights.to(acc).contiguous(), values.to(acc).contiguous()
+        init = initial_state if isinstance(initial_state, RAMState) else initial_state.to(acc)
+        reads, S = _ram_run(idx.contiguous(), weights, values, init, chunk, decay, output_final_state, impl)
+    return reads.to(out_dtype), S
 
 # %% ../nbs/04_ramnet.ipynb #71736fb5
 if triton_available():
