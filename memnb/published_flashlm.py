@@ -12,7 +12,8 @@ import warnings
 
 import torch
 
-from .published import Derived, PublishedModel, Rule, from_published, map_to_memnb, map_to_published, register
+from .published import (Derived, PublishedModel, Rule, from_published, map_to_memnb, map_to_published,
+                             register)
 
 # %% auto #0
 __all__ = ['FLASHLM', 'SMALL', 'PUBLISHED_PARAMS', 'cortex_decay_bias', 'flashlm_fixture_errors']
@@ -23,28 +24,29 @@ def _n_layers(sd, key: str = "n_layers") -> dict:
     return {key: max(found) + 1} if found else {}
 
 def _tied(embed: str) -> dict:
-    return {"head.weight": Derived(f"tied to {embed} (memnb ties the head to embed.weight)", lambda sd: sd[embed])}
+    return {"head.weight": Derived(f"tied to {embed} (memnb ties the head to it)", lambda sd: sd[embed])}
 
 def _norm_rules(m: str, p: str, bias: bool = True) -> list:
     return [Rule(f"{m}.{w}", (f"{p}.{w}",)) for w in (("weight", "bias") if bias else ("weight",))]
 
-def _check_heads(r: dict, name: str, heads: str = "n_heads", d_head: str = "d_head", d_model: str = "d_model"):
-    if r[heads] * r[d_head] != r[d_model]:
-        raise ValueError(f"from_published({name!r}): memnb needs {heads} * {d_head} == {d_model}; the config says "
-                         f"{r[heads]} * {r[d_head]} != {r[d_model]} (the tensor shapes do not determine {heads}: "
-                         f"pass config={{{heads!r}: ..., {d_head!r}: ...}})")
+def _check_heads(r: dict, name: str):
+    if r["n_heads"] * r["d_head"] != r["d_model"]:
+        raise ValueError(f"from_published({name!r}): memnb needs n_heads * d_head == d_model; the config "
+                         f"says {r['n_heads']} * {r['d_head']} != {r['d_model']} (the tensor shapes do not "
+                         "determine n_heads: pass config={'n_heads': ..., 'd_head': ...})")
 
 # %% ../nbs/15_published_flashlm.ipynb #8687731a
 def _wrapped(rules, derived, post=None, pre=None) -> dict:
-    """`to_memnb`, `to_published`, `sources` from `rules(r)`, `derived(r)`, plus `post(msd, r)` after the rules on
-    import and its inverse `pre(msd, r)` before them on export."""
+    """`to_memnb`, `to_published`, `sources` from `rules(r)`, `derived(r)`, plus `post(msd, r)` after the
+    rules on import and its inverse `pre(msd, r)` before them on export."""
     def to_memnb(sd, r, faithful=False):
         msd, dropped = map_to_memnb(sd, rules(r), derived(r), where="from_published")
         return (post(msd, r) if post else msd), dropped
     def to_published(msd, r):
         msd = dict(msd)
         return map_to_published(pre(msd, r) if pre else msd, rules(r), derived(r))
-    return dict(to_memnb=to_memnb, to_published=to_published, sources=lambda r: {x.memnb: x.published for x in rules(r)})
+    sources = lambda r: {x.memnb: x.published for x in rules(r)}   # noqa: E731
+    return dict(to_memnb=to_memnb, to_published=to_published, sources=sources)
 
 # %% ../nbs/15_published_flashlm.ipynb #6adcc6cf
 def _nova_rules(r):
@@ -54,7 +56,8 @@ def _nova_rules(r):
         rules += _norm_rules(m + "norms.0", p + "norm1") + _norm_rules(m + "ffn_norm", p + "norm2")
         rules += [Rule(m + "mixers.0.inner.qkv_proj.weight", (p + "attn.qkv.weight",)),
                   Rule(m + "mixers.0.inner.o_proj.weight", (p + "attn.out.weight",)),
-                  Rule(m + "ffn.w13", (p + "ffn.up.weight",)), Rule(m + "ffn.w2.weight", (p + "ffn.down.weight",))]
+                  Rule(m + "ffn.w13", (p + "ffn.up.weight",)),       # split into w1, w3 below
+                  Rule(m + "ffn.w2.weight", (p + "ffn.down.weight",))]
     return rules
 
 def _nova_derived(r):
@@ -82,12 +85,14 @@ def _nova_infer(sd):
     if get("blocks.0.ffn.down.weight") is not None: r["d_ffn"] = sd["blocks.0.ffn.down.weight"].shape[1]
     if get("blocks.0.attn.rotary.inv_freq") is not None:
         r["d_head"] = 2 * sd["blocks.0.attn.rotary.inv_freq"].shape[0]
-        if get("blocks.0.attn.qkv.weight") is not None: r["n_heads"] = sd["blocks.0.attn.qkv.weight"].shape[0] // (3 * r["d_head"])
+        if get("blocks.0.attn.qkv.weight") is not None:
+            r["n_heads"] = sd["blocks.0.attn.qkv.weight"].shape[0] // (3 * r["d_head"])
     return r
 
 def _nova_config_from(r):
     _check_heads(r, "flashlm-nova")
-    return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"], d_ff=r["d_ffn"])
+    return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
+                d_ff=r["d_ffn"])
 
 def _nova_config_of(cfg):
     return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
@@ -95,7 +100,8 @@ def _nova_config_of(cfg):
 
 register(PublishedModel(
     preset="flashlm-nova", source="changcheng967/FlashLM v5/train_v52_nova.py NovaIgnitionLM",
-    defaults=dict(vocab=4096, d_model=256, n_layers=6, n_heads=4, d_head=64, d_ffn=512, dropout=0.0, seq_len=128),
+    defaults=dict(vocab=4096, d_model=256, n_layers=6, n_heads=4, d_head=64, d_ffn=512, dropout=0.0,
+                  seq_len=128),
     config_from=_nova_config_from, config_of=_nova_config_of, infer_config=_nova_infer,
     **_wrapped(_nova_rules, _nova_derived, _nova_post, _nova_pre)));
 
@@ -105,9 +111,11 @@ def _bolt_rules(r):
     for i in range(r["n_blocks"]):
         m, p = f"blocks.{i}.", f"blocks.{i}."
         c = m + "mixers.0.inner."
-        rules += [Rule(m + "norms.0.weight", (p + "norm1.scale",)), Rule(m + "ffn_norm.weight", (p + "norm2.scale",)),
-                  Rule(c + "up.weight", (p + "mixer.up.weight",)), Rule(c + "conv.conv.weight", (p + "mixer.conv.weight",)),
-                  Rule(c + "o.weight", (p + "mixer.down.weight",))]
+        rules += [Rule(m + "norms.0.weight", (p + "norm1.scale",)),
+                  Rule(m + "ffn_norm.weight", (p + "norm2.scale",)),
+                  Rule(c + "up.weight", (p + "mixer.up.weight",)),
+                  Rule(c + "o.weight", (p + "mixer.down.weight",)),
+                  Rule(c + "conv.conv.weight", (p + "mixer.conv.weight",))]
         rules += [Rule(m + f"ffn.{a}.weight", (p + f"ffn.{b}.weight",))
                   for a, b in (("w1", "W_gate"), ("w3", "W_up"), ("w2", "W_down"))]
     return rules
@@ -145,7 +153,8 @@ def _thunder_rules(r):
                   Rule(c + "f_bias", (q + "f_bias",)), Rule(c + "norm_weight", (q + "gn.weight",)),
                   Rule(c + "norm_bias", (q + "gn.bias",)), Rule(m + "ffn.w1.weight", (p + "ffn_up.weight",)),
                   Rule(m + "ffn.w2.weight", (p + "ffn_down.weight",))]
-        rules += [Rule(c + f"{a}.weight", (q + f"W_{b}.weight",)) for a, b in (("f", "f"), ("v", "v"), ("o", "o"), ("out", "proj"))]
+        rules += [Rule(c + f"{a}.weight", (q + f"W_{b}.weight",))
+                  for a, b in (("f", "f"), ("v", "v"), ("o", "o"), ("out", "proj"))]
     return rules
 
 def _thunder_infer(sd):
@@ -157,24 +166,25 @@ def _thunder_infer(sd):
 # %% ../nbs/15_published_flashlm.ipynb #bd521a00
 def _thunder_config_from(r):
     _check_heads(r, "flashlm-thunderbolt")
-    return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"], d_ff=r["d_ffn"])
+    return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
+                d_ff=r["d_ffn"])
 
 def _thunder_config_of(cfg):
-    return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
-                n_layers=cfg.n_layers, d_ffn=cfg.d_ff)
+    return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads,
+                d_head=cfg.d_model // cfg.n_heads, n_layers=cfg.n_layers, d_ffn=cfg.d_ff)
 
 register(PublishedModel(
     preset="flashlm-thunderbolt", source="changcheng967/FlashLM train.py (v5) ThunderboltLM",
     defaults=dict(vocab=8192, d_model=384, n_heads=8, d_head=48, n_layers=18, d_ffn=1152),
     config_from=_thunder_config_from, config_of=_thunder_config_of, infer_config=_thunder_infer,
     faithful_overrides=lambda r: {"mixer_kwargs": {"pgr": {"norm": "groupnorm_seq"}}},
-    leak="Its recurrence's GroupNorm pools each head over the whole sequence, so every position's output depends on "
-         "the tokens after it.",
+    leak="Its recurrence's GroupNorm pools each head over the whole sequence, so every position's output "
+         "depends on the tokens after it.",
     **_wrapped(_thunder_rules, lambda r: _tied("embed.weight"))));
 
 # %% ../nbs/15_published_flashlm.ipynb #1c13429c
 def cortex_decay_bias(seq_len: int) -> float:
-    "The decay bias filled in for a published CORTEX-VIII: sigmoid(b)**seq_len = e**-0.01 (99% kept over the context)."
+    "The decay bias filled in for a published CORTEX-VIII: sigmoid(b)**seq_len = e**-0.01 (99% kept)."
     return math.log(100 * seq_len)
 
 def _cortex_rules(r):
@@ -184,13 +194,18 @@ def _cortex_rules(r):
     for i in range(r["n_layers"]):
         m, p = f"blocks.{i}.", f"blocks.{i}."
         c = m + "mixers.0.inner."
-        rules += [Rule(m + "norms.0.weight", (p + "ln1.weight",)), Rule(c + "mem_norm.weight", (p + "ln_delta.weight",)),
-                  Rule(c + "local.qkv_proj.weight", (p + "swa.qkv.weight",)), Rule(c + "local.o_proj.weight", (p + "swa.out.weight",)),
-                  Rule(c + "mem_in.qkvb", tuple(p + f"delta.{x}_proj.weight" for x in "qkv") + (p + "delta.beta_proj.weight",),
-                       0, (HK, HK, HK, r["n_heads"])),
-                  Rule(c + "mem_out.weight", (p + "delta.mem_out.weight",)), Rule(c + "gate.weight", (p + "combine_gate.weight",)),
-                  Rule(c + "combine.weight", (p + "combine_out.weight",)), Rule(m + "ffn_norm.weight", (p + "ln2.weight",))]
-        rules += [Rule(m + f"ffn.{a}.weight", (p + f"{b}.weight",)) for a, b in (("w1", "Wg"), ("w3", "Wu"), ("w2", "Wo"))]
+        mem = tuple(p + f"delta.{x}_proj.weight" for x in ("q", "k", "v", "beta"))
+        rules += [Rule(m + "norms.0.weight", (p + "ln1.weight",)),
+                  Rule(m + "ffn_norm.weight", (p + "ln2.weight",)),
+                  Rule(c + "mem_norm.weight", (p + "ln_delta.weight",)),
+                  Rule(c + "local.qkv_proj.weight", (p + "swa.qkv.weight",)),
+                  Rule(c + "local.o_proj.weight", (p + "swa.out.weight",)),
+                  Rule(c + "mem_in.qkvb", mem, 0, (HK, HK, HK, r["n_heads"])),     # + W_decay rows below
+                  Rule(c + "mem_out.weight", (p + "delta.mem_out.weight",)),
+                  Rule(c + "gate.weight", (p + "combine_gate.weight",)),
+                  Rule(c + "combine.weight", (p + "combine_out.weight",))]
+        rules += [Rule(m + f"ffn.{a}.weight", (p + f"{b}.weight",))
+                  for a, b in (("w1", "Wg"), ("w3", "Wu"), ("w2", "Wo"))]
     return rules
 
 # %% ../nbs/15_published_flashlm.ipynb #a62729c0
@@ -209,8 +224,8 @@ def _cortex_pre(msd, r):
         c = f"blocks.{i}.mixers.0.inner."
         w, bias = msd.pop(c + "mem_in.weight"), msd.pop(c + "decay_bias")
         if w[-H:].any() or not torch.allclose(bias.double(), torch.full_like(bias.double(), b)):
-            warnings.warn(f"to_published('flashlm-cortex8'): layer {i}'s memory decay (mem_in's last {H} rows and "
-                          "decay_bias) has no place in the published model and is dropped", stacklevel=3)
+            warnings.warn(f"to_published('flashlm-cortex8'): layer {i}'s memory decay (mem_in's last {H} "
+                          "rows and decay_bias) has no place in the published model: dropped", stacklevel=3)
         msd[c + "mem_in.qkvb"] = w[:-H]
     return msd
 
@@ -221,8 +236,10 @@ def _cortex_infer(sd):
     if get("blocks.0.Wg.weight") is not None: r["d_ff"] = sd["blocks.0.Wg.weight"].shape[0]
     if get("blocks.0.delta.beta_proj.weight") is not None:
         r["n_heads"] = H = sd["blocks.0.delta.beta_proj.weight"].shape[0]         # one beta per head
-        if get("blocks.0.delta.k_proj.weight") is not None: r["d_mem"] = sd["blocks.0.delta.k_proj.weight"].shape[0] // H
-        if get("blocks.0.swa.qkv.weight") is not None: r["d_head"] = sd["blocks.0.swa.qkv.weight"].shape[0] // (3 * H)
+        if get("blocks.0.delta.k_proj.weight") is not None:
+            r["d_mem"] = sd["blocks.0.delta.k_proj.weight"].shape[0] // H
+        if get("blocks.0.swa.qkv.weight") is not None:
+            r["d_head"] = sd["blocks.0.swa.qkv.weight"].shape[0] // (3 * H)
     return r
 
 def _cortex_kwargs(r):
@@ -236,14 +253,14 @@ def _cortex_config_from(r):
 
 def _cortex_config_of(cfg):
     kw = cfg.mixer_kwargs["cortex"]
-    return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, d_ff=cfg.d_ff, n_heads=cfg.n_heads,
-                d_head=cfg.d_model // cfg.n_heads, window_size=kw["window"], d_mem=kw["mem_head_dim"], seq_len=256,
-                dropout=0.1)
+    return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, d_ff=cfg.d_ff,
+                n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads, window_size=kw["window"],
+                d_mem=kw["mem_head_dim"], seq_len=256, dropout=0.1)
 
 register(PublishedModel(
     preset="flashlm-cortex8", source="changcheng967/FlashLM v7/train_v74.py FlashLM_v74",
-    defaults=dict(vocab=4096, d_model=256, n_layers=6, d_ff=512, n_heads=4, d_head=64, window_size=64, d_mem=32,
-                  seq_len=256, dropout=0.1),
+    defaults=dict(vocab=4096, d_model=256, n_layers=6, d_ff=512, n_heads=4, d_head=64, window_size=64,
+                  d_mem=32, seq_len=256, dropout=0.1),
     config_from=_cortex_config_from, config_of=_cortex_config_of, infer_config=_cortex_infer,
     faithful_overrides=lambda r: {"mixer_kwargs": {"cortex": {**_cortex_kwargs(r), "causal": False}}},
     leak="Its delta memory reads every token at and after each position (no decay, no delta correction).",
@@ -256,14 +273,14 @@ def _rel(a, b) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 def flashlm_fixture_errors(name: str, folder, faithful: bool) -> dict:
-    "max|published - memnb| / max|logit| on a fixture folder's batch: float64 init and perturbed, float32 init."
+    "max|published - memnb| / max|logit| on a fixture's batch: float64 init and perturbed, float32 init."
     from safetensors.torch import load_file
     d = folder / name
     tokens, cfg = (json.loads((d / f).read_text()) for f in ("inputs.json", "config.json"))
     tokens, out = torch.tensor(tokens["tokens"]), {}
     for tag, suffix in (("init", ""), ("perturbed", "_perturbed")):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                  # faithful=True warns that the model sees the future
+            warnings.simplefilter("ignore")         # faithful=True warns that the model sees the future
             model = from_published(name, d / f"published_state{suffix}.safetensors", config=cfg["resolved"],
                                    faithful=faithful)
         expected = load_file(str(d / f"expected_logits{suffix}.safetensors"))
