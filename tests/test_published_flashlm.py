@@ -1,5 +1,6 @@
-"""The FlashLM models (Nova, Bolt, Thunderbolt, CORTEX-VIII) loaded from the published-code fixtures: logits of the
-faithful and default networks, causality, round trips, strict loading errors and the full-size mappings."""
+"""The FlashLM models (Nova, Bolt, Thunderbolt, CORTEX-VIII) loaded from the published-code fixtures:
+logits of the faithful and default networks, causality, round trips, strict loading errors and the full-size
+mappings."""
 import json
 import os
 import warnings
@@ -43,7 +44,7 @@ def rel(a, b):
 
 
 def modes(name):
-    "The networks that must reproduce the published logits: the faithful one, and the default where it is the same."
+    "Networks that must give the published logits: the faithful one, and the default where it is the same."
     return [True] if name in CORRECTED else [True, False]
 
 
@@ -105,7 +106,7 @@ def test_round_trip(name, perturbed):
     sd, cfg, _, _ = fixture(name, perturbed)
     for faithful in (False, True):
         with warnings.catch_warnings():
-            warnings.simplefilter("error")             # the filled-in CORTEX decay goes back without a warning
+            warnings.simplefilter("error")        # the filled-in CORTEX decay goes back without a warning
             back = to_published(load(name, sd, cfg, faithful), name)
         assert back.keys() == sd.keys()
         for k in sd:
@@ -159,7 +160,8 @@ def test_cortex_decay_filled_and_reported_on_export():
     assert torch.equal(mix.mem_in.weight[-H:], torch.zeros_like(mix.mem_in.weight[-H:]))
     torch.testing.assert_close(mix.decay_bias, torch.full((H,), cortex_decay_bias(cfg["seq_len"])))
     alpha = torch.sigmoid(mix.decay_bias.double())
-    torch.testing.assert_close(alpha ** cfg["seq_len"], torch.full((H,), 0.99, dtype=torch.float64), atol=1e-4, rtol=0)
+    kept = torch.full((H,), 0.99, dtype=torch.float64)
+    torch.testing.assert_close(alpha ** cfg["seq_len"], kept, atol=1e-4, rtol=0)
     with torch.no_grad():
         mix.decay_bias.fill_(4.6)                      # as a model trained in memnb would have it
     with pytest.warns(UserWarning, match="decay"):
@@ -176,16 +178,18 @@ def published_shapes(name, r):
         out |= {"embed.weight": (V, d), "head.weight": (V, d), "ln_out.weight": (d,), "ln_out.bias": (d,)}
         for i in range(L):
             p = f"blocks.{i}."
-            out |= {p + "norm1.weight": (d,), p + "norm1.bias": (d,), p + "norm2.weight": (d,), p + "norm2.bias": (d,),
-                    p + "attn.qkv.weight": (3 * H * dh, d), p + "attn.out.weight": (d, H * dh),
-                    p + "attn.rotary.inv_freq": (dh // 2,), p + "ffn.up.weight": (2 * f, d), p + "ffn.down.weight": (d, f)}
+            out |= {p + n: (d,) for n in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")}
+            out |= {p + "attn.qkv.weight": (3 * H * dh, d), p + "attn.out.weight": (d, H * dh),
+                    p + "attn.rotary.inv_freq": (dh // 2,), p + "ffn.up.weight": (2 * f, d),
+                    p + "ffn.down.weight": (d, f)}
     elif name == "flashlm-bolt":
         d, f, k, V = r["dim"], r["glu_hidden"], r["kernel_size"], r["vocab_size"]
         out |= {"embedding.weight": (V, d), "head.weight": (V, d), "final_norm.scale": (d,)}
         for i in range(L):
             p = f"blocks.{i}."
             out |= {p + "norm1.scale": (d,), p + "norm2.scale": (d,), p + "mixer.up.weight": (2 * d, d),
-                    p + "mixer.conv.weight": (d, 1, k), p + "mixer.down.weight": (d, d), p + "ffn.W_gate.weight": (f, d),
+                    p + "mixer.conv.weight": (d, 1, k), p + "mixer.down.weight": (d, d),
+                    p + "ffn.W_gate.weight": (f, d),
                     p + "ffn.W_up.weight": (f, d), p + "ffn.W_down.weight": (d, f)}
     elif name == "flashlm-thunderbolt":
         d, f, V, D = r["d_model"], r["d_ffn"], r["vocab"], r["n_heads"] * r["d_head"]
@@ -212,7 +216,7 @@ def published_shapes(name, r):
 
 
 def published_state(name, r):
-    "A published-layout state dict of `published_shapes` (zeros; the tied head and the RoPE buffer as the code makes them)."
+    "A published-layout state dict (zeros; the tied head and the RoPE buffer as the published code has them)."
     sd = {k: torch.zeros(s) for k, s in published_shapes(name, r).items()}
     embed = "embedding.weight" if name == "flashlm-bolt" else "embed.weight"
     sd[embed].normal_()
@@ -240,7 +244,9 @@ def test_full_size_maps_every_published_tensor(name):
     model = from_published(name, sd)                       # the published defaults, nothing else
     extra = r["n_layers"] * (r["d_model"] * r["n_heads"] + r["n_heads"]) if name == "flashlm-cortex8" else 0
     assert model.num_params() == count + extra
-    assert sorted(model.published_dropped) == sorted(k for k in sd if k == "head.weight" or k.endswith("inv_freq"))
+    derived = sorted(k for k in sd if k == "head.weight" or k.endswith("inv_freq"))
+    assert sorted(model.published_dropped) == derived
     assert to_published(model, name).keys() == sd.keys()
     built = build(name)
-    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}   # noqa: E731
+    assert shapes(built) == shapes(model)
