@@ -141,39 +141,35 @@ def _add_about(sub):
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def _report(res: dict, args) -> int:
-    "Attach the machine, print one line per candidate, write JSON if asked."
+    "Attach the machine, print one line per candidate (time, peak memory, ratio to the baseline), write JSON if asked."
     res["machine"] = machine_info()
-    ratios = res.get("speedup_vs_loop") or res.get("chunk_speedup") or res.get("ratio")
     for name, sec in res["seconds"].items():
-        mem = f"  {res['peak_mib'][name]:8.1f} MiB peak" if "peak_mib" in res else ""
-        print(f"{name:>24}: {1e3 * sec:9.2f} ms{mem}   ratio {ratios[name]:6.2f}")
+        mib = res["peak_mib"].get(name)
+        mem = f"  {mib:8.1f} MiB peak" if mib is not None and mib == mib else ""
+        print(f"{name:>24}: {1e3 * sec:9.2f} ms{mem}   {res['ratio'][name]:6.2f}x the speed of {res['baseline']}")
     return _write_json(res, args.json)
 
 def _cmd_bench_scan(args) -> int:
-    from memnb.scan import bench_linear_scan
+    from memnb.bench import bench_linear_scan
     return _report(bench_linear_scan(B=args.B, T=args.T, D=args.D, dtype=_DTYPES[args.dtype], device=args.device,
                                      threads=args.threads, repeats=args.repeats), args)
 
 def _cmd_bench_delta_rule(args) -> int:
-    from memnb.delta_rule import bench_delta_rule
+    from memnb.bench import bench_delta_rule
     return _report(bench_delta_rule(B=args.B, T=args.T, H=args.H, D=args.D, gated=args.gated,
                                     dtype=_DTYPES[args.dtype], device=args.device, threads=args.threads,
                                     repeats=args.repeats, recurrent=not args.no_recurrent), args)
 
 def _cmd_bench_cdm(args) -> int:
-    from memnb.cdm import bench_cdm
-    res = bench_cdm(B=args.B, T=args.T, D=args.D, K=args.K, dtype=_DTYPES[args.dtype], device=args.device,
-                    threads=args.threads, repeats=args.repeats)
-    res["ratio"] = {n: s / res["seconds"]["readout chunk"] for n, s in res["seconds"].items()}
-    return _report(res, args)
+    from memnb.bench import bench_cdm
+    return _report(bench_cdm(B=args.B, T=args.T, D=args.D, K=args.K, dtype=_DTYPES[args.dtype], device=args.device,
+                             threads=args.threads, repeats=args.repeats), args)
 
 # %% ../nbs/90_cli.ipynb #bc8a9610
 def _cmd_bench_ramscan(args) -> int:
-    from memnb.cumscan import bench_ramscan
-    res = bench_ramscan(B=args.B, T=args.T, d_model=args.D, device=args.device, threads=args.threads,
-                        repeats=args.repeats)
-    res["ratio"] = {n: t / res["tokens_per_s"]["without memory"] for n, t in res["tokens_per_s"].items()}
-    return _report(res, args)
+    from memnb.bench import bench_ramscan
+    return _report(bench_ramscan(B=args.B, T=args.T, d_model=args.D, device=args.device, threads=args.threads,
+                                 repeats=args.repeats), args)
 
 def _cmd_bench_all(args) -> int:
     from memnb.bench import markdown_table, run_all
@@ -251,6 +247,8 @@ def _cmd_bench_preset(args) -> int:
 def _token_data(source: str, tokenizer, cache: Path, seq_len: int):
     "A token cache of `source`, with data errors phrased about `--data`."
     from memnb.data import build_cache
+    if Path(source).is_file() and Path(source).stat().st_size == 0:
+        raise CLIError(f"--data {source} is empty")
     try:
         return build_cache(source, tokenizer, cache, seq_len=seq_len)
     except (FileNotFoundError, ValueError, UnicodeError) as e:
