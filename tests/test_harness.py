@@ -33,11 +33,12 @@ def test_cli_train_eval_generate(tmp_path, capsys):
     assert res["val_loss_before"] > evals[0]["val_loss"]                  # measured on the same batches before step 1
     model = load_checkpoint(out, "best")
     assert isinstance(model, MemLM) and model.config.vocab_size == 512
-    assert main(["eval", str(out), "--data", src, "--seq-len", "64", "--batches", "2", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["eval", str(out), "--data", src, "--split", "val", "--seq-len", "64", "--batches", "2",
+                 "--json", str(tmp_path / "e.json")]) == 0
     ev = json.loads((tmp_path / "e.json").read_text())
     assert 0 < ev["bpb"] < 10 and ev["loss"] == pytest.approx(evals[-1]["val_loss"], rel=0.3)
     capsys.readouterr()
-    assert main(["generate", str(out), "--prompt", "Once upon a time", "--max-new-tokens", "12"]) == 0
+    assert main(["generate", str(out), "--prompt", "Once upon a time", "--max-new-tokens", "12", "--greedy"]) == 0
     assert capsys.readouterr().out.startswith("Once upon a time")
     assert model.value is not None and model.mtp is not None       # the heads the objectives asked for were trained and saved
     assert main(["generate", str(out), "--prompt", "Once upon a time", "--max-new-tokens", "8", "--value-search", "3",
