@@ -464,7 +464,8 @@ def _cmd_eval(args) -> int:
         if args.stride > args.context:
             raise CLIError(f"--stride {args.stride} is larger than --context {args.context}: tokens would go unscored")
         ids = _file_tokens(args.data, tokenizer)
-        res = sliding_window_loss(model.to(args.device), ids, args.context, args.stride, device=args.device)
+        res = sliding_window_loss(model.to(args.device), ids, args.context, args.stride, device=args.device,
+                                  progress=True)
         nats = res["loss"] * res["tokens"]
         res.update(ppl=math.exp(min(res["loss"], 50)), context=args.context, stride=args.stride,
                    bpb=bits_per_byte(nats, int(tokenizer.token_bytes()[ids[1:]].sum())))

@@ -64,12 +64,16 @@ def evaluate(model, data, *, split: str = "val", batch_size: int = 16, n_batches
 
 # %% ../nbs/31_evaluate.ipynb #0d121e4e
 @torch.no_grad()
-def sliding_window_loss(model, tokens: torch.Tensor, context: int, stride: int | None = None, device="cpu") -> dict:
+def sliding_window_loss(model, tokens: torch.Tensor, context: int, stride: int | None = None, device="cpu",
+                        progress: bool = False) -> dict:
     "Mean CE of every token of a 1-D `tokens` after the first, windows of `context` advancing by `stride`."
+    from tqdm.auto import tqdm
     stride = stride or context
     if tokens.ndim != 1 or not 0 < stride <= context or len(tokens) < 2:
-        raise ValueError(f"sliding_window_loss: need 1-D tokens (len >= 2) and 0 < stride <= context, got {tuple(tokens.shape)}, {stride}, {context}")
+        raise ValueError(f"sliding_window_loss: need 1-D tokens (len >= 2) and 0 < stride <= context, got "
+                         f"{tuple(tokens.shape)}, {stride}, {context}")
     model.eval()
+    bar = tqdm(total=len(tokens) - 1, desc="evaluate", unit="tok", disable=not progress)
     nats, scored, start = 0.0, 1, 0                     # tokens[:scored] have been predicted (token 0 never is)
     while scored < len(tokens):
         end = min(start + context + 1, len(tokens))
@@ -77,6 +81,8 @@ def sliding_window_loss(model, tokens: torch.Tensor, context: int, stride: int |
         y[:, :scored - start - 1] = -100                     # already scored by an earlier window
         loss, _ = scored_loss(model, x, y, reduction="sum")
         nats += loss.item()
+        bar.update(end - scored)
         scored = end
         start = max(start + stride, 0) if end < len(tokens) else end
+    bar.close()
     return {"loss": nats / (len(tokens) - 1), "tokens": len(tokens) - 1}
