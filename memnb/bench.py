@@ -16,59 +16,25 @@ import statistics
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from .cdm import bench_cdm
-from .core import peak_memory, torch_threads, triton_interpreting
-from .cumscan import bench_ramscan
-from .delta_rule import bench_delta_rule
+from .cdm import CompetitiveDockingMemory, dock_readout
+from .core import median_times, peak_memory, torch_threads, triton_available, triton_interpreting
+from .cumscan import RAMScanBlock
+from .delta_rule import delta_rule
+from .layers import RMSNorm
 from .model import generate
-from .scan import bench_linear_scan
+from .scan import linear_scan
 
 # %% auto #0
-__all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'run_all', 'summary_rows', 'markdown_table', 'cpu_name',
-           'bench_generate', 'bench_train', 'ptxas_stats', 'compile_kernel', 'kernel_signature', 'compile_report',
-           'compile_table']
-
-# %% ../nbs/50_bench.ipynb #03730fe3
-def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False) -> dict:
-    "Run every memnb benchmark; `quick` uses tiny sizes (checks the plumbing, measures nothing meaningful)."
-    kw = dict(device=device, threads=threads)
-    if quick:
-        return {"scan": bench_linear_scan(B=1, T=64, D=8, repeats=1, **kw),
-                "delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, repeats=1, **kw),
-                "gated_delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, gated=True, repeats=1, **kw),
-                "cdm": bench_cdm(B=1, T=32, D=16, K=4, repeats=1, **kw),
-                "ramscan": bench_ramscan(B=1, T=32, d_model=32, repeats=1, **kw)}
-    return {"scan": bench_linear_scan(repeats=7, **kw),
-            "delta_rule": bench_delta_rule(repeats=7, **kw),
-            "gated_delta_rule": bench_delta_rule(gated=True, repeats=7, **kw),
-            "cdm": bench_cdm(repeats=7, **kw),
-            "ramscan": bench_ramscan(repeats=7, **kw)}
-
-def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
-    "(benchmark, candidate, time, note) rows for a table."
-    rows = []
-    for name, res in results.items():
-        if name == "machine": continue
-        secs = res["seconds"]
-        for cand, s in secs.items():
-            note = ""
-            if "speedup_vs_loop" in res: note = f"{res['speedup_vs_loop'][cand]:.2f}x vs loop"
-            if "chunk_speedup" in res: note = f"chunk {res['chunk_speedup'][cand]:.2f}x faster"
-            if "peak_mib" in res: note += f", {res['peak_mib'][cand]:.0f} MiB peak"
-            if "tokens_per_s" in res: note = f"{res['tokens_per_s'][cand]:,.0f} tokens/s"
-            rows.append((name, cand, f"{1e3 * s:.1f} ms", note.strip(", ")))
-    return rows
-
-def markdown_table(results: dict) -> str:
-    "The results as a markdown table."
-    lines = ["| benchmark | candidate | time per step | note |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
-    return "\n".join(lines)
+__all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'cpu_name', 'bench_linear_scan', 'bench_delta_rule',
+           'bench_cdm', 'bench_ramscan', 'run_all', 'summary_rows', 'markdown_table', 'bench_generate', 'bench_train',
+           'bench_train_step', 'ptxas_stats', 'compile_kernel', 'kernel_signature', 'compile_report', 'compile_table']
 
 # %% ../nbs/50_bench.ipynb #e6a131f3
 def cpu_name() -> str:
@@ -97,6 +63,198 @@ def _result(setting: dict, seconds: dict, peak_mib: dict, baseline: str, **extra
     "The one result schema of every memnb benchmark."
     return {"setting": setting, "seconds": seconds, "peak_mib": peak_mib, "baseline": baseline,
             "ratio": {n: seconds[baseline] / s for n, s in seconds.items()}, **extra}
+
+# %% ../nbs/50_bench.ipynb #072ecda5
+def _associative_scan_fn():
+    try:
+        from torch._higher_order_ops.associative_scan import associative_scan
+    except ImportError:
+        return None
+    def run(a, b, h0=None):
+        def compose(x, y):
+            return x[0] * y[0], torch.addcmul(y[1], y[0], x[1])
+        return associative_scan(compose, (a, b), dim=1, combine_mode="generic")[1]
+    return run
+
+def bench_linear_scan(B: int = 4, T: int = 4096, D: int = 256, *,
+                      dtype: torch.dtype = torch.float32, device: str = "cpu",
+                      threads: int | None = 2, repeats: int = 5, chunk_size: int = 64) -> dict:
+    "`linear_scan` forward+backward per implementation: median seconds, peak memory, speed-up over the loop."
+    gen = torch.Generator(device).manual_seed(0)
+    a = torch.rand(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
+    b = torch.randn(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
+    fns = {"loop (unbind)": lambda: linear_scan(a, b, impl="recurrent")[0],
+           "chunk": lambda: linear_scan(a, b, impl="chunk", chunk_size=chunk_size)[0]}
+    if (assoc := _associative_scan_fn()) is not None:
+        fns["torch associative_scan"] = lambda: assoc(a, b)
+    if torch.device(device).type == "cuda" and triton_available():
+        fns["triton"] = lambda: linear_scan(a, b, impl="triton")[0]
+    def fwd_bwd(fn):
+        a.grad = b.grad = None
+        fn().sum().backward()
+    runs = {name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in fns.items()}
+    with torch_threads(threads):
+        times = median_times(runs, repeats=repeats)
+        mem = {name: peak_memory(run, device) / 2**20 for name, run in runs.items()}
+    return _result(dict(B=B, T=T, D=D, dtype=str(dtype), device=str(device), threads=threads, repeats=repeats,
+                        torch=torch.__version__), times, mem, "loop (unbind)")
+
+# %% ../nbs/50_bench.ipynb #b4f7e8eb
+def _fla_candidates(gated: bool, device) -> dict:
+    "flash-linear-attention's implementations to compare with, where fla is installed (our argument layout)."
+    out = {}
+    with warnings.catch_warnings():  # fla warns its Triton kernels cannot run on a CPU; its naive ones do
+        warnings.simplefilter("ignore")
+        try:
+            if gated:
+                from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule as naive
+                out["fla naive chunk"] = lambda q, k, v, beta, g: naive(q, k, v, g, beta, 64)[0]
+            else:
+                from fla.ops.delta_rule.naive import delta_rule_chunkwise as naive
+                hf = lambda x: x.transpose(1, 2)
+                out["fla naive chunk"] = lambda q, k, v, beta, g: naive(hf(q), hf(k), hf(v), hf(beta), 32)[0]
+            if torch.device(device).type == "cuda":
+                if gated:
+                    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk
+                    out["fla triton chunk"] = lambda q, k, v, beta, g: fla_chunk(q, k, v, g, beta)[0]
+                else:
+                    from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
+                    out["fla triton chunk"] = lambda q, k, v, beta, g: fla_chunk(q, k, v, beta)[0]
+        except ImportError:
+            pass
+    return out
+
+def bench_delta_rule(B: int = 2, T: int = 1024, H: int = 4, D: int = 64, *, gated: bool = False,
+                     dtype: torch.dtype = torch.float32, device: str = "cpu", threads: int | None = 2,
+                     repeats: int = 5, recurrent: bool = True, fla: bool = True,
+                     chunk_size: int = 64) -> dict:
+    "`delta_rule` forward+backward per implementation (and fla's): median seconds, peak memory, ratios."
+    gen = torch.Generator(device).manual_seed(0)
+    rnd = lambda *s: torch.randn(*s, device=device, generator=gen)
+    q, k, v = rnd(B, T, H, D), F.normalize(rnd(B, T, H, D), dim=-1), rnd(B, T, H, D)
+    beta = torch.rand(B, T, H, device=device, generator=gen)
+    g = F.logsigmoid(rnd(B, T, H) + 4.0) if gated else None
+    xs = [x.to(dtype).requires_grad_() for x in (q, k, v, beta) + ((g,) if gated else ())]
+    run = lambda impl: lambda *x: delta_rule(*x, impl=impl, chunk_size=chunk_size)[0]
+    cands = {"chunk": run("chunk")}
+    if torch.device(device).type == "cuda" and triton_available():
+        cands["triton"] = run("triton")
+    if recurrent:
+        cands["recurrent"] = lambda q, k, v, beta, g: delta_rule(q, k, v, beta, g, impl="recurrent")[0]
+    if fla:
+        cands.update(_fla_candidates(gated, device))
+    def fwd_bwd(fn):
+        for x in xs: x.grad = None
+        fn(*xs[:4], xs[4] if gated else None).float().sum().backward()
+    runs = {name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in cands.items()}
+    with torch_threads(threads):
+        secs = median_times(runs, repeats=repeats)
+        mem = {name: peak_memory(run, device) / 2**20 for name, run in runs.items()}
+    return _result(dict(B=B, T=T, H=H, D=D, gated=gated, dtype=str(dtype), device=str(device),
+                        threads=threads, repeats=repeats, chunk_size=chunk_size, torch=torch.__version__),
+                   secs, mem, "recurrent" if recurrent else "chunk")
+
+# %% ../nbs/50_bench.ipynb #d79133e2
+class _AttentionBaseline(nn.Module):
+    "A same-size causal attention mixer (RMSNorm, q/k/v/o projections, SDPA) for layer-level comparisons."
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.n_heads, self.norm = n_heads, RMSNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.o = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(o.transpose(1, 2).reshape(B, T, D))
+
+def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: str = "cpu",
+              threads: int | None = 2,
+              repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
+    "Forward+backward of the CDM readout (loop, chunk [, Triton]) and layer (vs attention): time, peak memory."
+    gen = torch.Generator(device).manual_seed(0)
+    p = torch.softmax(2 * torch.randn(B, T, K, device=device, generator=gen), -1)
+    write = 0.5 * p
+    v0 = torch.randn(B, T, D, device=device, generator=gen)
+    xs = [x.to(dtype).requires_grad_() for x in (v0, write, 1 - write, p,
+                                                 torch.randn(K, D, device=device, generator=gen))]
+    gpu = torch.device(device).type == "cuda" and triton_available()
+    impls = ["recurrent", "chunk"] + (["triton"] if gpu else [])
+    loss = lambda impl: dock_readout(*xs, exclusive=True, impl=impl)[0].sum()
+    readout = {f"readout {impl}": (lambda impl=impl: loss(impl).backward())
+               for impl in impls}
+    x = torch.randn(B, T, D, device=device, dtype=dtype, generator=None).requires_grad_()
+    layers = {"layer attention (SDPA)": _AttentionBaseline(D, max(1, D // 64)),
+              "layer CDM gate": CompetitiveDockingMemory(D, K, readout="gate"),
+              "layer CDM xattn": CompetitiveDockingMemory(D, K, readout="xattn", n_heads=max(1, D // 64))}
+    def layer_run(m):
+        y = m(x)
+        (y if isinstance(y, torch.Tensor) else y.y).sum().backward()
+    runs = dict(readout, **{n: (lambda m=m.to(device, dtype): layer_run(m)) for n, m in layers.items()})
+    with torch_threads(threads):
+        secs = median_times(runs, repeats=repeats)
+        mem = {n: peak_memory(r, device) / 2**20 for n, r in runs.items()}
+    return _result(dict(B=B, T=T, D=D, K=K, dtype=str(dtype), device=str(device), threads=threads,
+                        repeats=repeats, torch=torch.__version__), secs, mem, "readout recurrent",
+                   layer_time_vs_attention={n: secs[n] / secs["layer attention (SDPA)"] for n in layers})
+
+# %% ../nbs/50_bench.ipynb #a1aaa9d3
+def bench_ramscan(B: int = 4, T: int = 256, d_model: int = 256, *, d_ff: int | None = None,
+                  threads: int | None = 2,
+                  repeats: int = 7, device: str = "cpu", **memory_kw) -> dict:
+    "Training steps of a RAMScanBlock with and without its RAM-Net memory: seconds, peak memory, tokens/s."
+    gen = torch.Generator(device).manual_seed(0)
+    x = torch.randn(B, T, d_model, device=device, generator=gen)
+    runs = {}
+    for name, mem in (("without memory", False), ("with memory", True)):
+        torch.manual_seed(0)
+        block = RAMScanBlock(d_model, d_ff or 4 * d_model, memory=mem, **memory_kw).to(device)
+        opt = torch.optim.AdamW(block.parameters(), lr=1e-3)
+        def step(block=block, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            block(x)[0].square().mean().backward()
+            opt.step()
+        runs[name] = step
+    with torch_threads(threads):
+        secs = median_times(runs, repeats=repeats)
+        mem = {n: peak_memory(r, device) / 2**20 for n, r in runs.items()}
+    return _result(dict(B=B, T=T, d_model=d_model, threads=threads, repeats=repeats, device=str(device),
+                        torch=torch.__version__), secs, mem, "without memory",
+                   tokens_per_s={n: B * T / s for n, s in secs.items()})
+
+# %% ../nbs/50_bench.ipynb #03730fe3
+def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False) -> dict:
+    "Run every mechanism benchmark; `quick` uses tiny sizes (checks the plumbing, measures nothing meaningful)."
+    kw = dict(device=device, threads=threads)
+    if quick:
+        return {"scan": bench_linear_scan(B=1, T=64, D=8, repeats=1, **kw),
+                "delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, repeats=1, **kw),
+                "gated_delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, gated=True, repeats=1, **kw),
+                "cdm": bench_cdm(B=1, T=32, D=16, K=4, repeats=1, **kw),
+                "ramscan": bench_ramscan(B=1, T=32, d_model=32, repeats=1, **kw)}
+    return {"scan": bench_linear_scan(repeats=7, **kw),
+            "delta_rule": bench_delta_rule(repeats=7, **kw),
+            "gated_delta_rule": bench_delta_rule(gated=True, repeats=7, **kw),
+            "cdm": bench_cdm(repeats=7, **kw),
+            "ramscan": bench_ramscan(repeats=7, **kw)}
+
+def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    "(benchmark, candidate, time, note) rows of results in the one schema: the ratio to the baseline, peak memory."
+    rows = []
+    for name, res in results.items():
+        if not isinstance(res, dict) or "seconds" not in res: continue   # "machine" and other context
+        for cand, s in res["seconds"].items():
+            mib = (res.get("peak_mib") or {}).get(cand)
+            note = f"{res['ratio'][cand]:.2f}x the speed of {res['baseline']}"
+            rows.append((name, cand, f"{1e3 * s:.1f} ms", note + (f", {mib:.0f} MiB peak" if mib == mib and mib else "")))
+    return rows
+
+def markdown_table(results: dict) -> str:
+    "The results as a markdown table."
+    lines = ["| benchmark | candidate | time per step | note |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
+    return "\n".join(lines)
 
 # %% ../nbs/50_bench.ipynb #66119fe3
 def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3, prompt_len: int = 16,
@@ -157,6 +315,28 @@ def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, Tru
                         torch=torch.__version__), one, peak, "fp32 eager" if "fp32 eager" in one else next(iter(one)),
                    tokens_per_s={n: B * T / s for n, s in one.items()}, first_seconds=first,
                    compile_seconds={n: max(0.0, first[n] - one[n]) for n in one})
+
+# %% ../nbs/50_bench.ipynb #3aee9ca6
+def bench_train_step(models: dict, *, B: int = 4, T: int = 256, threads: int | None = 2, repeats: int = 3,
+                     device: str = "cpu", seed: int = 0) -> dict:
+    "Training steps of each `{name: MemLM}` (forward, backward, AdamW), interleaved; ratios to the first."
+    runs = {}
+    for name, model in models.items():
+        model = model.to(device).train()
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, model.config.vocab_size, (B, T + 1), generator=g).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        def step(model=model, idx=idx, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            logits = model(idx[:, :-1])
+            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).backward()
+            opt.step()
+        runs[name] = step
+    with torch_threads(threads):
+        secs = median_times(runs, repeats=repeats)
+        mem = {n: peak_memory(r, device) / 2**20 for n, r in runs.items()}
+    return _result(dict(B=B, T=T, threads=threads, repeats=repeats, device=str(device), cpu=cpu_name()),
+                   secs, mem, next(iter(secs)), tokens_per_s={n: B * T / s for n, s in secs.items()})
 
 # %% ../nbs/50_bench.ipynb #ac944e37
 SM90_SHARED_BYTES = 227 * 1024   # the most shared memory one block may use on an H100/H200

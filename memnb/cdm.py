@@ -20,7 +20,7 @@ from .scan import linear_scan
 # %% auto #0
 __all__ = ['UPDATES', 'DECAYS', 'READOUTS', 'cdm_write_keep', 'dock', 'dock_readout', 'slot_xattn', 'final_slots',
            'load_balancing_loss', 'gate_entropy_loss', 'RoutingStats', 'routing_stats', 'CDMCache', 'CDMOutput',
-           'CompetitiveDockingMemory', 'bench_cdm']
+           'CompetitiveDockingMemory']
 
 # %% ../nbs/03_cdm.ipynb #e1cce8a8
 UPDATES = ("gated", "ema")
@@ -66,7 +66,8 @@ def _slots0(initial_state, B, K, D, like):
     "The slots before the first token, `[B, K, D]` in the accumulation dtype (zeros if None)."
     if initial_state is None:
         return like.new_zeros(B, K, D, dtype=acc_dtype(like.dtype))
-    return (initial_state.expand(B, K, D) if initial_state.ndim == 2 else initial_state).to(acc_dtype(like.dtype))
+    s0 = initial_state.expand(B, K, D) if initial_state.ndim == 2 else initial_state
+    return s0.to(acc_dtype(like.dtype))
 
 def dock(v: torch.Tensor,      # slot values [B, T, D]
          write: torch.Tensor,  # write coefficients [B, T, K]
@@ -74,7 +75,7 @@ def dock(v: torch.Tensor,      # slot values [B, T, D]
          initial_state: torch.Tensor | None = None,  # slots [K, D] (shared) or [B, K, D]; zeros if None
          *, impl: str = "auto", check_range: bool = False,
          output_final_state: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "All slot states `[B, T, K, D]`: `s_t[k] = keep_t[k] s_{t-1}[k] + write_t[k] v_t`, and the last ones if asked."
+    "All slot states `[B, T, K, D]`, `s_t[k] = keep_t[k] s_{t-1}[k] + write_t[k] v_t`, and the last if asked."
     _check_dock(v, write, keep, None, initial_state, check_range, "dock")
     (B, T, D), K = v.shape, write.shape[-1]
     s0 = _slots0(initial_state, B, K, D, v)
@@ -82,7 +83,8 @@ def dock(v: torch.Tensor,      # slot values [B, T, D]
         return v.new_zeros(B, T, K, D), (s0 if output_final_state else None)
     with full_precision(v.device):   # the keeps multiply up in float32, under autocast too
         a = keep.to(s0.dtype)[..., None].expand(B, T, K, D)
-        slots = linear_scan(a, write.to(s0.dtype)[..., None] * v.to(s0.dtype)[:, :, None, :], s0.contiguous(), impl=impl)[0]
+        b = write.to(s0.dtype)[..., None] * v.to(s0.dtype)[:, :, None, :]
+        slots = linear_scan(a, b, s0.contiguous(), impl=impl)[0]
     return slots.to(v.dtype), (slots[:, -1] if output_final_state else None)
 
 # %% ../nbs/03_cdm.ipynb #162b8aba
@@ -99,11 +101,13 @@ def _chunk_gammas(write, keep, C):
     "Pad to whole chunks (identity steps: write 0, keep 1); Gamma `[B, n, C, C, K]`, P `[B, n, C, K]`."
     B, T, K = write.shape
     (write, n), (keep, _) = pad_to_chunks(write, C), pad_to_chunks(keep, C, value=1.0)
-    write, keep = write.reshape(B, n, C, K), keep.reshape(B, n, C, K)
+    dt = write.dtype   # the products are taken in float32 (bf16 would compound its rounding), returned in dt
+    write, keep = write.reshape(B, n, C, K), keep.reshape(B, n, C, K).to(acc_dtype(dt))
     later = torch.ones(C, C, dtype=torch.bool, device=write.device).tril(-1)   # r > j
     # Gamma[t, j, k] = prod_{j < r <= t} keep_r[k]: a cumulative product over t of keep, with 1 where r <= j
     Gam = keep[:, :, :, None, :].expand(B, n, C, C, K).masked_fill(~later[:, :, None], 1.0).cumprod(2)
-    return write, Gam.masked_fill(later.T[:, :, None], 0.0), keep.cumprod(2), n   # j > t: not yet written
+    Gam = Gam.masked_fill(later.T[:, :, None], 0.0)                           # j > t: not yet written
+    return write, Gam.to(dt), keep.cumprod(2).to(dt), n
 
 def _readout_chunk_inclusive(v, write, keep, read, s0, C):
     B, T, D = v.shape
@@ -473,43 +477,3 @@ class CompetitiveDockingMemory(nn.Module):
         "One token `[B, d_model]` (and its residual stream, with `slot_input='residual'`) -> (y_t, cache)."
         out = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None else residual_t[:, None])
         return out.y[:, 0], out.cache
-
-# %% ../nbs/03_cdm.ipynb #b88c8bfd
-class _AttentionBaseline(nn.Module):
-    "A same-size causal attention mixer (RMSNorm, q/k/v/o projections, SDPA) for layer-level comparisons."
-    def __init__(self, d_model, n_heads):
-        super().__init__()
-        self.n_heads, self.norm = n_heads, RMSNorm(d_model)
-        self.qkv, self.o = nn.Linear(d_model, 3 * d_model, bias=False), nn.Linear(d_model, d_model, bias=False)
-
-    def forward(self, x):
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
-        return self.o(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, D))
-
-def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: str = "cpu", threads: int | None = 2,
-              repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
-    "Forward+backward seconds and peak memory of the CDM readout (loop vs chunk [vs Triton]) and layer (vs attention)."
-    gen = torch.Generator(device).manual_seed(0)
-    p = torch.softmax(2 * torch.randn(B, T, K, device=device, generator=gen), -1)
-    write = 0.5 * p
-    xs = [x.to(dtype).requires_grad_() for x in (torch.randn(B, T, D, device=device, generator=gen), write, 1 - write, p,
-                                                 torch.randn(K, D, device=device, generator=gen))]
-    readout = {f"readout {impl}": (lambda impl=impl: dock_readout(*xs, exclusive=True, impl=impl)[0].sum().backward())
-               for impl in ["recurrent", "chunk"] + (["triton"] if torch.device(device).type == "cuda" and triton_available() else [])}
-    x = torch.randn(B, T, D, device=device, dtype=dtype, generator=None).requires_grad_()
-    layers = {"layer attention (SDPA)": _AttentionBaseline(D, max(1, D // 64)),
-              "layer CDM gate": CompetitiveDockingMemory(D, K, readout="gate"),
-              "layer CDM xattn": CompetitiveDockingMemory(D, K, readout="xattn", n_heads=max(1, D // 64))}
-    def layer_run(m):
-        y = m(x)
-        (y if isinstance(y, torch.Tensor) else y.y).sum().backward()
-    runs = dict(readout, **{n: (lambda m=m.to(device, dtype): layer_run(m)) for n, m in layers.items()})
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-        mem = {n: peak_memory(r, device) for n, r in runs.items()}
-    return {"setting": dict(B=B, T=T, D=D, K=K, dtype=str(dtype), device=str(device), threads=threads, repeats=repeats,
-                            torch=torch.__version__),
-            "seconds": secs, "peak_mib": {n: m / 2**20 for n, m in mem.items()},
-            "readout_chunk_speedup_vs_loop": secs["readout recurrent"] / secs["readout chunk"],
-            "layer_time_vs_attention": {n: secs[n] / secs["layer attention (SDPA)"] for n in layers}}

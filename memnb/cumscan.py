@@ -16,7 +16,7 @@ from .ramnet import RAMNetMemory, RAMState
 from .scan import linear_scan
 
 # %% auto #0
-__all__ = ['CumScanState', 'cumsum_scan_step', 'cumsum_scan', 'CumStepPos', 'RAMScanCache', 'RAMScanBlock', 'bench_ramscan']
+__all__ = ['CumScanState', 'cumsum_scan_step', 'cumsum_scan', 'CumStepPos', 'RAMScanCache', 'RAMScanBlock']
 
 # %% ../nbs/05_cumscan.ipynb #75d469f7
 @dataclass
@@ -43,13 +43,14 @@ def _running_sums(kv, kk, initial_state, impl: str):
         if initial_state is not None:
             num, den = num + initial_state.num[:, None], den + initial_state.den[:, None]
         return num, den
-    ones, h0 = torch.ones_like(kv), (None, None) if initial_state is None else (initial_state.num, initial_state.den)
+    ones = torch.ones_like(kv)
+    h0 = (None, None) if initial_state is None else (initial_state.num, initial_state.den)
     return linear_scan(ones, kv, h0[0], impl="triton")[0], linear_scan(ones, kk, h0[1], impl="triton")[0]
 
 def cumsum_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-3, *,
                 initial_state: CumScanState | None = None, output_final_state: bool = False,
                 impl: str = "auto") -> tuple[torch.Tensor, CumScanState | None]:
-    "`q * cumsum_t(k v) / (cumsum_t(k) + eps)` over dim 1 of `[B, T, D]` inputs: (out, the running sums if asked)."
+    "`q * cumsum_t(k v) / (cumsum_t(k) + eps)` over dim 1 of `[B, T, D]`: (out, the running sums if asked)."
     check_tensor(q, "q", where="cumsum_scan", shape=(None, None, None), dims="[B, T, D]")
     for name, x in (("k", k), ("v", v)):
         check_tensor(x, name, where="cumsum_scan", shape=q.shape, dims="[B, T, D] like `q`", like=(q, "q"))
@@ -115,25 +116,3 @@ class RAMScanBlock(nn.Module):
         x = x + self.out(mixed)
         x = x + self.ffn(self.norm2(x))
         return x, (RAMScanCache(scan_state, mem_state) if want else None)
-
-# %% ../nbs/05_cumscan.ipynb #01b3fcf2
-def bench_ramscan(B: int = 4, T: int = 256, d_model: int = 256, *, d_ff: int | None = None, threads: int | None = 2,
-                  repeats: int = 7, device: str = "cpu", **memory_kw) -> dict:
-    "Training tokens/s of a RAMScanBlock with and without its RAM-Net memory, and their ratio."
-    gen = torch.Generator(device).manual_seed(0)
-    x = torch.randn(B, T, d_model, device=device, generator=gen)
-    runs = {}
-    for name, mem in (("without memory", False), ("with memory", True)):
-        torch.manual_seed(0)
-        block = RAMScanBlock(d_model, d_ff or 4 * d_model, memory=mem, **memory_kw).to(device)
-        opt = torch.optim.AdamW(block.parameters(), lr=1e-3)
-        def step(block=block, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            block(x)[0].square().mean().backward()
-            opt.step()
-        runs[name] = step
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-    tps = {n: B * T / s for n, s in secs.items()}
-    return {"setting": dict(B=B, T=T, d_model=d_model, threads=threads, repeats=repeats, device=str(device), torch=torch.__version__),
-            "seconds": secs, "tokens_per_s": tps, "ratio_with_to_without": tps["with memory"] / tps["without memory"]}

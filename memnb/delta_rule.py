@@ -19,7 +19,7 @@ from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
 __all__ = ['HEBBIAN_IMPLS', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache', 'DeltaNet',
-           'hebbian_step', 'hebbian_rule', 'bench_delta_rule']
+           'hebbian_step', 'hebbian_rule']
 
 # %% ../nbs/02_delta_rule.ipynb #680b6458
 def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
@@ -512,7 +512,7 @@ def _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl: str, auto: boo
 
 # %% ../nbs/02_delta_rule.ipynb #818f7adc
 def _no_tokens(q, v, initial_state):
-    "(o, final state) of a call without tokens (B=0 or T=0): empty outputs; the state passes through (zeros if None)."
+    "(o, final state) of a call without tokens (B=0 or T=0): empty outputs; the state (or zeros) passes through."
     B, T, H, K = q.shape
     S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
     return v.new_zeros(B, T, H, v.shape[-1]), S.to(acc_dtype(q.dtype))
@@ -532,7 +532,7 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
                impl: str = "auto",              # "auto", "recurrent", "chunk" or "triton"
                chunk_size: int = 64,
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "The (gated) delta rule: outputs `[B, T, H, V]` in q's dtype and, if asked, the final state `[B, H, K, V]` in float32."
+    "The (gated) delta rule: outputs `[B, T, H, V]` in q's dtype and, if asked, the final state in float32."
     _check_delta_inputs(q, k, v, beta, g, initial_state)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"delta_rule: chunk_size must be a positive int, got {chunk_size!r}")
@@ -543,7 +543,7 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
         return o, (S if output_final_state else None)
     out_dtype = q.dtype
     with full_precision(q.device):   # bf16 has no triangular solve, and decays need float32
-        if impl != "triton":          # (the Triton kernels take bf16 operands and accumulate in float32 themselves)
+        if impl != "triton":          # (the Triton kernels take bf16 operands and accumulate in float32)
             q, k, v, beta, g, initial_state = _to_acc(acc_dtype(q.dtype), q, k, v, beta, g, initial_state)
         if use_qk_l2norm:
             q, k = l2norm(q), l2norm(k)
@@ -675,57 +675,3 @@ def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_s
                 outs.append(o_c)
             o = scale * torch.cat(outs, 1)
     return o.to(out_dtype), (S if output_final_state else None)
-
-# %% ../nbs/02_delta_rule.ipynb #ea952893
-def _fla_candidates(gated: bool, device) -> dict:
-    "flash-linear-attention's implementations to compare with, where fla is installed (same argument layout as ours)."
-    out = {}
-    with warnings.catch_warnings():  # fla warns that its Triton kernels cannot run on a CPU; its naive ones can
-        warnings.simplefilter("ignore")
-        try:
-            if gated:
-                from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule as naive
-                out["fla naive chunk"] = lambda q, k, v, beta, g: naive(q, k, v, g, beta, 64)[0]
-            else:
-                from fla.ops.delta_rule.naive import delta_rule_chunkwise as naive
-                hf = lambda x: x.transpose(1, 2)
-                out["fla naive chunk"] = lambda q, k, v, beta, g: naive(hf(q), hf(k), hf(v), beta.transpose(1, 2), 32)[0]
-            if torch.device(device).type == "cuda":
-                if gated:
-                    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk
-                    out["fla triton chunk"] = lambda q, k, v, beta, g: fla_chunk(q, k, v, g, beta)[0]
-                else:
-                    from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
-                    out["fla triton chunk"] = lambda q, k, v, beta, g: fla_chunk(q, k, v, beta)[0]
-        except ImportError:
-            pass
-    return out
-
-def bench_delta_rule(B: int = 2, T: int = 1024, H: int = 4, D: int = 64, *, gated: bool = False,
-                     dtype: torch.dtype = torch.float32, device: str = "cpu", threads: int | None = 2,
-                     repeats: int = 5, recurrent: bool = True, fla: bool = True, chunk_size: int = 64) -> dict:
-    "Median forward+backward seconds and peak memory per implementation, with speed-ups over each baseline."
-    gen = torch.Generator(device).manual_seed(0)
-    rnd = lambda *s: torch.randn(*s, device=device, generator=gen)
-    q, k, v = rnd(B, T, H, D), F.normalize(rnd(B, T, H, D), dim=-1), rnd(B, T, H, D)
-    beta = torch.rand(B, T, H, device=device, generator=gen)
-    g = F.logsigmoid(rnd(B, T, H) + 4.0) if gated else None
-    xs = [x.to(dtype).requires_grad_() for x in (q, k, v, beta) + ((g,) if gated else ())]
-    cands = {"chunk": lambda q, k, v, beta, g: delta_rule(q, k, v, beta, g, impl="chunk", chunk_size=chunk_size)[0]}
-    if torch.device(device).type == "cuda" and triton_available():
-        cands["triton"] = lambda q, k, v, beta, g: delta_rule(q, k, v, beta, g, impl="triton", chunk_size=chunk_size)[0]
-    if recurrent:
-        cands["recurrent"] = lambda q, k, v, beta, g: delta_rule(q, k, v, beta, g, impl="recurrent")[0]
-    if fla:
-        cands.update(_fla_candidates(gated, device))
-    def fwd_bwd(fn):
-        for x in xs: x.grad = None
-        fn(*xs[:4], xs[4] if gated else None).float().sum().backward()
-    runs = {name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in cands.items()}
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-        mem = {name: peak_memory(run, device) for name, run in runs.items()}
-    return {"setting": dict(B=B, T=T, H=H, D=D, gated=gated, dtype=str(dtype), device=str(device), threads=threads,
-                            repeats=repeats, chunk_size=chunk_size, torch=torch.__version__),
-            "seconds": secs, "peak_mib": {n: m / 2**20 for n, m in mem.items()},
-            "chunk_speedup": {n: secs[n] / secs["chunk"] for n in secs}}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from .model import MemLM, MemLMConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'Preset', 'build', 'bench_train_step', 'bench_generation', 'from_published', 'to_published']
+__all__ = ['PRESETS', 'Preset', 'build', 'from_published', 'to_published']
 
 # %% ../nbs/11_presets.ipynb #e30bcc0f
 @dataclass(frozen=True)
@@ -81,48 +81,6 @@ def build(name: str, *, ram_memory: bool = True, seq_len: int | None = None, **o
     if seq_len and config.pos is not None and "max_len" not in overrides:
         overrides["max_len"] = max(config.max_len, seq_len)
     return MemLM(replace(config, **overrides))
-
-# %% ../nbs/11_presets.ipynb #d051c35d
-def bench_train_step(models: dict, *, B: int = 4, T: int = 256, threads: int | None = 2, repeats: int = 3,
-                     device: str = "cpu", seed: int = 0) -> dict:
-    "Training tokens/s of each `{name: MemLM}` (forward, backward, AdamW step), measured interleaved in one process."
-    import torch
-    import torch.nn.functional as F
-    from memnb.core import median_times, torch_threads
-    runs = {}
-    for name, model in models.items():
-        model = model.to(device).train()
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randint(0, model.config.vocab_size, (B, T + 1), generator=g).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        def step(model=model, idx=idx, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            logits = model(idx[:, :-1])
-            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).backward()
-            opt.step()
-        runs[name] = step
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-    return {"setting": dict(B=B, T=T, threads=threads, repeats=repeats, device=str(device)),
-            "seconds": secs, "tokens_per_s": {n: B * T / s for n, s in secs.items()}}
-
-def bench_generation(model, *, prompt_len: int = 16, new_tokens: int = 128, threads: int | None = 2, seed: int = 0,
-                     repeats: int = 1) -> dict:
-    """Greedy generation with caches vs full recomputation: median seconds of each over `repeats` interleaved runs,
-    the speed-up, and whether every run's tokens agree."""
-    import torch
-    from memnb.core import median_times, torch_threads
-    from memnb.model import generate
-    model = model.eval()
-    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
-    outs = {"cached": [], "full recompute": []}
-    runs = {name: (lambda name=name: outs[name].append(generate(model, prompt, new_tokens, use_cache=name == "cached")))
-            for name in outs}
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats, warmup=0)
-    first = outs["cached"][0]
-    return {"seconds": secs, "speedup": secs["full recompute"] / secs["cached"], "repeats": repeats,
-            "identical": all(torch.equal(first, o) for os in outs.values() for o in os), "new_tokens": new_tokens}
 
 # %% ../nbs/11_presets.ipynb #c7d1a0e3
 def from_published(name: str, checkpoint, *, config: dict | None = None, faithful: bool = False) -> MemLM:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .core import check_tensor, resolve_impl, triton_available, median_times, torch_threads, acc_dtype, pad_to_chunks
 
 # %% auto #0
-__all__ = ['linear_scan_step', 'linear_scan_recurrent', 'linear_scan', 'bench_linear_scan']
+__all__ = ['linear_scan_step', 'linear_scan_recurrent', 'linear_scan']
 
 # %% ../nbs/01_scan.ipynb #d49d12cc
 def _check_scan_inputs(a, b, initial_state, where="linear_scan"):
@@ -201,11 +201,11 @@ class _LinearScanTriton(torch.autograd.Function):
 
 # %% ../nbs/01_scan.ipynb #11f7cd1f
 def _scan_states(a, b, initial_state, impl: str, chunk_size: int) -> torch.Tensor:
-    "Every state `h` `[B, T, ...]` of the recurrence, on checked inputs with at least one element, in b's dtype."
+    "Every state `h` `[B, T, ...]` of the recurrence (checked, non-empty inputs), in b's dtype."
     if b.shape[1] == 1:                      # one step (decoding): no scan to run
         return linear_scan_step(a[:, 0], b[:, 0], initial_state)[:, None]
     B, T = b.shape[:2]
-    acc = b.dtype if impl == "triton" else acc_dtype(b.dtype)   # the PyTorch paths accumulate in float32 at least
+    acc = b.dtype if impl == "triton" else acc_dtype(b.dtype)   # PyTorch paths: float32 at least
     a3, b3 = a.reshape(B, T, -1).to(acc).contiguous(), b.reshape(B, T, -1).to(acc).contiguous()
     h0 = None if initial_state is None else initial_state.reshape(B, -1).to(acc).contiguous()
     if impl == "recurrent":
@@ -235,38 +235,3 @@ def linear_scan(a: torch.Tensor, # gates [B, T, ...]
     if b.shape[1]:
         return h, h[:, -1]
     return h, (b.new_zeros(b.shape[0], *b.shape[2:]) if initial_state is None else initial_state)
-
-# %% ../nbs/01_scan.ipynb #615d2d50
-def _associative_scan_fn():
-    try:
-        from torch._higher_order_ops.associative_scan import associative_scan
-    except ImportError:
-        return None
-    def run(a, b, h0=None):
-        def compose(x, y):
-            return x[0] * y[0], torch.addcmul(y[1], y[0], x[1])
-        return associative_scan(compose, (a, b), dim=1, combine_mode="generic")[1]
-    return run
-
-def bench_linear_scan(B: int = 4, T: int = 4096, D: int = 256, *,
-                      dtype: torch.dtype = torch.float32, device: str = "cpu",
-                      threads: int | None = 2, repeats: int = 5, chunk_size: int = 64) -> dict:
-    "Median seconds of forward+backward per implementation, and each one's speed-up over the `unbind` loop."
-    gen = torch.Generator(device).manual_seed(0)
-    a = torch.rand(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
-    b = torch.randn(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
-    fns = {"loop (unbind)": lambda: linear_scan(a, b, impl="recurrent")[0],
-           "chunk": lambda: linear_scan(a, b, impl="chunk", chunk_size=chunk_size)[0]}
-    if (assoc := _associative_scan_fn()) is not None:
-        fns["torch associative_scan"] = lambda: assoc(a, b)
-    if torch.device(device).type == "cuda" and triton_available():
-        fns["triton"] = lambda: linear_scan(a, b, impl="triton")[0]
-    def fwd_bwd(fn):
-        a.grad = b.grad = None
-        fn().sum().backward()
-    with torch_threads(threads):
-        times = median_times({name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in fns.items()}, repeats=repeats)
-    base = times["loop (unbind)"]
-    return {"setting": dict(B=B, T=T, D=D, dtype=str(dtype), device=str(device), threads=threads,
-                            repeats=repeats, torch=torch.__version__),
-            "seconds": times, "speedup_vs_loop": {k: base / v for k, v in times.items()}}

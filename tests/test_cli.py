@@ -16,5 +16,5 @@ def test_console_script_runs(tmp_path):
                           "--repeats", "1", "--json", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     res = json.loads(out.read_text())
-    assert res["setting"]["T"] == 64 and res["speedup_vs_loop"]["loop (unbind)"] == 1.0
+    assert res["setting"]["T"] == 64 and res["ratio"]["loop (unbind)"] == 1.0 and res["baseline"] == "loop (unbind)"
     assert res["machine"]["torch"]
