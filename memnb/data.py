@@ -129,7 +129,8 @@ def load_tokenizer(spec: str) -> TextTokenizer:
     if spec == "bytes":
         return TextTokenizer()
     if spec == "gpt2":
-        local = Path(os.environ.get("MEMNB_DATA", "/nonexistent")) / "gpt2" / "tokenizer.json"
+        try: local = data_path("gpt2", "tokenizer.json")  # the offline sample, wherever data_path finds it
+        except FileNotFoundError: local = Path("/nonexistent")
         return TextTokenizer(Tokenizer.from_file(str(local)) if local.exists() else Tokenizer.from_pretrained("gpt2"))
     p = Path(spec)
     if not p.is_file():
