@@ -209,39 +209,38 @@ def _add_bench(sub):
     every.add_argument("--json", help="write the results (and the machine) to this file")
     _add_bench_lm(which)
 
-# %% ../nbs/90_cli.ipynb #5cb23d47
+# %% ../nbs/90_cli.ipynb #918371b9
 def _add_bench_lm(which):
-    "`bench compile`, `bench train`, `bench generate`: wired to memnb.bench's functions where they exist."
-    import memnb.bench as B
-    if hasattr(B, "compile_report"):
-        p = _add(which, "compile", "compile every Triton kernel for a GPU architecture: registers, spills, shared memory",
-                 _cmd_bench_compile)
-        p.add_argument("--arch", default="sm_90", help="the GPU architecture to compile for")
-        p.add_argument("--json", help="write the rows to this file")
-    for name, what in (("train", "train-step"), ("generate", "generation")):
-        if hasattr(B, f"bench_{name}"):
-            p = _add(which, name, f"a preset's {what} speed: eager/compiled, fp32/bf16, ratio to fp32 eager",
-                     _cmd_bench_preset)
-            p.add_argument("--preset", required=True, help="a preset name (memnb presets lists them)")
-            p.add_argument("--json", help="write the result (and the machine) to this file")
+    "`bench compile` (Triton kernels for a GPU architecture), `bench train` and `bench generate` (a preset's speed)."
+    p = _add(which, "compile", "compile every Triton kernel for a GPU architecture (no GPU needed): registers, "
+             "spills, shared memory; exit 1 if any fails", _cmd_bench_compile)
+    p.add_argument("--arch", default="sm_90", help="the GPU architecture to compile for")
+    p.add_argument("--json", help="write the rows (and the machine) to this file")
+    for name, what in (("train", "training tokens/s per precision"), ("generate", "cached generation speed")):
+        p = _add(which, name, f"a preset's {what}, eager and compiled, with the ratio to eager fp32", _cmd_bench_preset)
+        p.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
+        p.add_argument("--no-compile", action="store_true", help="eager only (no torch.compile)")
+        p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats (the median is reported)")
+        p.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
+        p.add_argument("--json", help="write the result (and the machine) to this file")
+    which.choices["train"].add_argument("--B", type=positive_int, default=4, help="batch size")
+    which.choices["train"].add_argument("--T", type=positive_int, default=256, help="sequence length")
+    which.choices["generate"].add_argument("--new-tokens", type=positive_int, default=512, help="tokens generated")
 
+# %% ../nbs/90_cli.ipynb #f9e18aa2
 def _cmd_bench_compile(args) -> int:
-    from memnb.bench import compile_report
+    from memnb.bench import compile_report, compile_table
     rows = compile_report(arch=args.arch)
-    for r in rows:
-        print(" ".join(f"{k}={r.get(k)}" for k in ("kernel", "dtype", "head_dim", "ok", "regs", "spill_bytes",
-                                                    "shared_bytes", "num_warps", "num_stages", "error") if r.get(k) is not None))
+    print(compile_table(rows))
     _write_json({"rows": rows, "machine": machine_info()}, args.json)
     return 0 if all(r["ok"] for r in rows) else 1
 
 def _cmd_bench_preset(args) -> int:
     import memnb.bench as B
-    from memnb.presets import PRESETS
-    if args.preset not in PRESETS:
-        raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    res = getattr(B, f"bench_{args.bench}")(args.preset)
-    print(json.dumps(res, indent=2, default=str))
-    return _write_json({**res, "machine": machine_info()}, args.json)
+    opts = dict(compile=(False,) if args.no_compile else (False, True), repeats=args.repeats,
+                threads=args.threads or None)
+    opts.update(dict(B=args.B, T=args.T) if args.bench == "train" else dict(new_tokens=args.new_tokens))
+    return _report(getattr(B, f"bench_{args.bench}")(args.preset, **opts), args)
 
 # %% ../nbs/90_cli.ipynb #d86d5453
 def _token_data(source: str, tokenizer, cache: Path, seq_len: int):
