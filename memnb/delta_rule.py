@@ -218,7 +218,9 @@ class _DeltaRuleChunk(torch.autograd.Function):
         cdt = qc.dtype
         dSc = None if dS is None else dS.to(cdt).reshape(B * H, *dS.shape[2:])
         state_bwd = (lambda *a: _state_bwd_triton(*a, op_dtype=dtype)) if triton_states else _state_bwd_torch
-        dq, dk, dv, dbeta, dg, dh0 = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, cdt), dSc, n, state_bwd)
+        with full_precision(do.device):   # as the forward: a compiled backward is traced under the forward's autocast
+            dq, dk, dv, dbeta, dg, dh0 = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, cdt), dSc, n,
+                                                    state_bwd)
         un = lambda x: _unchunked(x, B, T, H).to(dtype)
         return (un(dq) * scale, un(dk), un(dv), un(dbeta), un(dg) if gated else None,
                 dh0.reshape(B, H, *dh0.shape[1:]).to(dtype) if has_h0 else None, None, None, None)
@@ -367,8 +369,8 @@ if triton_available():
 # %% ../nbs/02_delta_rule.ipynb #5f6b76b8
 def _state_configs(K: int, V: int, op_dtype=torch.float32) -> list[tuple[int, int, int]]:
     "Candidates (BV, num_warps, num_stages) of the state kernels at key width K; the first is the default."
-    if K <= 64:
-        cands = [(32, 4, 2), (64, 4, 2)]
+    if K <= 64:   # float32 at BV=64 spills 1.5 KiB (tf32x3 takes three products' registers)
+        cands = [(32, 4, 2), (64, 4, 2) if op_dtype in (torch.bfloat16, torch.float16) else (16, 4, 2)]
     elif K <= 128:
         cands = [(32, 4, 2), (16, 4, 2)]
     elif op_dtype == torch.float64:   # float64 slabs: one stage (two need 272 KiB of shared memory)
