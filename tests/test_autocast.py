@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memnb.cdm import dock, dock_readout
+from memnb.cdm import dock, dock_readout, final_slots, slot_xattn
 from memnb.core import rel_err
 from memnb.cumscan import cumsum_scan
 from memnb.delta_rule import DeltaNet, delta_rule, hebbian_rule
@@ -114,6 +114,19 @@ def test_dock_readout_under_autocast(exclusive):
     fn = lambda v, write, keep, read, s0: dock_readout(v, write, keep, read, s0, exclusive=exclusive)[0]
     _compare(fn, (v, write, 1 - write, p, s0), bf16_at={0, 1, 2, 3})   # the slots may stay float32
     _compare(lambda v, w, k, s0: dock(v, w, k, s0)[0], (v, write, 1 - write, s0), bf16_at={0, 1, 2, 3})
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_slot_cross_attention_under_autocast(exclusive):
+    g = torch.Generator().manual_seed(7)
+    q, vk, vv = (torch.randn(2, 70, 2, 2, 4, generator=g), torch.randn(2, 70, 2, 4, generator=g),
+                 torch.randn(2, 70, 2, 4, generator=g))
+    p = torch.softmax(torch.randn(2, 70, 5, generator=g), -1)
+    s0k, s0v = torch.randn(2, 5, 2, 4, generator=g), torch.randn(2, 5, 2, 4, generator=g)
+    fn = lambda q, vk, vv, w, k, s0k, s0v: slot_xattn(q, vk, vv, w, k, s0k, s0v, exclusive=exclusive, scale=0.5)
+    _compare(fn, (q, vk, vv, 0.5 * p, 1 - 0.5 * p, s0k, s0v), bf16_at=set(range(7)))
+    v, s0 = torch.randn(2, 70, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    _compare(lambda v, w, k, s0: final_slots(v, w, k, s0), (v, 0.5 * p, 1 - 0.5 * p, s0), bf16_at=set(range(4)))
 
 
 def test_cumsum_scan_under_autocast():
