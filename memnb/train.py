@@ -68,7 +68,8 @@ class ObjectiveConfig:
 
 @dataclass
 class CheckpointConfig:
-    out_dir: str | None = None         # run folder: checkpoints, log.jsonl, memnb-run.json; None: keep nothing
+    # run folder: checkpoints, log.jsonl, memnb-run.json; None: keep nothing
+    out_dir: str | None = None
     eval_every: int = 200
     eval_batches: int = 10
     keep: int = 3                      # the newest `keep` checkpoints stay (and the best)
@@ -95,7 +96,7 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 0                      # data order, dropout (the caller seeds model construction)
     device: str = "cpu"
-    precision: str = "auto"            # "auto": bf16 autocast on CUDA and CPUs with native bf16; "bf16"; "fp32"
+    precision: str = "auto"            # "auto" (bf16 autocast where native: CUDA, some CPUs), "bf16", "fp32"
     compile: bool = False              # torch.compile the model
     progress: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -117,16 +118,20 @@ class TrainConfig:
             setattr(self, k, v)
         self._validate()
 
-    def __getattr__(self, name):       # only for names that are not top-level fields: a group's field
-        if name not in _FLAT:
-            raise AttributeError(f"TrainConfig has no field {name!r}")
-        return getattr(getattr(self, _FLAT[name]), name)
 
-    def __setattr__(self, name, value):
-        if name == "bf16":             # the older switch: True = autocast where it pays, False = fp32
-            name, value = "precision", "auto" if value else "fp32"
-        target = getattr(self, _FLAT[name]) if name in _FLAT else self
-        object.__setattr__(target, name, value)
+# %% ../nbs/30_train.ipynb #f33eac04
+def _get(self, name):                  # only for names that are not top-level fields: a group's field
+    if name not in _FLAT:
+        raise AttributeError(f"TrainConfig has no field {name!r}")
+    return getattr(getattr(self, _FLAT[name]), name)
+
+def _set(self, name, value):
+    if name == "bf16":                 # the older switch: True = autocast where it pays, False = fp32
+        name, value = "precision", "auto" if value else "fp32"
+    target = getattr(self, _FLAT[name]) if name in _FLAT else self
+    object.__setattr__(target, name, value)
+
+TrainConfig.__getattr__, TrainConfig.__setattr__ = _get, _set
 
 # %% ../nbs/30_train.ipynb #9d687754
 def _config_errors(c: TrainConfig):
@@ -147,8 +152,8 @@ def _config_errors(c: TrainConfig):
     if c.stop_at is not None and c.stop_at < 1 or c.from_step is not None and c.from_step < 0:
         yield f"stop_at must be >= 1 and from_step >= 0, got {c.stop_at}, {c.from_step}"
     if set(c.objectives) & set(c.aux_weights):
-        yield f"{sorted(set(c.objectives) & set(c.aux_weights))} in both objectives and aux_weights would be " \
-              "counted twice; name each loss once"
+        twice = sorted(set(c.objectives) & set(c.aux_weights))
+        yield f"{twice} in both objectives and aux_weights would be counted twice; name each loss once"
     if not 0 <= c.word_dropout < 1:
         yield f"word_dropout must be in [0, 1), got {c.word_dropout}"
 
@@ -197,12 +202,14 @@ def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     "AdamW for everything, or Muon for the blocks' 2-D weights and AdamW for the rest."
     if cfg.optimizer == "adamw":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)]
+        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                  weight_decay=cfg.weight_decay)]
     outer = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     outer |= {id(p) for p in getattr(model, "head", nn.Identity()).parameters()}
     hidden = [p for p in model.parameters() if p.ndim == 2 and id(p) not in outer]
     rest = [p for p in model.parameters() if p.ndim != 2 or id(p) in outer]
-    return [torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"),
+    return [torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay,
+                             adjust_lr_fn="match_rms_adamw"),
             torch.optim.AdamW(rest, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)]
 
 # %% ../nbs/30_train.ipynb #098e943e
@@ -225,15 +232,16 @@ def _older_run(out: Path) -> bool:
 
 # %% ../nbs/30_train.ipynb #84c8bdcd
 def claim_run_dir(out_dir, command: list | None = None, *, overwrite: bool = False) -> dict:
-    "Make `out_dir` this run's folder (created, empty, an earlier memnb run, or `overwrite`); its run manifest."
+    "Make `out_dir` this run's (new, empty, an earlier memnb run, or `overwrite`); returns its run manifest."
     out = Path(out_dir)
     if (out / RUN_MANIFEST).is_file():
         return read_json(out / RUN_MANIFEST, "run manifest")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (overwrite or _older_run(out)):
-        raise RunDirError(f"{out} is not empty and is not a memnb run folder (no {RUN_MANIFEST}); give a new or "
-                          "empty folder, or pass --overwrite to write into it (memnb deletes nothing it did not write)")
+        raise RunDirError(f"{out} is not empty and is not a memnb run folder (no {RUN_MANIFEST}); give a new "
+                          "or empty folder, or pass --overwrite to write into it (memnb deletes nothing it "
+                          "did not write)")
     from memnb import __version__
     info = {"memnb": __version__, "run_id": uuid.uuid4().hex[:12], "command": list(command or [])}
     try:
@@ -269,8 +277,9 @@ def list_checkpoints(out_dir, run_id: str | None = None, good: bool = False) -> 
     found = {}
     for d in Path(out_dir).glob("step-*"):
         m = _manifest(d)
-        if d.name[5:].isdigit() and (d / "config.json").is_file() and (run_id is None or m.get("run_id") == run_id) \
-                and (not good or m.get("good", True)):
+        mine = run_id is None or m.get("run_id") == run_id
+        complete = d.name[5:].isdigit() and (d / "config.json").is_file()
+        if complete and mine and (not good or m.get("good", True)):
             found[int(d.name[5:])] = d
     return dict(sorted(found.items()))
 
@@ -281,15 +290,15 @@ def _point(out: Path, names, final: Path, step: int):
 
 def _prune(out: Path, keep: int, run_id: str):
     "Delete this run's checkpoints beyond the newest `keep` written, sparing the ones a pointer names."
-    pinned = {d.name for d in (checkpoint_dir(out, "last", strict=False), checkpoint_dir(out, "best", strict=False)) if d}
-    mine = sorted(list_checkpoints(out, run_id).values(), key=lambda d: _manifest(d).get("written", 0), reverse=True)
+    pinned = {d.name for d in (checkpoint_dir(out, n, strict=False) for n in ("last", "best")) if d}
+    mine = sorted(list_checkpoints(out, run_id).values(), key=lambda d: -_manifest(d).get("written", 0))
     for d in mine[keep:]:
         if d.name not in pinned:
             _remove(d)
 
-def save_checkpoint(out_dir, model: MemLM, state: dict, *, best: bool = False, keep: int = 3, run_id: str = "",
-                    good: bool = True) -> Path:
-    "Write `step-N/` atomically with its checksums, point `last.json` (and `best.json`) at it, prune old ones."
+def save_checkpoint(out_dir, model: MemLM, state: dict, *, best: bool = False, keep: int = 3,
+                    run_id: str = "", good: bool = True) -> Path:
+    "Write `step-N/` atomically with its checksums, point `last.json` (and `best.json`) at it, prune."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     final, tmp = out / f"step-{state['step']}", out / f".tmp-step-{state['step']}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -316,8 +325,9 @@ def checkpoint_dir(out_dir, which: str = "last", *, strict: bool = True) -> Path
     except (OSError, ValueError, KeyError, TypeError):
         if not strict: return None
         steps = list(list_checkpoints(out_dir))
-        raise CheckpointError(f"{ptr}: empty or corrupt (an interrupted write?); resume from a checkpoint with "
-                              f"--from-step N ({'steps ' + ', '.join(map(str, steps)) if steps else 'there are none'})") from None
+        listed = "steps " + ", ".join(map(str, steps)) if steps else "there are none"
+        raise CheckpointError(f"{ptr}: empty or corrupt (an interrupted write?); resume from a checkpoint "
+                              f"with --from-step N ({listed})") from None
     if strict and not (d / "config.json").is_file():
         raise CheckpointError(f"{ptr} names {d.name}, which is not a complete checkpoint")
     return d
@@ -347,7 +357,8 @@ class TrainingDiverged(RuntimeError):
 def _ddp():
     if dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    on = dist.is_available() and dist.is_initialized()
+    return (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
 
 # %% ../nbs/30_train.ipynb #ca30d041
 class _Loss(nn.Module):
@@ -426,28 +437,30 @@ def _restore(run, d: Path) -> dict:
     verify_manifest(d)
     saved = read_json(d / "config.json", "model config")
     here = asdict(run.model.config)
-    diff = [f"{k} {saved.get(k)!r} there, {here[k]!r} here" for k in here if k in saved and saved[k] != here[k]]
+    diff = [f"{k} {saved[k]!r} there, {here[k]!r} here" for k in here if k in saved and saved[k] != here[k]]
     if diff:
-        raise CheckpointError(f"{d} is a checkpoint of a different model ({'; '.join(diff[:3])}); use a new folder "
-                              "or the same preset and overrides")
+        raise CheckpointError(f"{d} is a checkpoint of a different model ({'; '.join(diff[:3])}); use a new "
+                              "folder or the same preset and overrides")
     from safetensors.torch import load_model
     load_model(run.model, str(d / "model.safetensors"), device=str(next(run.model.parameters()).device))
     try:
         st = torch.load(d / "train_state.pt", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{d / 'train_state.pt'}: cannot load ({str(e).splitlines()[0][:200]})") from None
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CheckpointError(f"{d / 'train_state.pt'}: cannot load ({first})") from None
     for o, s in zip(run.opts, st["optimizers"]): o.load_state_dict(s)
     torch.set_rng_state(st["torch_rng"]); run.gen.set_state(st["data_rng"])
     run.step, run.best, run.history = st["step"], st.get("best_val", math.inf), st.get("history", [])
     return st
 
 # %% ../nbs/30_train.ipynb #c814c27e
-_RESUME_KEYS = ("lr", "muon_lr", "schedule", "warmup_steps", "min_lr_ratio", "decay_fraction", "max_steps", "minutes",
-                "stop_at", "batch_size", "grad_accum", "eval_every", "optimizer", "precision")
+_RESUME_KEYS = ("lr", "muon_lr", "schedule", "warmup_steps", "min_lr_ratio", "decay_fraction", "max_steps",
+                "minutes", "stop_at", "batch_size", "grad_accum", "eval_every", "optimizer", "precision")
 
 def _flat(config: dict) -> dict:
     "A stored config, nested (now) or flat (older checkpoints), as flat names."
-    return {**config, **{k: v for g in _GROUPS if isinstance(config.get(g), dict) for k, v in config[g].items()}}
+    groups = [config[g] for g in _GROUPS if isinstance(config.get(g), dict)]
+    return {**config, **{k: v for g in groups for k, v in g.items()}}
 
 def _resume(run):
     "Continue from the last checkpoint, or `from_step`'s; log what the configuration given now changes."
@@ -459,7 +472,8 @@ def _resume(run):
     if d is None:
         return
     st = _restore(run, d)
-    run.bad, run.lr_scale, run.elapsed0 = st.get("bad_steps", 0), st.get("lr_scale", 1.0), st.get("seconds", 0.0)
+    run.bad, run.lr_scale = st.get("bad_steps", 0), st.get("lr_scale", 1.0)
+    run.elapsed0 = st.get("seconds", 0.0)
     if run.rank == 0:               # the log from the saved history: no lost and no repeated lines
         lines = [json.dumps(h) + "\n" for h in run.history + st.get("events", [])]
         _atomic_write_text(out / "log.jsonl", "".join(lines))
@@ -495,7 +509,8 @@ def _bar(run):
     from tqdm.auto import tqdm
     off = not run.cfg.progress or run.rank != 0
     if run.cfg.minutes:
-        fmt = "{l_bar}{bar}| {n:.0f}/{total}% of " + f"{run.cfg.minutes:g} min" + " [{elapsed}<{remaining}{postfix}]"
+        fmt = "{l_bar}{bar}| {n:.0f}/{total}% of " + f"{run.cfg.minutes:g} min"
+        fmt += " [{elapsed}<{remaining}{postfix}]"
         return tqdm(total=100, initial=round(100 * _fraction(run)), desc="train", disable=off, bar_format=fmt)
     total = min(run.cfg.max_steps, run.cfg.stop_at or run.cfg.max_steps)
     return tqdm(total=total, initial=run.step, desc="train", unit="step", disable=off)
@@ -513,13 +528,13 @@ def _set_lr(run):
     "Warmup, then the schedule, on the fraction of the budget used; scaled down by any rollback."
     c = run.cfg
     mult = lr_multiplier(c, run.step, _fraction(run)) * run.lr_scale
-    bases = [c.muon_lr, c.lr] if c.optimizer == "muon" else [c.lr]     # the configuration's, also after a resume
+    bases = [c.muon_lr, c.lr] if c.optimizer == "muon" else [c.lr]     # this config's, after a resume too
     for o, base in zip(run.opts, bases):
         for g in o.param_groups: g["lr"] = base * mult
     run.rec = {"step": run.step + 1, "lr": c.lr * mult}
 
 def _accumulate(run) -> float:
-    "Forward and backward `grad_accum` micro-batches; the summed loss (NaN if the forward met non-finite values)."
+    "Forward and backward `grad_accum` micro-batches; the summed loss (NaN: the forward met non-finite input)."
     c, total = run.cfg, 0.0
     if hasattr(run.data, "set_progress"):     # a curriculum moves through its stages with the budget
         run.data.set_progress(_fraction(run))
@@ -551,13 +566,14 @@ def _apply_step(run, loss: float) -> bool:
     return True
 
 def _bad_step(run, loss: float):
-    "Count a bad step; after `bad_streak` in a row roll back (or stop), and stop after `max_bad_steps` in all."
+    "Count a bad step; after `bad_streak` in a row roll back (or stop); stop after `max_bad_steps` in all."
     c = run.cfg
     run.bad, run.streak = run.bad + 1, run.streak + 1
     run.bar.set_postfix(step=run.step, loss=f"{loss}", bad=run.bad)
-    advice = (f"stopping at step {run.step}: {run.bad} steps had a non-finite loss, gradient or forward (last loss "
-              f"{loss}). Lower the learning rate, resume from an earlier checkpoint (--from-step N or --rollback), "
-              f"or check the data.")
+    advice = (f"stopping at step {run.step}: {run.bad} steps had a non-finite loss, gradient or forward "
+              f"(last "
+              f"loss {loss}). Lower the learning rate, resume from an earlier checkpoint (--from-step N or "
+              f"--rollback), or check the data.")
     if run.bad > c.max_bad_steps:
         raise TrainingDiverged(advice)
     if run.streak >= c.bad_streak and not _rollback(run):
@@ -569,22 +585,25 @@ def _rollback(run) -> bool:
     c = run.cfg
     if c.on_blowup != "rollback" or not c.out_dir or run.rollbacks >= c.max_rollbacks:
         return False
-    steps = [s for s in reversed(list_checkpoints(c.out_dir, good=True)) if s <= run.step and s not in run.tried]
+    good = reversed(list_checkpoints(c.out_dir, good=True))
+    steps = [s for s in good if s <= run.step and s not in run.tried]
     if not steps:
         return False
     run.tried.add(steps[0])
     bad = run.bad
     _restore(run, Path(c.out_dir) / f"step-{steps[0]}")
-    run.bad, run.streak, run.rollbacks, run.lr_scale = bad, 0, run.rollbacks + 1, run.lr_scale * c.rollback_lr_factor
+    run.bad, run.streak, run.rollbacks = bad, 0, run.rollbacks + 1
+    run.lr_scale *= c.rollback_lr_factor
     _event(run, {"event": "rollback", "to_step": steps[0], "lr_scale": run.lr_scale, "bad_steps": run.bad})
     return True
 
 # %% ../nbs/30_train.ipynb #d0470f5d
 def _state(run) -> dict:
     "What a checkpoint needs to resume exactly: tensors and plain data only."
-    return {"step": run.step, "optimizers": [o.state_dict() for o in run.opts], "torch_rng": torch.get_rng_state(),
-            "data_rng": run.gen.get_state(), "best_val": run.best, "bad_steps": run.bad, "lr_scale": run.lr_scale,
-            "seconds": run.rec["seconds"], "history": run.history, "events": run.events, "config": asdict(run.cfg)}
+    return {"step": run.step, "optimizers": [o.state_dict() for o in run.opts],
+            "torch_rng": torch.get_rng_state(), "data_rng": run.gen.get_state(), "best_val": run.best,
+            "bad_steps": run.bad, "lr_scale": run.lr_scale, "seconds": run.rec["seconds"],
+            "history": run.history, "events": run.events, "config": asdict(run.cfg)}
 
 def _evaluate_and_save(run):
     "Log the step; every `eval_every` steps and at the end, evaluate and write a checkpoint (rank 0)."
@@ -605,13 +624,16 @@ def _evaluate_and_save(run):
 
 # %% ../nbs/30_train.ipynb #b7961e05
 def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
-    "Train `model` on `data` under `cfg`: the step reached, the history, the best validation loss, the bad steps."
-    run = _start(model, data, cfg)       # seed, optimisers, the run folder; resume from a checkpoint if one is there
+    "Train `model` on `data` under `cfg`: the step reached, the history, the best validation loss, bad steps."
+    # seed, optimisers, the run folder; resume from a checkpoint if one is there
+    run = _start(model, data, cfg)
     while not _done(run):                # the step budget, the stop_at step or the wall-clock budget
         _set_lr(run)                     # warmup then decay, on the fraction of the budget used
         loss = _accumulate(run)          # grad_accum micro-batches, forward and backward, under autocast
-        if _apply_step(run, loss):       # clip; skip a non-finite step (rolling back after a streak), else step
+        # clip; skip a non-finite step (rolling back after a streak), else step
+        if _apply_step(run, loss):
             _evaluate_and_save(run)      # every eval_every steps and at the end: validation loss, checkpoint
     run.bar.close()
     secs = time.perf_counter() - run.t0
-    return TrainResult(run.step, run.history, run.best, run.bad, secs, _tokens_per_s(run), run.rollbacks, run.events)
+    return TrainResult(run.step, run.history, run.best, run.bad, secs, _tokens_per_s(run), run.rollbacks,
+                       run.events)
