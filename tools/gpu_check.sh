@@ -80,6 +80,9 @@ fi
 
 # ---------------------------------------------------------------- 1. install (no network needed)
 install() {
+  if [ "$GPU_CHECK_SMOKE" = 1 ]; then   # the smoke runs in the developer's environment: change nothing there
+    "$PY" -c "import torch, triton, memnb.scan, memnb.delta_rule, memnb.cdm, memnb.ramnet; print('imports ok')"; return
+  fi
   "$PY" -m pip install -q -e . --no-deps --no-build-isolation || echo "editable install failed: using PYTHONPATH=$PWD"
   for mod_pkg in numpy:numpy pytest:pytest hypothesis:hypothesis einops:einops fla:fla-core; do
     mod=${mod_pkg%%:*}; pkg=${mod_pkg#*:}
