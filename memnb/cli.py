@@ -119,7 +119,8 @@ def _cmd_doctor(args) -> int:
             "cpu bf16": "native (AVX-512 BF16 or AMX): --precision auto trains in bf16" if cpu_has_bf16()
                         else "not native: --precision auto trains in fp32",
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none (CUDA not available)",
-            "data folder": f"{data} ({'found' if Path(data).is_dir() else 'MISSING'})" if data else "MEMNB_DATA not set",
+            "data folder": (f"{data} ({'found' if Path(data).is_dir() else 'MISSING'})" if data
+                            else "MEMNB_DATA not set"),
             "cache folder": f"{cache_root()} (MEMNB_CACHE to move it)"}
     for k, v in rows.items():
         print(f"{k:>13}: {v}")
@@ -129,29 +130,34 @@ def _cmd_presets(args) -> int:
     from memnb.presets import PRESETS
     for name, p in PRESETS.items():
         c, size = p.config, f"{p.params:,} params" if p.params else "16 MB artifact"
-        print(f"{name:20} {size:>16}  d_model {c.d_model}, {c.n_layers} layers, vocab {c.vocab_size:,}; {p.note}")
+        shape = f"d_model {c.d_model}, {c.n_layers} layers, vocab {c.vocab_size:,}"
+        print(f"{name:20} {size:>16}  {shape}; {p.note}")
     return 0
 
+# %% ../nbs/90_cli.ipynb #afc73099
 def _add_about(sub):
     _add(sub, "info", "versions, Triton and the backend per device (JSON)", _cmd_info)
     _add(sub, "doctor", "the environment: torch/triton, CPU bf16, GPU, data and cache folders", _cmd_doctor)
     _add(sub, "presets", "the published models memnb rebuilds, with sizes and sources", _cmd_presets)
 
 # %% ../nbs/90_cli.ipynb #e341b20e
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "float16": torch.float16}
 
 def _report(res: dict, args) -> int:
-    "Attach the machine, print one line per candidate (time, peak memory, ratio to the baseline), write JSON if asked."
+    "Attach the machine, print a line per candidate (time, peak memory, ratio to the baseline), write JSON."
     res["machine"] = machine_info()
     for name, sec in res["seconds"].items():
         mib = res["peak_mib"].get(name)
         mem = f"  {mib:8.1f} MiB peak" if mib is not None and mib == mib else ""
-        print(f"{name:>24}: {1e3 * sec:9.2f} ms{mem}   {res['ratio'][name]:6.2f}x the speed of {res['baseline']}")
+        ratio = f"{res['ratio'][name]:6.2f}x the speed of {res['baseline']}"
+        print(f"{name:>24}: {1e3 * sec:9.2f} ms{mem}   {ratio}")
     return _write_json(res, args.json)
 
 def _cmd_bench_scan(args) -> int:
     from memnb.bench import bench_linear_scan
-    return _report(bench_linear_scan(B=args.B, T=args.T, D=args.D, dtype=_DTYPES[args.dtype], device=args.device,
+    return _report(bench_linear_scan(B=args.B, T=args.T, D=args.D, dtype=_DTYPES[args.dtype],
+                                     device=args.device,
                                      threads=args.threads, repeats=args.repeats), args)
 
 def _cmd_bench_delta_rule(args) -> int:
@@ -162,7 +168,8 @@ def _cmd_bench_delta_rule(args) -> int:
 
 def _cmd_bench_cdm(args) -> int:
     from memnb.bench import bench_cdm
-    return _report(bench_cdm(B=args.B, T=args.T, D=args.D, K=args.K, dtype=_DTYPES[args.dtype], device=args.device,
+    return _report(bench_cdm(B=args.B, T=args.T, D=args.D, K=args.K, dtype=_DTYPES[args.dtype],
+                             device=args.device,
                              threads=args.threads, repeats=args.repeats), args)
 
 # %% ../nbs/90_cli.ipynb #bc8a9610
@@ -190,7 +197,8 @@ def _bench_common(p, sizes):
 def _add_bench(sub):
     which = _add(sub, "bench", "benchmarks (median of repeats, ratios to a baseline)", None)
     which = which.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    scan = _add(which, "scan", "linear_scan forward+backward: chunk/Triton vs the per-step loop", _cmd_bench_scan)
+    scan = _add(which, "scan", "linear_scan forward+backward: chunk/Triton vs the per-step loop",
+                _cmd_bench_scan)
     _bench_common(scan, [("B", 4), ("T", 4096), ("D", 256)])
     dr = _add(which, "delta-rule", "delta_rule forward+backward: chunk/Triton vs recurrent and fla",
               _cmd_bench_delta_rule)
@@ -200,7 +208,8 @@ def _add_bench(sub):
     cdm = _add(which, "cdm", "CDM readout (loop vs chunk/Triton) and layer (vs attention) forward+backward",
                _cmd_bench_cdm)
     _bench_common(cdm, [("B", 8), ("T", 256), ("D", 384), ("K", 16)])
-    ram = _add(which, "ramscan", "RAMScanBlock training tokens/s with vs without its RAM-Net memory", _cmd_bench_ramscan)
+    ram = _add(which, "ramscan", "RAMScanBlock training tokens/s with vs without its RAM-Net memory",
+               _cmd_bench_ramscan)
     _bench_common(ram, [("B", 4), ("T", 256), ("D", 256)])
     every = _add(which, "all", "every benchmark above, as one JSON for the benchmark page", _cmd_bench_all)
     every.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
@@ -211,21 +220,25 @@ def _add_bench(sub):
 
 # %% ../nbs/90_cli.ipynb #918371b9
 def _add_bench_lm(which):
-    "`bench compile` (Triton kernels for a GPU architecture), `bench train` and `bench generate` (a preset's speed)."
-    p = _add(which, "compile", "compile every Triton kernel for a GPU architecture (no GPU needed): registers, "
+    "`bench compile` (Triton kernels for a GPU), `bench train` and `bench generate` (a preset's speed)."
+    p = _add(which, "compile",
+             "compile every Triton kernel for a GPU architecture (no GPU needed): registers, "
              "spills, shared memory; exit 1 if any fails", _cmd_bench_compile)
     p.add_argument("--arch", default="sm_90", help="the GPU architecture to compile for")
     p.add_argument("--json", help="write the rows (and the machine) to this file")
     for name, what in (("train", "training tokens/s per precision"), ("generate", "cached generation speed")):
-        p = _add(which, name, f"a preset's {what}, eager and compiled, with the ratio to eager fp32", _cmd_bench_preset)
+        p = _add(which, name, f"a preset's {what}, eager and compiled, with the ratio to eager fp32",
+                 _cmd_bench_preset)
         p.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
         p.add_argument("--no-compile", action="store_true", help="eager only (no torch.compile)")
-        p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats (the median is reported)")
+        p.add_argument("--repeats", type=positive_int, default=3,
+                       help="interleaved repeats (the median is reported)")
         p.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
         p.add_argument("--json", help="write the result (and the machine) to this file")
     which.choices["train"].add_argument("--B", type=positive_int, default=4, help="batch size")
     which.choices["train"].add_argument("--T", type=positive_int, default=256, help="sequence length")
-    which.choices["generate"].add_argument("--new-tokens", type=positive_int, default=512, help="tokens generated")
+    which.choices["generate"].add_argument("--new-tokens", type=positive_int, default=512,
+                                           help="tokens generated")
 
 # %% ../nbs/90_cli.ipynb #f9e18aa2
 def _cmd_bench_compile(args) -> int:
@@ -279,7 +292,7 @@ def _from_step(args, out: Path) -> int | None:
 
 # %% ../nbs/90_cli.ipynb #19092953
 def _undo(out: Path, existed: set | None):
-    "Remove what a failed run created: the folder if it was new, else the paths it added (never a checkpoint run)."
+    "Remove what a failed run created: the folder if new, else the paths it added (none once it saved)."
     from memnb.train import checkpoint_dir
     if not out.is_dir() or checkpoint_dir(out, "last", strict=False) is not None:
         return
@@ -325,10 +338,12 @@ def _train(args, out: Path, objectives: dict, t0: float) -> int:
                       eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed,
                       device=args.device, precision=args.precision, objectives=objectives, keep=args.keep,
                       word_dropout=args.word_dropout, from_step=from_step, bad_streak=args.bad_streak,
-                      on_blowup=args.on_blowup, aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
+                      on_blowup=args.on_blowup,
+                      aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
     t_data = time.perf_counter()
-    before = None if checkpoint_dir(out, "last") else evaluate(
-        model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1, device=cfg.device)["loss"]
+    before = None if checkpoint_dir(out, "last") else evaluate(   # on the batches train() evaluates on
+        model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1,
+        device=cfg.device)["loss"]
     t_before = time.perf_counter()
     res = train(model, data, cfg)
     times = {"data": t_data - t0, "eval_before": t_before - t_data, "train": time.perf_counter() - t_before}
@@ -338,14 +353,17 @@ def _train(args, out: Path, objectives: dict, t0: float) -> int:
 def _train_summary(res, before, times: dict, out: Path, args) -> int:
     "The result in two lines (and JSON): losses, speed, bad steps; where the command's time went."
     evals = [h for h in res.history if "val_loss" in h]
-    start = f"{before:.3f} before training" if before is not None else f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']})"
+    first = f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']})"
+    start = f"{before:.3f} before training" if before is not None else first
     print(f"{res.step} steps, {res.tokens_per_s:,.0f} tokens/s, {res.bad_steps} bad steps skipped"
           f"{f', {res.rollbacks} rollbacks' if res.rollbacks else ''}; validation loss {start} -> "
           f"{evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); checkpoints in {out}")
     total = sum(times.values())
-    print(f"the command took {total / 60:.1f} min: training {times['train'] / 60:.1f} (evaluations and checkpoints "
-          f"included), data and tokenizer {times['data'] / 60:.1f}, evaluation before training {times['eval_before'] / 60:.1f}")
-    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val, "val_loss_before": before,
+    mins = {k: f"{v / 60:.1f}" for k, v in times.items()}
+    print(f"the command took {total / 60:.1f} min: training {mins['train']} (evaluations and checkpoints "
+          f"included), data and tokenizer {mins['data']}, evaluation before training {mins['eval_before']}")
+    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val,
+                        "val_loss_before": before,
                         "bad_steps": res.bad_steps, "rollbacks": res.rollbacks, "events": res.events,
                         "tokens_per_s": res.tokens_per_s, "seconds": times}, args.json)
 
@@ -360,15 +378,18 @@ def _preset_name(name: str) -> str:
 
 def _preset_help() -> str:
     from memnb.presets import PRESETS
-    return "one of: " + ", ".join(f"{n} ({p.params / 1e6:.1f}M)" if p.params else n for n, p in PRESETS.items())
+    return "one of: " + ", ".join(f"{n} ({p.params / 1e6:.1f}M)" if p.params else n for n,
+                                  p in PRESETS.items())
 
 def _add_data_args(p, tokenizer="bpe:4096"):
     p.add_argument("--tokenizer", default=tokenizer,
                    help="'bpe:N' (trained on the data), 'gpt2', 'bytes' or a tokenizer.json path")
-    p.add_argument("--seq-len", type=positive_int, default=256, help="tokens per training/evaluation sequence")
+    p.add_argument("--seq-len", type=positive_int, default=256,
+                   help="tokens per training/evaluation sequence")
     p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per batch")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seeds model construction, data order and sampling")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seeds model construction, data order and sampling")
     p.add_argument("--json", help="also write the result as JSON here")
 
 # %% ../nbs/90_cli.ipynb #248f49c2
@@ -379,35 +400,44 @@ def _add_train(sub):
     tr.add_argument("--data", help="a text file or folder, 'stdlib', or a hub dataset name")
     tr.add_argument("--task", choices=_TASKS, help="a synthetic task instead of --data")
     tr.add_argument("--out", required=True, help="the run folder: checkpoints, log, tokenizer, token cache")
-    tr.add_argument("--overwrite", action="store_true", help="write into a non-empty folder memnb did not make")
-    tr.add_argument("--minutes", type=positive_float, help="wall-clock budget (with --max-steps: whichever ends first)")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="write into a non-empty folder memnb did not make")
+    tr.add_argument("--minutes", type=positive_float,
+                    help="wall-clock budget (with --max-steps: whichever ends first)")
     tr.add_argument("--max-steps", type=positive_int, default=100_000, help="step budget")
     tr.add_argument("--n-layers", type=positive_int, help="override the preset's depth (a quick smaller run)")
     tr.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
     tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="optimiser")
     tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
-    tr.add_argument("--eval-every", type=positive_int, default=100, help="evaluate and checkpoint every N steps")
-    tr.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept (the newest, and the best)")
-    tr.add_argument("--from-step", type=nonneg_int, help="resume from this step's checkpoint instead of the last")
+    tr.add_argument("--eval-every", type=positive_int, default=100,
+                    help="evaluate and checkpoint every N steps")
+    tr.add_argument("--keep", type=positive_int, default=3,
+                    help="checkpoints kept (the newest, and the best)")
+    tr.add_argument("--from-step", type=nonneg_int,
+                    help="resume from this step's checkpoint instead of the last")
     tr.add_argument("--rollback", action="store_true", help="resume from the checkpoint before the last")
-    tr.add_argument("--bad-streak", type=positive_int, default=5, help="non-finite steps in a row before --on-blowup")
+    tr.add_argument("--bad-streak", type=positive_int, default=5,
+                    help="non-finite steps in a row before --on-blowup")
     tr.add_argument("--on-blowup", choices=["rollback", "stop"], default="rollback",
                     help="roll back to the last good checkpoint with half the lr, or stop with advice")
     tr.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
                     help=f"an extra objective, repeatable; NAME one of {', '.join(OBJECTIVES)}")
-    tr.add_argument("--word-dropout", type=fraction, default=0.0, help="fraction of input tokens replaced by token 0")
+    tr.add_argument("--word-dropout", type=fraction, default=0.0,
+                    help="fraction of input tokens replaced by token 0")
     _add_data_args(tr)
 
 # %% ../nbs/90_cli.ipynb #0fbefe56
 def _checkpoint(path: str):
-    "The model of a run folder's best (else last) checkpoint, or of a checkpoint folder; its tokenizer.json if any."
+    "The model of a run folder's best (else last) checkpoint, or of a checkpoint folder; its tokenizer.json."
     from memnb.model import load
     from memnb.train import checkpoint_dir
     p = Path(path)
-    d = checkpoint_dir(p, "best") or checkpoint_dir(p, "last") or (p if (p / "config.json").exists() else None)
+    d = checkpoint_dir(p, "best") or checkpoint_dir(p,
+                                                    "last") or (p if (p / "config.json").exists() else None)
     if d is None:
-        raise CLIError(f"{path} is not a memnb training folder or checkpoint (no best.json, last.json or config.json)")
+        raise CLIError(f"{path} is not a memnb training folder or checkpoint (no best.json, last.json or "
+                       "config.json)")
     tok = next((t for t in (d / "tokenizer.json", d.parent / "tokenizer.json") if t.exists()), None)
     return load(d), tok
 
@@ -421,13 +451,14 @@ def _tokenizer_for(model, tok: Path | None, spec: str | None):
     except FileNotFoundError as e:
         raise CLIError(f"--tokenizer {spec}: {_user_message(e)}") from None
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise CLIError(f"the tokenizer ({spec or tok}) has {tokenizer.vocab_size:,} tokens but the model's vocabulary "
-                       f"is {model.config.vocab_size:,}; use the tokenizer it was trained with (tokenizer.json beside it)")
+        raise CLIError(f"the tokenizer ({spec or tok}) has {tokenizer.vocab_size:,} tokens but the model's "
+                       f"vocabulary is {model.config.vocab_size:,}; use the tokenizer it was trained with "
+                       "(tokenizer.json beside it)")
     return tokenizer
 
 # %% ../nbs/90_cli.ipynb #828e2138
 def _file_tokens(source: str, tokenizer) -> torch.Tensor:
-    "Every token of `source` (documents joined by end-of-text, one in front), cached under memnb's cache folder."
+    "Every token of `source` (documents joined by end-of-text, one in front), cached in memnb's cache folder."
     import hashlib
     import numpy as np
     from memnb.data import _source_id, cache_root, read_documents
@@ -456,12 +487,14 @@ def _cmd_eval(args) -> int:
     tokenizer = _tokenizer_for(model, tok, args.tokenizer)
     if args.split == "val":
         import hashlib
-        key = hashlib.sha256(json.dumps([_source_id(args.data), tokenizer.fingerprint()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([_source_id(args.data),
+                                         tokenizer.fingerprint()]).encode()).hexdigest()[:16]
         data = _token_data(args.data, tokenizer, cache_root("tokens", key), args.seq_len)
         res = evaluate(model, data, n_batches=args.batches, batch_size=args.batch_size, device=args.device)
     else:
         if args.stride > args.context:
-            raise CLIError(f"--stride {args.stride} is larger than --context {args.context}: tokens would go unscored")
+            raise CLIError(f"--stride {args.stride} is larger than --context {args.context}: tokens would go "
+                           "unscored")
         ids = _file_tokens(args.data, tokenizer)
         res = sliding_window_loss(model.to(args.device), ids, args.context, args.stride, device=args.device,
                                   progress=True)
@@ -472,11 +505,13 @@ def _cmd_eval(args) -> int:
     return _write_json(res, args.json)
 
 def _add_eval(sub):
-    ev = _add(sub, "eval", "loss, perplexity and bits per byte of a checkpoint on every token of a file", _cmd_eval)
+    ev = _add(sub, "eval", "loss, perplexity and bits per byte of a checkpoint on every token of a file",
+              _cmd_eval)
     ev.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    ev.add_argument("--data", required=True, help="the text to score (a file or folder, 'stdlib', a hub name)")
+    ev.add_argument("--data", required=True,
+                    help="the text to score (a file or folder, 'stdlib', a hub name)")
     ev.add_argument("--split", choices=["all", "val"], default="all",
-                    help="all: every token in sliding windows; val: random windows of a corpus' held-out documents")
+                    help="all: every token in sliding windows; val: random windows of held-out documents")
     ev.add_argument("--context", type=positive_int, default=256, help="tokens a window holds")
     ev.add_argument("--stride", type=positive_int, default=128, help="tokens a window advances by")
     ev.add_argument("--batches", type=positive_int, default=20, help="--split val: batches of random windows")
@@ -492,22 +527,27 @@ def _continue(model, tokenizer, prompt: str, args) -> str:
         raise CLIError("the prompt is empty; give some text to continue")
     limit, total = position_limit(model), len(ids) + args.max_new_tokens
     if limit is not None and total > limit:
-        raise CLIError(f"the prompt's {len(ids)} tokens + --max-new-tokens {args.max_new_tokens} = {total} exceed the "
-                       f"model's position limit of {limit}; ask for at most {max(limit - len(ids), 0)} new tokens")
+        raise CLIError(f"the prompt's {len(ids)} tokens + --max-new-tokens {args.max_new_tokens} = {total} "
+                       f"exceed the model's position limit of {limit}; ask for at most "
+                       f"{max(limit - len(ids), 0)} new tokens")
     idx, made = torch.tensor([ids]), [torch.tensor([ids])]
     procs = ([repetition_penalty(args.repetition_penalty)] if args.repetition_penalty != 1.0 else []) + \
             ([frequency_penalty(args.frequency_penalty, args.presence_penalty)]
              if args.frequency_penalty or args.presence_penalty else [])
-    def record(logits, out):                           # what has been made so far, kept if decoding is stopped
+    # what has been made so far, kept if decoding is stopped
+    def record(logits, out):
         made[0] = out; return logits
     try:
         if args.value_search:
             if model.value is None:
-                raise CLIError("--value-search needs a model trained with a value head (--objective value=0.1)")
-            out = value_guided_generate(model, idx, args.max_new_tokens, candidates=args.value_search, beta=args.value_beta)
+                raise CLIError("--value-search needs a model trained with a value head "
+                               "(--objective value=0.1)")
+            out = value_guided_generate(model, idx, args.max_new_tokens, candidates=args.value_search,
+                                        beta=args.value_beta)
         else:
             g = torch.Generator().manual_seed(args.seed)
-            out = generate(model, idx, args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
+            out = generate(model, idx, args.max_new_tokens,
+                           temperature=0.0 if args.greedy else args.temperature,
                            top_k=args.top_k, top_p=args.top_p, generator=g, processors=procs + [record])
     except KeyboardInterrupt:
         out = made[0]
@@ -545,17 +585,22 @@ def _add_generate(sub):
     gen = _add(sub, "generate", "continue a prompt with a training folder's best checkpoint", _cmd_generate)
     gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
     gen.add_argument("--prompt", help="the text to continue (required unless --interactive)")
-    gen.add_argument("--interactive", action="store_true", help="read prompts line by line, the model loaded once")
+    gen.add_argument("--interactive", action="store_true",
+                     help="read prompts line by line, the model loaded once")
     gen.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to add")
     gen.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature (0: greedy)")
     gen.add_argument("--greedy", action="store_true", help="always the likeliest token (temperature 0)")
     gen.add_argument("--top-k", type=positive_int, default=50, help="sample from the K likeliest tokens")
     gen.add_argument("--top-p", type=_checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
                      help="nucleus sampling: the smallest set of tokens with this much probability")
-    gen.add_argument("--repetition-penalty", type=positive_float, default=1.0, help="CTRL penalty on tokens already in the text")
-    gen.add_argument("--frequency-penalty", type=nonneg_float, default=0.0, help="subtracted per earlier occurrence")
-    gen.add_argument("--presence-penalty", type=nonneg_float, default=0.0, help="subtracted once for any occurrence")
-    gen.add_argument("--value-search", type=positive_int, metavar="K", help="value-guided search over the top K tokens")
+    gen.add_argument("--repetition-penalty", type=positive_float, default=1.0,
+                     help="CTRL penalty on tokens already in the text")
+    gen.add_argument("--frequency-penalty", type=nonneg_float, default=0.0,
+                     help="subtracted per earlier occurrence")
+    gen.add_argument("--presence-penalty", type=nonneg_float, default=0.0,
+                     help="subtracted once for any occurrence")
+    gen.add_argument("--value-search", type=positive_int, metavar="K",
+                     help="value-guided search over the top K tokens")
     gen.add_argument("--value-beta", type=nonneg_float, default=1.0, help="weight of the value against log p")
     gen.add_argument("--seed", type=nonneg_int, default=0, help="seeds the sampling")
 
@@ -571,25 +616,30 @@ def _cmd_probe(args) -> int:
     ids = tokenizer.encode(text.read_text(errors="replace"))
     if len(ids) < 2:
         raise CLIError(f"--text {args.text} holds fewer than two tokens")
-    rep = probe_report(model.eval(), ids, tokenizer, args.out, seq_len=args.seq_len, permutations=args.permutations,
+    rep = probe_report(model.eval(), ids, tokenizer, args.out, seq_len=args.seq_len,
+                       permutations=args.permutations,
                        bootstrap=args.permutations)
     for r in rep["routing"]:
-        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), K_eff "
-              f"{r['k_eff']:.2f}, {r['active_slots']} active slots, per-token entropy {r['token_entropy']:.3f}")
+        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), "
+              f"K_eff {r['k_eff']:.2f}, {r['active_slots']} active slots, per-token entropy "
+              f"{r['token_entropy']:.3f}")
     if "scope_register_mi" in rep:
         m = rep["scope_register_mi"]
-        print(f"MI(slot; depth) {m['mi']:.4f} nats ({m['bits']:.4f} bits, {m['ratio']:.1%} of H(depth)), 95% CI "
+        print(f"MI(slot; depth) {m['mi']:.4f} nats ({m['bits']:.4f} bits, {m['ratio']:.1%} of H(depth)), "
+              f"95% CI "
               f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]; shuffled {m['baseline_mean']:.4f} (p95 "
               f"{m['baseline_p95']:.4f}), p = {m['p_value']:.3f}")
     print(f"figures and probe.json in {args.out}")
     return _write_json(rep, args.json)
 
 def _add_probe(sub):
-    pr = _add(sub, "probe", "routing statistics, decay spectra and scope-register MI of a checkpoint on a text", _cmd_probe)
+    pr = _add(sub, "probe",
+              "routing statistics, decay spectra and scope-register MI of a checkpoint on a text", _cmd_probe)
     pr.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
     pr.add_argument("--text", required=True, help="a text file (e.g. held-out Python code)")
     pr.add_argument("--out", default="memnb-probe", help="folder for probe.json and the figures")
-    pr.add_argument("--permutations", type=positive_int, default=200, help="permutations (and bootstrap draws)")
+    pr.add_argument("--permutations", type=positive_int, default=200,
+                    help="permutations (and bootstrap draws)")
     pr.add_argument("--seq-len", type=positive_int, default=256, help="tokens per window")
     pr.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     pr.add_argument("--json", help="also write the result as JSON here")
@@ -612,8 +662,10 @@ def _cmd_compare(args) -> int:
         key = hashlib.sha256(json.dumps([_source_id(args.data), args.tokenizer]).encode()).hexdigest()[:16]
         data = _token_data(args.data, args.tokenizer, cache_root("tokens", key), args.seq_len)
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
-    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out, seed=args.seed,
-                   data=data, presets=presets, preset_overrides=overrides, lr=args.lr, n_layers=args.n_layers or 2,
+    rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out,
+                   seed=args.seed,
+                   data=data, presets=presets, preset_overrides=overrides, lr=args.lr,
+                   n_layers=args.n_layers or 2,
                    curriculum=not args.no_curriculum)
     print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
     return _write_json({"rows": rows, "machine": machine_info()}, args.json)
@@ -626,15 +678,19 @@ def _add_compare(sub):
                  lambda args: cmp_mod.run_compare_cli(args))
         cmp_mod.add_compare_arguments(p)
         return
-    cmp = _add(sub, "compare", "the main job: equal-size models per mechanism on MQAR, one budget", _cmd_compare)
+    cmp = _add(sub, "compare", "the main job: equal-size models per mechanism on MQAR, one budget",
+               _cmd_compare)
     cmp.add_argument("--quick", action="store_true", help="a reduced task and budget (about two minutes)")
-    cmp.add_argument("--minutes", type=positive_float, default=15.0, help="total training budget, shared equally")
+    cmp.add_argument("--minutes", type=positive_float, default=15.0,
+                     help="total training budget, shared equally")
     cmp.add_argument("--mechanisms", help=f"comma-separated subset of: {', '.join(cmp_mod.MECHANISMS)}")
     cmp.add_argument("--task", default="mqar", choices=_TASKS, help="the synthetic task")
     cmp.add_argument("--out", default="memnb-compare", help="folder for compare.json and compare.png")
     cmp.add_argument("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name)")
-    cmp.add_argument("--tokenizer", default="bpe:4096", help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
-    cmp.add_argument("--seq-len", type=positive_int, default=256, help="with --data: training sequence length")
+    cmp.add_argument("--tokenizer", default="bpe:4096",
+                     help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
+    cmp.add_argument("--seq-len", type=positive_int, default=256,
+                     help="with --data: training sequence length")
     cmp.add_argument("--presets", help="comma-separated presets to compare instead of the mechanisms")
     cmp.add_argument("--n-layers", type=positive_int, help="depth of every model (presets: an override)")
     cmp.add_argument("--d-model", type=positive_int, help="presets: a width override")
@@ -654,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"memnb {memnb.__version__}")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_about, _add_bench, _add_train, _add_eval, _add_generate, _add_probe, _add_compare, _add_convert):
+    for add in (_add_about, _add_bench, _add_train, _add_eval, _add_generate, _add_probe, _add_compare,
+                _add_convert):
         add(sub)
     return p
 
