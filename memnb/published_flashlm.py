@@ -89,14 +89,15 @@ def _nova_infer(sd):
             r["n_heads"] = sd["blocks.0.attn.qkv.weight"].shape[0] // (3 * r["d_head"])
     return r
 
-def _nova_config_from(r):
-    _check_heads(r, "flashlm-nova")
+def _nova_config_from(r):   # n_heads * d_head may differ from d_model: the attention's head_dim
+    attn = {"rope_dtype": "input", "head_dim": r["d_head"]}
     return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
-                d_ff=r["d_ffn"])
+                d_ff=r["d_ffn"], mixer_kwargs={"attention": attn})
 
 def _nova_config_of(cfg):
+    d_head = cfg.mixer_kwargs.get("attention", {}).get("head_dim") or cfg.d_model // cfg.n_heads
     return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                d_head=cfg.d_model // cfg.n_heads, d_ffn=cfg.d_ff, dropout=0.0, seq_len=128)
+                d_head=d_head, d_ffn=cfg.d_ff, dropout=0.0, seq_len=128)
 
 register(PublishedModel(
     preset="flashlm-nova", source="changcheng967/FlashLM v5/train_v52_nova.py NovaIgnitionLM",
@@ -105,7 +106,7 @@ register(PublishedModel(
     config_from=_nova_config_from, config_of=_nova_config_of, infer_config=_nova_infer,
     **_wrapped(_nova_rules, _nova_derived, _nova_post, _nova_pre)));
 
-# %% ../nbs/15_published_flashlm.ipynb #fbcc6516
+# %% ../nbs/15_published_flashlm.ipynb #ab1fe265
 def _bolt_rules(r):
     rules = [Rule("embed.weight", ("embedding.weight",)), Rule("norm.weight", ("final_norm.scale",))]
     for i in range(r["n_blocks"]):
@@ -127,7 +128,7 @@ def _bolt_infer(sd):
     if "blocks.0.ffn.W_gate.weight" in sd: r["glu_hidden"] = sd["blocks.0.ffn.W_gate.weight"].shape[0]
     return r
 
-# %% ../nbs/15_published_flashlm.ipynb #ab1fe265
+# %% ../nbs/15_published_flashlm.ipynb #c79a277e
 def _bolt_config_from(r):
     return dict(vocab_size=r["vocab_size"], d_model=r["dim"], n_layers=r["n_blocks"], d_ff=r["glu_hidden"],
                 mixer_kwargs={"gated_recurrence": {"kernel_size": r["kernel_size"], "ternary_groups": 1}})
@@ -142,7 +143,7 @@ register(PublishedModel(
     config_from=_bolt_config_from, config_of=_bolt_config_of, infer_config=_bolt_infer,
     **_wrapped(_bolt_rules, lambda r: _tied("embedding.weight"))));
 
-# %% ../nbs/15_published_flashlm.ipynb #20d8a206
+# %% ../nbs/15_published_flashlm.ipynb #bd521a00
 def _thunder_rules(r):
     rules = [Rule("embed.weight", ("embed.weight",))] + _norm_rules("norm", "ln_out")
     for i in range(r["n_layers"]):
@@ -163,7 +164,7 @@ def _thunder_infer(sd):
     if "blocks.0.ffn_up.weight" in sd: r["d_ffn"] = sd["blocks.0.ffn_up.weight"].shape[0]
     return r
 
-# %% ../nbs/15_published_flashlm.ipynb #bd521a00
+# %% ../nbs/15_published_flashlm.ipynb #60c7f00d
 def _thunder_config_from(r):
     _check_heads(r, "flashlm-thunderbolt")
     return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
@@ -182,7 +183,7 @@ register(PublishedModel(
          "depends on the tokens after it.",
     **_wrapped(_thunder_rules, lambda r: _tied("embed.weight"))));
 
-# %% ../nbs/15_published_flashlm.ipynb #1c13429c
+# %% ../nbs/15_published_flashlm.ipynb #a62729c0
 def cortex_decay_bias(seq_len: int) -> float:
     "The decay bias filled in for a published CORTEX-VIII: sigmoid(b)**seq_len = e**-0.01 (99% kept)."
     return math.log(100 * seq_len)
@@ -208,7 +209,7 @@ def _cortex_rules(r):
                   for a, b in (("w1", "Wg"), ("w3", "Wu"), ("w2", "Wo"))]
     return rules
 
-# %% ../nbs/15_published_flashlm.ipynb #a62729c0
+# %% ../nbs/15_published_flashlm.ipynb #be92c29f
 def _cortex_post(msd, r):
     H, b = r["n_heads"], cortex_decay_bias(r["seq_len"])
     for i in range(r["n_layers"]):
@@ -229,7 +230,7 @@ def _cortex_pre(msd, r):
         msd[c + "mem_in.qkvb"] = w[:-H]
     return msd
 
-# %% ../nbs/15_published_flashlm.ipynb #be92c29f
+# %% ../nbs/15_published_flashlm.ipynb #174e35fd
 def _cortex_infer(sd):
     r, get = _n_layers(sd), sd.get
     if get("embed.weight") is not None: r["vocab"], r["d_model"] = sd["embed.weight"].shape
@@ -245,7 +246,7 @@ def _cortex_infer(sd):
 def _cortex_kwargs(r):
     return {"window": r["window_size"], "mem_heads": r["n_heads"], "mem_head_dim": r["d_mem"]}
 
-# %% ../nbs/15_published_flashlm.ipynb #174e35fd
+# %% ../nbs/15_published_flashlm.ipynb #0517df9c
 def _cortex_config_from(r):
     _check_heads(r, "flashlm-cortex8")
     return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
@@ -266,7 +267,7 @@ register(PublishedModel(
     leak="Its delta memory reads every token at and after each position (no decay, no delta correction).",
     **_wrapped(_cortex_rules, lambda r: _tied("embed.weight"), _cortex_post, _cortex_pre)));
 
-# %% ../nbs/15_published_flashlm.ipynb #b92fc0ca
+# %% ../nbs/15_published_flashlm.ipynb #bea5861c
 FLASHLM = ("flashlm-nova", "flashlm-bolt", "flashlm-thunderbolt", "flashlm-cortex8")
 
 def _rel(a, b) -> float:
@@ -289,13 +290,13 @@ def flashlm_fixture_errors(name: str, folder, faithful: bool) -> dict:
             out[f"float64 {tag}"] = _rel(model.double()(tokens), expected["logits_float64"])
     return out
 
-# %% ../nbs/15_published_flashlm.ipynb #906957b4
+# %% ../nbs/15_published_flashlm.ipynb #1fa43ffd
 SMALL = {"flashlm-nova": dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=48),
          "flashlm-bolt": dict(vocab_size=64, d_model=32, n_layers=2, d_ff=48),
          "flashlm-thunderbolt": dict(vocab_size=64, d_model=32, n_layers=3, n_heads=4, d_ff=48),
          "flashlm-cortex8": dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=48,
                                  mixer_kwargs={"cortex": dict(window=8, mem_heads=4, mem_head_dim=8)})}
 
-# %% ../nbs/15_published_flashlm.ipynb #d13e9ed7
+# %% ../nbs/15_published_flashlm.ipynb #d1c813bc
 PUBLISHED_PARAMS = {"flashlm-nova": 4_987_392, "flashlm-bolt": 4_364_736, "flashlm-thunderbolt": 29_750_784,
                     "flashlm-cortex8": 6_564_864}
