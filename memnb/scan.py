@@ -50,13 +50,16 @@ def _chunk_scan(a, b, h0, chunk: int, reverse: bool = False):
     if n > 1:
         local = torch.zeros_like(b[:, :, 0])
         for i in steps:  # sweep 1: every chunk's local result, all chunks at once
-            torch.addcmul(b[:, :, i], a[:, :, i], local, out=local)
+            if torch.compiler.is_compiling(): local = torch.addcmul(b[:, :, i], a[:, :, i], local)   # no `out=`
+            else: torch.addcmul(b[:, :, i], a[:, :, i], local, out=local)
         leaving = _chunk_scan(a.prod(2), local, h0, chunk, reverse)  # the chunk-level recurrence
         start = torch.zeros_like(local[:, :1]) if h0 is None else h0[:, None]
         entering = torch.cat([leaving[:, 1:], start] if reverse else [start, leaving[:, :-1]], 1)
     h = torch.empty_like(b)
     for i in steps:  # sweep 2: every output, starting each chunk from the state entering it
         if entering is None: h[:, :, i] = b[:, :, i]
+        elif torch.compiler.is_compiling():   # a traced graph takes no `out=` views: write the slice instead
+            h[:, :, i] = torch.addcmul(b[:, :, i], a[:, :, i], entering)
         else: torch.addcmul(b[:, :, i], a[:, :, i], entering, out=h[:, :, i])
         entering = h[:, :, i]
     return h.view(B, n * chunk, Fd)[:, :T]
@@ -69,7 +72,7 @@ def _shift(x, toward_future: bool, fill=None):
 
 def _times_shifted(g, h, fill, toward_future: bool):
     "`g * _shift(h, toward_future, fill)`, without the shifted copy when no graph is being recorded."
-    if torch.is_grad_enabled():  # double backward: stay differentiable
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # double backward; a graph takes no `out=` views
         return g * _shift(h, toward_future, fill)
     out = torch.empty_like(g)
     dst, src, edge = (slice(1, None), slice(None, -1), 0) if toward_future else (slice(None, -1), slice(1, None), -1)
