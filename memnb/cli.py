@@ -677,6 +677,7 @@ def _add_compare(sub):
         p = _add(sub, "compare", "the main job: equal-size models per mechanism under one budget",
                  lambda args: cmp_mod.run_compare_cli(args))
         cmp_mod.add_compare_arguments(p)
+        p.add_argument("--json", help="also write the rows (and the machine) as JSON here")
         return
     cmp = _add(sub, "compare", "the main job: equal-size models per mechanism on MQAR, one budget",
                _cmd_compare)

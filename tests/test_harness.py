@@ -110,7 +110,7 @@ def test_cli_probe_on_python_code(tmp_path, capsys):
 
     from memnb.data import load_tokenizer
     torch.manual_seed(0)
-    model = MemLM(MemLMConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=2, d_ff=64, mixer="attention+cdm",
+    model = MemLM(MemLMConfig(vocab_size=257, d_model=32, n_layers=2, n_heads=2, d_ff=64, mixer="attention+cdm",
                               mixer_kwargs={"cdm": {"n_slots": 8}}))
     ck = tmp_path / "ck"
     model.save(ck)
@@ -136,7 +136,8 @@ def test_cli_compare_presets_on_text(tmp_path):
                  "--n-layers", "1", "--d-model", "64", "--minutes", "0.3", "--out", str(out), "--json", str(tmp_path / "c.json")]) == 0
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert [r["mechanism"] for r in rows] == ["flashlm-nova", "cpuflow-v97"]
-    assert all(0 < r["bpb"] < 8.5 and r["steps"] > 0 for r in rows), rows      # bytes: a blind model is at 8 bits per byte
+    steps = lambda r: r["steps"] if isinstance(r["steps"], list) else [r["steps"]]      # one per seed
+    assert all(0 < r["bpb"] < 8.5 and min(steps(r)) > 0 for r in rows), rows     # bytes: a blind model: 8 bits per byte
     assert (out / "compare.png").exists()
 
 
