@@ -126,12 +126,23 @@ def _cmd_doctor(args) -> int:
         print(f"{k:>13}: {v}")
     return 0
 
+def _published_sources() -> dict:
+    "{preset: the published repository, file and class it rebuilds}."
+    import importlib
+    from memnb.published import PUBLISHED
+    for extra in ("memnb.published_flashlm",):         # the registrations kept in their own module
+        try: importlib.import_module(extra)
+        except ImportError: pass
+    return {name: spec.source for name, spec in PUBLISHED.items()}
+
 def _cmd_presets(args) -> int:
     from memnb.presets import PRESETS
+    sources = _published_sources()
     for name, p in PRESETS.items():
         c, size = p.config, f"{p.params:,} params" if p.params else "16 MB artifact"
         shape = f"d_model {c.d_model}, {c.n_layers} layers, vocab {c.vocab_size:,}"
         print(f"{name:20} {size:>16}  {shape}; {p.note}")
+        print(f"{'':20} {'':>16}  source: {sources.get(name, 'memnb (no published checkpoint)')}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #afc73099
