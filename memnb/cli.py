@@ -456,7 +456,8 @@ def _tokenizer_for(model, tok: Path | None, spec: str | None):
     "The tokenizer to use with `model`: `spec`, else the one beside the checkpoint; its vocabulary must fit."
     from memnb.data import load_tokenizer
     if spec is None and tok is None:
-        raise CLIError("no tokenizer.json beside the checkpoint: pass --tokenizer")
+        raise CLIError("no tokenizer.json beside the checkpoint (a model trained on a synthetic task has none; "
+                       "memnb eval takes --tokenizer)")
     try:
         tokenizer = load_tokenizer(spec or str(tok))
     except FileNotFoundError as e:
@@ -742,7 +743,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from memnb.model import CheckpointError
         from memnb.train import RunDirError, TrainingDiverged
-        user = isinstance(e, (CLIError, RunDirError, CheckpointError, TrainingDiverged, OSError, ValueError))
+        user = isinstance(e, (CLIError, RunDirError, CheckpointError, TrainingDiverged, OSError, ValueError,
+                              ArithmeticError))          # ArithmeticError: non-finite numbers met on the way
         hint = "" if user else " (unexpected: rerun with --debug for the traceback)"
         print(f"memnb {args.command}: error: {_user_message(e)}{hint}", file=sys.stderr)
         return 2 if user else 1

@@ -246,8 +246,8 @@ def folders(tmp_path_factory):
     "A run folder (flashlm-nova, 1 layer) and a checkpoint with a 32-place position code and a byte tokenizer."
     from memnb.presets import build
     tmp = tmp_path_factory.mktemp("flags")
-    rc, _, err = cli("train", "--preset", "flashlm-nova", "--n-layers", "1", "--task", "mqar", "--batch-size", "4",
-                     "--max-steps", "2", "--eval-every", "2", "--precision", "fp32", "--out", tmp / "run")
+    rc, _, err = cli("train", "--preset", "flashlm-nova", "--n-layers", "1", "--task", "mqar", "--batch-size", "2",
+                     "--max-steps", "1", "--eval-every", "1", "--precision", "fp32", "--out", tmp / "run")
     assert rc == 0, err
     torch.manual_seed(0)
     build("cpuflow-v97", vocab_size=257, n_layers=1, max_len=32).save(tmp / "ck")
