@@ -217,7 +217,7 @@ DEFAULT_LRS = {}        # per-mechanism learning rates from the committed sweep 
 def _task_setting(task, quick, task_kw, data):
     if data is not None: return {}
     if quick: return {"seq_len": 64, "n_kv": 4, "vocab_size": 512, **task_kw}
-    return {"seq_len": 256, "n_kv": 16, "vocab_size": 8192, **task_kw} if task == "mqar" else dict(task_kw)
+    return {"seq_len": 128, "n_kv": 8, "vocab_size": 8192, **task_kw} if task == "mqar" else dict(task_kw)
 
 def _make_data(task, task_kw, curriculum, quick, seed):
     n_train = 4_000 if quick else 20_000
@@ -252,7 +252,7 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: i
     data = data or _make_data(task, task_kw, curriculum, quick, seed)
     builders = _models(mechanisms, presets, data, d_model, n_layers, preset_overrides or {}, mixer_kwargs)
     lr_of = lambda n: lrs or [lr or (3e-3 if task_kw == {} else DEFAULT_LRS.get(n, 1e-2))]
-    jobs = [(n, l, s) for n in builders for l in lr_of(n) for s in seeds]
+    jobs = [(n, l, s) for s in seeds for n in builders for l in lr_of(n)]   # seed-major: a kill leaves whole seeds
     setting = {"task": task if presets is None else "presets", **task_kw, "steps": None if minutes else steps,
                "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "batch_size": batch_size, "quick": quick,
                "curriculum": isinstance(data, Curriculum), "target": target, "mixer_kwargs": mixer_kwargs,
@@ -375,8 +375,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     a("--pairs", type=_csv(int), default=[4, 8, 16], help="--sweep: numbers of key-value pairs (default 4,8,16)")
     a("--quick", action="store_true", help=f"a reduced task (sequence 64, 4 pairs, vocabulary 512), {QUICK_STEPS} steps: a smoke test")
     a("--task", default="mqar", choices=["mqar", "selective_copying", "induction_heads"], help="the synthetic task")
-    a("--seq-len", type=_positive(int), help="MQAR: sequence length (default 256; --sweep 128); with --data: training length (256)")
-    a("--n-kv", type=_positive(int), help="MQAR: key-value pairs (default 16)")
+    a("--seq-len", type=_positive(int), help="MQAR: sequence length (default 128; Zoology's 256 with --n-kv 16); with --data: training length (256)")
+    a("--n-kv", type=_positive(int), help="MQAR: key-value pairs (default 8)")
     a("--vocab-size", type=_positive(int), help="MQAR: vocabulary (default 8192)")
     a("--batch-size", type=_positive(int), default=32, help="sequences per step (default 32)")
     a("--d-model", type=_positive(int), help="width of every model (default 64; presets: an override)")
