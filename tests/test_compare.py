@@ -102,3 +102,15 @@ def test_the_command_runs_a_grid_and_a_sweep(tmp_path, capsys):
     assert len(pts) == 4 and (tmp_path / "s" / "sweep.png").stat().st_size > 0
     size = {(p["mechanism"], p["d_model"]): p["state_bytes"] for p in pts}
     assert size[("delta rule", 16)] < size[("delta rule", 32)] < size[("ram-net kv", 16)]
+
+
+def test_memnb_compare_through_the_cli_main(tmp_path, capsys):
+    from memnb.cli import main
+    out = tmp_path / "rows.json"
+    assert main(["compare", "--quick", "--steps", "2", "--seeds", "1", "--mechanisms", "attention,ram-net kv",
+                 "--out", str(tmp_path / "c"), "--no-progress", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["mechanism"] for r in doc["rows"]] == ["attention", "ram-net kv"] and "ranking" in doc
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--mechanisms", "mamba"])
+    assert e.value.code == 2 and "unknown mechanism(s) ['mamba']" in capsys.readouterr().err
