@@ -20,8 +20,8 @@ from nbdev.processors import FilterDefaults
 
 QUARTO_URL = "https://quarto.org/docs/get-started/"
 SLOW_NOTE = ('<div class="memnb-slow callout callout-note"><strong>Slow cell.</strong> The next cell trains or measures '
-             'for minutes, so <code>nbdev_test</code> and CI skip it (it is flagged <code>slow</code>); its output below '
-             'is from a run on a 2-core CPU.</div>')
+             'for minutes, so <code>nbdev_test</code> and CI skip it (it is flagged <code>slow</code>); what it prints '
+             'below was stored when it was last run.</div>')
 
 
 class SlowNote(Processor):
