@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import nbdev.quarto as quarto
+import nbdev.serve
 from nbdev.process import Processor
 from execnb.nbio import mk_cell
 from nbdev.processors import FilterDefaults
@@ -35,15 +36,16 @@ class SlowNote(Processor):
         self.nb.cells = cells
 
 
-def _with_slow_note(self, _xtra=FilterDefaults.xtra_procs):
-    return _xtra(self) + [SlowNote]
+class MemnbFilter(FilterDefaults):
+    "nbdev's processors for the docs, and SlowNote."
+    def xtra_procs(self): return super().xtra_procs() + [SlowNote]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--render", action="store_true", help="render the site with Quarto (nbdev_docs) after processing")
     args = p.parse_args(argv)
-    FilterDefaults.xtra_procs = _with_slow_note
+    nbdev.serve.FilterDefaults = MemnbFilter  # what nbdev's (spawned) workers process each notebook with
     if args.render:
         if not shutil.which("quarto"):
             print(f"The docs site needs Quarto, which is not installed: get it from {QUARTO_URL} "
@@ -52,8 +54,7 @@ def main(argv=None) -> int:
     else:
         quarto._ensure_quarto = lambda: None
     shutil.rmtree(Path(quarto.get_config().config_path) / "_proc", ignore_errors=True)  # no stale pages from a cache
-    # n_workers=0: processed in this process, where SlowNote is installed (nbdev's workers are spawned afresh)
-    proc, cfg, _ = quarto._pre_docs(n_workers=0)
+    proc, cfg, _ = quarto._pre_docs()
     if args.render:  # as nbdev_docs does, without regenerating README.md (tools/readme.py writes it)
         subprocess.run(["quarto", "render", "--no-cache"], cwd=proc, check=True)
         shutil.rmtree(cfg.doc_path, ignore_errors=True)
