@@ -409,9 +409,11 @@ nbcells() {
   command -v nbdev_test >/dev/null || { echo "nbdev_test not installed: notebook triton cells not run"; return 0; }
   local nbs="nbs/01_scan.ipynb nbs/02_delta_rule.ipynb nbs/03_cdm.ipynb nbs/04_ramnet.ipynb nbs/05_cumscan.ipynb"
   [ "$GPU_CHECK_SMOKE" = 1 ] && nbs="nbs/01_scan.ipynb"
+  local rc=0
   for nb in $nbs; do
-    nbdev_test --flags triton --path "$nb" || echo "FAILED: $nb"
+    nbdev_test --flags triton --path "$nb" || { echo "FAILED: $nb"; rc=1; }
   done
+  return $rc   # a failing notebook fails the step (after every notebook has run)
 }
 export -f nbcells
 if (( $(left) > 60 )); then step nb_triton_cells $(( $(left) - 15 )) nbcells; fi
