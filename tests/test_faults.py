@@ -75,9 +75,10 @@ def check_resumed(tmp_path, out, straight):
     assert steps == list(range(1, 13))                                               # no line lost, none twice
 
 
-# five points inside a checkpoint write, and two renames
-@pytest.mark.parametrize("where,nth", [("save", 3), ("torch.save", 3), ("write_manifest", 3), ("_point", 3),
-                                       ("_prune", 3), ("os.replace", 5), ("os.replace", 6)])
+# inside the third checkpoint write: its folder written but unchecksummed, renamed but not pointed at, pointed at but
+# older ones not pruned; and two renames (a folder and a pointer file half-way)
+@pytest.mark.parametrize("where,nth", [("write_manifest", 3), ("_point", 3), ("_prune", 3), ("os.replace", 5),
+                                       ("os.replace", 6)])
 def test_kill_inside_a_checkpoint_write_resumes_exactly(tmp_path, straight, where, nth):
     out = tmp_path / "run"
     killed = child(tmp_path, out, where, nth)
