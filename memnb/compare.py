@@ -105,7 +105,7 @@ def reached(run: dict, threshold: float) -> tuple | None:
     return next(((c["step"], c["seconds"]) for c in run["curve"] if c["accuracy"] >= threshold), None)
 
 # %% ../nbs/34_compare.ipynb #71aa08d1
-def summarize(runs: list[dict], target: float = 0.99) -> list[dict]:
+def summarize(runs: list[dict], target: float = 0.99, task: bool = True) -> list[dict]:
     "One row per mechanism: the learning rate with the best mean validation accuracy, its seeds' mean and spread."
     rows = []
     for name in dict.fromkeys(r["mechanism"] for r in runs):
@@ -121,14 +121,15 @@ def summarize(runs: list[dict], target: float = 0.99) -> list[dict]:
                      "loss": mean("loss"), "bpb": rs[0].get("bpb") and mean("bpb"), "steps": [r["steps"] for r in rs],
                      "seconds": [r["seconds"] for r in rs], "tokens_per_s": mean("tokens_per_s"),
                      "to_0.5": [reached(r, 0.5) for r in rs], "to_0.9": [reached(r, 0.9) for r in rs],
-                     "status": [run_status(r, target) for r in rs], "note": CHANCE_BY_CONSTRUCTION.get(name, "")})
-        if not rows[-1]["note"] and rows[-1]["hi"] < 0.05:
+                     "status": [run_status(r, target) if task else "text" for r in rs], "task": task,
+                     "note": CHANCE_BY_CONSTRUCTION.get(name, "") if task else ""})
+        if task and not rows[-1]["note"] and rows[-1]["hi"] < 0.05:
             rows[-1]["note"] = f"not learned within {max(rows[-1]['steps'])} steps: chance here is a budget result, not a capacity one"
     return rows
 
 def budget_warning(rows: list[dict]) -> str:
     "A warning when no mechanism that can recall left chance: the budget, not the mechanisms, decided the table."
-    able = [r for r in rows if r["mechanism"] not in CHANCE_BY_CONSTRUCTION]
+    able = [r for r in rows if r.get("task", True) and r["mechanism"] not in CHANCE_BY_CONSTRUCTION]
     if able and all(r["hi"] < 0.05 for r in able):
         return (f"WARNING: no mechanism left chance level (at most {max(max(r['steps']) for r in able)} steps each): the "
                 "budget was too short for any of them to learn; this table is not a result. Raise --steps.")
@@ -278,7 +279,7 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: i
                   f"{res['steps']} steps ({res['seconds']:.0f} s, {run_status(runs[-1], target)}); "
                   f"about {el / (i + 1) * (len(todo) - i - 1) / 60:.1f} min left", flush=True)
     order = {n: i for i, n in enumerate(builders)}
-    rows = sorted(summarize(runs, target), key=lambda r: order[r["mechanism"]])
+    rows = sorted(summarize(runs, target, task=isinstance(data, (TaskData, Curriculum))), key=lambda r: order[r["mechanism"]])
     if out_dir: write_compare(out_dir, setting, runs, rows)
     return rows
 
@@ -433,7 +434,8 @@ def run_compare_cli(args) -> int:
     rows = compare(args.mechanisms, task=args.task, quick=args.quick, data=data, presets=args.presets,
                    preset_overrides=overrides, d_model=args.d_model or 64, out_dir=args.out, **common, **task_kw)
     warning = budget_warning(rows)
-    print("\n" + format_table(rows) + "\n\nranking: " + ranking_text(rows) + (f"\n\n{warning}" if warning else "")
+    ranking = "\n\nranking: " + ranking_text(rows) if all(r["task"] for r in rows) else ""   # text: compare bpb
+    print("\n" + format_table(rows) + ranking + (f"\n\n{warning}" if warning else "")
           + f"\n\nwrote {args.out}/compare.json, compare.png and runs.jsonl")
     if getattr(args, "json", None):
         from memnb.cli import _write_json, machine_info
