@@ -258,10 +258,18 @@ def to_published(model: MemLM, name: str, *, config: dict | None = None) -> dict
     return spec.to_published(msd, resolved)
 
 # %% ../nbs/14_published.ipynb #bbf0971e
-def convert(preset: str, checkpoint, out_dir, *, faithful: bool = False, config: dict | None = None) -> dict:
-    "Write a published checkpoint as a memnb model folder: `dict(params, dropped, out)`."
+def convert(preset: str, checkpoint, out_dir, *, faithful: bool = False, config: dict | None = None,
+            tokenizer: str | None = None) -> dict:
+    "A published checkpoint as a memnb model folder (and `tokenizer.json`): `dict(params, dropped, out)`."
     model = from_published(preset, checkpoint, config=config, faithful=faithful)
+    tok = None
+    if tokenizer is not None:
+        from memnb.data import load_tokenizer
+        tok = load_tokenizer(tokenizer)
+        if tok.vocab_size > model.config.vocab_size:
+            raise ValueError(f"convert: the tokenizer has {tok.vocab_size} tokens, the model {model.config.vocab_size}")
     out = save(model, out_dir)
+    if tok is not None: tok.save(out / "tokenizer.json")
     meta = dict(preset=preset, faithful=faithful, config=model.published_config,
                 dropped=model.published_dropped)
     (out / "published.json").write_text(json.dumps(meta, indent=2))
@@ -272,13 +280,14 @@ def add_convert_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors/.pt path or hf://owner/repo")
     parser.add_argument("--preset", metavar="NAME", required=True, help="the published model's memnb preset")
     parser.add_argument("--out", metavar="DIR", required=True, help="where model.safetensors, config.json go")
+    parser.add_argument("--tokenizer", metavar="TOK", help="'gpt2' or a tokenizer.json to write beside the weights")
     parser.add_argument("--faithful", action="store_true",
                         help="reproduce the published computation where memnb corrects it (sees the future)")
     return parser
 
 def run_convert_cli(args) -> int:
     "Run `memnb convert` from parsed arguments; prints the parameter count and what was dropped."
-    r = convert(args.preset, args.checkpoint, args.out, faithful=args.faithful)
+    r = convert(args.preset, args.checkpoint, args.out, faithful=args.faithful, tokenizer=args.tokenizer)
     print(f"wrote {r['out']}: {r['params']:,} parameters")
     for name, reason in r["dropped"].items():
         print(f"  dropped {name}: {reason}")

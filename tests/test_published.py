@@ -268,4 +268,17 @@ def test_convert_writes_a_loadable_folder(tmp_path, capsys):
     assert run_convert_cli(args) == 0
     out = capsys.readouterr().out
     assert f"{r['params']:,} parameters" in out and "dropped blocks.0.self_attn.rope.cos" in out
-    assert (tmp_path / "cli" / "model.safetensors").exists()
+    assert (tmp_path / "cli" / "model.safetensors").exists() and not (tmp_path / "cli" / "tokenizer.json").exists()
+
+
+def test_convert_writes_the_tokenizer_generate_needs(tmp_path):
+    from memnb.data import load_tokenizer
+    sd, _, _, _ = fixture("cpuflow-v97")                         # a 512-token vocabulary
+    (tmp_path / "bytes.json").write_text('{"memnb": "bytes"}')   # memnb's byte tokenizer: 257 tokens
+    convert("cpuflow-v97", sd, tmp_path / "out", tokenizer=str(tmp_path / "bytes.json"))
+    assert load_tokenizer(str(tmp_path / "out" / "tokenizer.json")).vocab_size == 257
+    from memnb.data import data_path
+    try: gpt2 = data_path("gpt2", "tokenizer.json")            # the local GPT-2 tokenizer (never downloaded here)
+    except FileNotFoundError: pytest.skip("no local GPT-2 tokenizer (MEMNB_DATA)")
+    with pytest.raises(ValueError, match="the tokenizer has 50257 tokens, the model 512"):
+        convert("cpuflow-v97", sd, tmp_path / "gpt2", tokenizer=str(gpt2))
