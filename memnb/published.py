@@ -71,7 +71,7 @@ def _check_derived(name, d: Derived, sd, where):
                          f"({d.reason})")
     if got.is_meta or want.is_meta: return      # a shape-only (meta) state dict: shapes are all there is
     if d.exact: ok = torch.equal(got, want.to(got.dtype))
-    else: ok = torch.allclose(got.double(), want.double(), atol=1e-5)
+    else: ok = torch.allclose(got.double(), want.double(), atol=max(1e-5, 2 * torch.finfo(got.dtype).eps))
     if not ok:
         raise ValueError(f"{where}: {name} is not what memnb recomputes ({d.reason}); it does not fit")
 
@@ -123,6 +123,8 @@ def unwrap_checkpoint(obj) -> tuple[dict, dict | None]:
     if not isinstance(obj, dict):
         raise ValueError(f"unwrap_checkpoint: expected a (checkpoint) dict, got {type(obj).__name__}")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for prefix in ("_orig_mod.", "module."):      # torch.compile's and DDP's wrappers
+            if all(k.startswith(prefix) for k in obj): obj = {k[len(prefix):]: v for k, v in obj.items()}
         return dict(obj), None
     for key in _WRAPPERS:
         if isinstance(obj.get(key), dict):

@@ -137,6 +137,17 @@ def test_published_save_formats(tmp_path):
         (tmp_path / "w.npz").write_bytes(b"x"); read_checkpoint(tmp_path / "w.npz")
 
 
+def test_bf16_and_wrapped_checkpoints_load():
+    "A checkpoint saved in bfloat16 (its RoPE tables rounded) or from a compiled/DDP model loads."
+    sd, cfg, tokens, expected = fixture("cdm-v3")
+    half = {f"_orig_mod.{k}": v.bfloat16() for k, v in sd.items()}
+    model = from_published("cdm-v3", {"model_state": half, "config": cfg})
+    ref = from_published("cdm-v3", {k: v.bfloat16() for k, v in sd.items()})
+    with torch.no_grad():
+        assert torch.equal(model(tokens), ref(tokens))
+        assert 1e-5 < rel(model(tokens), expected["logits"]) < 1e-2     # bfloat16 weights: close, not equal
+
+
 def test_stored_config_contradicting_shapes_is_an_error(tmp_path):
     sd, cfg, _, _ = fixture("cdm-v3")
     with pytest.raises(ValueError, match="d_model=96 but the tensors say 64"):
