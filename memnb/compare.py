@@ -172,7 +172,8 @@ def setting_title(setting: dict) -> str:
     budget = f"{setting['minutes']:g} minutes" if setting.get("minutes") else f"{setting['steps']:,} steps"
     seeds = len(setting.get("seeds", [0]))
     return (f"{task}\n{setting.get('n_layers', 2)}-layer models of width {setting.get('d_model', 64)}, {budget} each, "
-            f"{seeds} seed{'s' * (seeds > 1)}, best learning rate of {len(setting.get('lrs') or [0])} per mechanism")
+            f"{seeds} seed{'s' * (seeds > 1)}, " + (f"best of {len(setting['lrs'])} learning rates per mechanism"
+            if setting.get("lrs") else "each mechanism at its default learning rate"))
 
 def plot_compare(rows: list[dict], path, title: str = ""):
     "Mean accuracy with its seeds' range (and every seed as a dot), and training tokens/s, per mechanism."
