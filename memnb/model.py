@@ -240,7 +240,8 @@ def _sample(logits, temperature, top_k, top_p, generator):
 # %% ../nbs/10_model.ipynb #1d1ed26a
 def position_limit(model: MemLM) -> int | None:
     "The longest sequence `model` can place: its learned position code's length, or None (no limit)."
-    return None if model.pos is None else model.pos.steps.shape[0]
+    pos = getattr(model, "pos", None)   # models other than MemLM (a probe's toy model) have no position code
+    return None if pos is None else pos.steps.shape[0]
 
 def _check_generate(model, idx, max_new_tokens: int):
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.dtype != torch.long or idx.shape[1] == 0:
