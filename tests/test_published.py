@@ -1,36 +1,23 @@
 """Published checkpoints of the DuoNeural models and CPUFlow v9.7 against the published-code fixtures: logits,
 round trips, strict loading errors, refusing pickled payloads, the full-size mappings and `convert`."""
 import argparse
-import json
-import os
 import pickle
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from memnb.model import load
 from memnb.presets import build
 from memnb.published import (add_convert_arguments, convert, from_published, load_mapped, published_model,
                              read_checkpoint, resolve_config, run_convert_cli, to_published)
 
-_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "published"   # <repo>/../shared/...
-FIXTURES = Path(os.environ.get("MEMNB_FIXTURES", _DEFAULT))
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(),
-                                reason=f"published fixtures not found at {FIXTURES} (set MEMNB_FIXTURES)")
+from published_fixtures import fixture, needs_fixtures
+
+pytestmark = needs_fixtures
 
 MODELS = ["gqa-baseline", "cdm-v2", "cdm-v3", "cpuflow-v97"]
-
-
-def fixture(name, perturbed=False):
-    d = FIXTURES / name
-    suffix = "_perturbed" if perturbed else ""
-    sd = load_file(str(d / f"published_state{suffix}.safetensors"))
-    expected = load_file(str(d / f"expected_logits{suffix}.safetensors"))
-    tokens = torch.tensor(json.loads((d / "inputs.json").read_text())["tokens"])
-    return sd, json.loads((d / "config.json").read_text())["resolved"], tokens, expected
 
 
 def rel(a, b):

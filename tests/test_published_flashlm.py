@@ -1,36 +1,20 @@
 """The FlashLM models (Nova, Bolt, Thunderbolt, CORTEX-VIII) loaded from the published-code fixtures:
 logits of the faithful and default networks, causality, round trips, strict loading errors and the full-size
 mappings."""
-import json
-import os
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from memnb.checks import causality
 from memnb.presets import build
 from memnb.published import from_published, published_model, to_published
 from memnb.published_flashlm import PUBLISHED_PARAMS, cortex_decay_bias
 
-_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "published"   # <repo>/../shared/...
-FIXTURES = Path(os.environ.get("MEMNB_FIXTURES", _DEFAULT))
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(),
-                                    reason=f"published fixtures not found at {FIXTURES} (set MEMNB_FIXTURES)")
+from published_fixtures import fixture, needs_fixtures
 
 MODELS = ["flashlm-nova", "flashlm-bolt", "flashlm-thunderbolt", "flashlm-cortex8"]
 CORRECTED = {"flashlm-thunderbolt", "flashlm-cortex8"}      # memnb's default network fixes a published leak
-
-
-def fixture(name, perturbed=False):
-    d = FIXTURES / name
-    suffix = "_perturbed" if perturbed else ""
-    sd = load_file(str(d / f"published_state{suffix}.safetensors"))
-    expected = load_file(str(d / f"expected_logits{suffix}.safetensors"))
-    tokens = torch.tensor(json.loads((d / "inputs.json").read_text())["tokens"])
-    return sd, json.loads((d / "config.json").read_text())["resolved"], tokens, expected
 
 
 def load(name, sd, config, faithful):
