@@ -214,7 +214,7 @@ def load_runs(path, key: str) -> list[dict]:
 # %% ../nbs/34_compare.ipynb #af956afb
 DEFAULT_STEPS, QUICK_STEPS, THOROUGH_STEPS = 300, 40, 3000
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
-DEFAULT_LRS = {}        # per-mechanism learning rates from the committed sweep (filled in below)
+DEFAULT_LRS = {}        # per-mechanism learning rates of a committed sweep; empty until one is run (then 1e-2)
 
 def _task_setting(task, quick, task_kw, data):
     if data is not None: return {}
@@ -367,7 +367,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
       "(the result then depends on the machine's speed)")
     a("--seeds", type=_positive(int), default=2, help="seeds per mechanism and learning rate (default 2; --thorough 3)")
     a("--seed", type=int, default=0, help="the first seed (and the task data's seed)")
-    a("--lr", type=_positive(float), help="one learning rate for every mechanism (default: each mechanism's from the committed sweep)")
+    a("--lr", type=_positive(float), help="one learning rate for every mechanism (default: DEFAULT_LRS's per-mechanism rate where a sweep set one, else 1e-2)")
     a("--lrs", type=_csv(float), help="a learning-rate grid run per mechanism, the best by validation accuracy kept, "
       "e.g. 1e-3,3e-3,1e-2,3e-2")
     a("--thorough", action="store_true", help=f"3 seeds, the grid {','.join(f'{x:g}' for x in LR_GRID)} and "

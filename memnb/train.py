@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -251,12 +252,16 @@ def claim_run_dir(out_dir, command: list | None = None, *, overwrite: bool = Fal
         raise RunDirError(f"cannot write to {out}: {e.strerror or e}") from None
     return info
 
+# the names memnb's own interrupted writes leave: checkpoint folders, atomic text writes, token caches
+_STALE = re.compile(r"\.tmp-(step|old)-.+-\d+|.+\.tmp\d+|data/(train|val)\.bin\.tmp")
+
 def clean_stale(out_dir) -> list[str]:
-    "Remove what killed writes left in a run folder (`.tmp-step-*` folders, `*.tmp*` files); their names."
+    "Remove what killed memnb writes left in a run folder (only names memnb writes); their names."
     out, gone = Path(out_dir), []
     for p in sorted({*out.glob(".tmp-*"), *out.glob("*.tmp*"), *out.glob("data/*.tmp*")}):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        gone.append(str(p.relative_to(out)))
+        if _STALE.fullmatch(p.relative_to(out).as_posix()):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            gone.append(str(p.relative_to(out)))
     return gone
 
 # %% ../nbs/30_train.ipynb #4ccd5b50
