@@ -272,7 +272,7 @@ def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True),
     runs = {m: (lambda m=m: outs[m].append(generate(model, prompt, new_tokens, **modes[m]))) for m in modes}
     with torch_threads(threads):
         first, secs = _interleaved(runs, repeats)
-        peak = {m: peak_memory(r) / 2**20 for m, r in runs.items()} if memory else {m: float("nan") for m in runs}
+        peak = {m: peak_memory(r) / 2**20 for m, r in runs.items()} if memory else {m: None for m in runs}
     ref = outs[next(iter(outs))][0]
     return _result(dict(preset=preset, new_tokens=new_tokens, prompt_len=prompt_len, repeats=repeats, threads=threads,
                         cpu=cpu_name(), torch=torch.__version__),
@@ -308,7 +308,7 @@ def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, Tru
                 _train_step(f, idx, o, p) for _ in range(steps)]
     with torch_threads(threads):
         first, secs = _interleaved(runs, repeats)
-        peak = {n: peak_memory(r) / 2**20 for n, r in runs.items()} if memory else {n: float("nan") for n in runs}
+        peak = {n: peak_memory(r) / 2**20 for n, r in runs.items()} if memory else {n: None for n in runs}
     one = {n: s / steps for n, s in secs.items()}                                  # seconds per step
     first = {n: f - (steps - 1) * one[n] for n, f in first.items()}               # the first step alone
     return _result(dict(preset=preset, B=B, T=T, steps=steps, repeats=repeats, threads=threads, cpu=cpu_name(),
