@@ -68,4 +68,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the module's own name, so that nbdev's spawned workers can unpickle MemnbFilter (a class of
+    # `__main__` is not importable in a worker)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import proc_docs
+    sys.exit(proc_docs.main())
