@@ -15,7 +15,8 @@ import types
 # %% ../nbs/index.ipynb #e5f6a7b8
 _API = {  # top-level name: the memnb module that defines it
     "linear_scan": "scan", "delta_rule": "delta_rule", "dock_readout": "cdm", "cumsum_scan": "cumscan",
-    "ram_memory": "ramnet", "DeltaNet": "delta_rule", "CompetitiveDockingMemory": "cdm", "Attention": "attention",
+    "ram_memory": "ramnet", "DeltaNet": "delta_rule", "CompetitiveDockingMemory": "cdm",
+            "Attention": "attention",
     "MemLM": "model", "MemLMConfig": "model", "save": "model", "load": "model", "build": "presets",
     "PRESETS": "presets", "from_published": "published", "TrainConfig": "train", "seed_everything": "core",
 }

@@ -30,7 +30,8 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale.float()[:, None]
 
 # %% ../nbs/13_artifact.ipynb #5dc935d9
-KINDS = {"int8_rows": None, "fp16": 2, "int64": 8}     # how a tensor is stored; bytes per element (int8_rows: rows)
+# how a tensor is stored; bytes per element (int8_rows: rows)
+KINDS = {"int8_rows": None, "fp16": 2, "int64": 8}
 
 def _unique_tensors(model):
     "(name, tensor, alias_of) over the state dict, each storage once."
@@ -77,7 +78,8 @@ def _inflate(path, max_bytes: int) -> bytes:
     except zlib.error as e:
         raise ArtifactError(f"{path}: not a zlib-compressed artifact ({e})") from None
     if len(raw) > max_bytes or d.unconsumed_tail:
-        raise ArtifactError(f"{path}: decompresses to more than {max_bytes:,} bytes, more than this model can hold; "
+        raise ArtifactError(f"{path}: decompresses to more than {max_bytes:,} bytes, more than this model "
+                            "can hold; "
                             "refusing to read further")
     if not d.eof:
         raise ArtifactError(f"{path}: truncated (the compressed stream ends early)")
@@ -93,9 +95,11 @@ def _header(raw: bytes, path, model) -> tuple[list, int]:
         raise ArtifactError(f"{path}: unreadable header ({e})") from None
     for h in header if isinstance(header, list) else [None]:
         ok = isinstance(h, dict) and h.get("name") in shapes and (
-            h.get("alias") in shapes if "alias" in h else h.get("kind") in KINDS and h.get("shape") == shapes[h["name"]])
+            h.get("alias") in shapes if "alias" in h else h.get("kind") in KINDS
+                    and h.get("shape") == shapes[h["name"]])
         if not ok:
-            raise ArtifactError(f"{path}: header entry {str(h)[:120]} is not a tensor of this model with a known kind "
+            raise ArtifactError(f"{path}: header entry {str(h)[:120]} is not a tensor of this model with a "
+                                "known kind "
                                 f"({', '.join(KINDS)})")
     return header, 4 + n
 
@@ -135,7 +139,8 @@ def artifact_size(model, code_bytes: int = 0, level: int = 9, limit: int = LIMIT
     "Compressed int8 weight bytes, code bytes, total, the limit and whether the total fits."
     weights = len(zlib.compress(_encode(model), level))
     total = weights + code_bytes
-    return {"params": sum(p.numel() for p in model.parameters()), "weight_bytes": weights, "code_bytes": code_bytes,
+    return {"params": sum(p.numel() for p in model.parameters()), "weight_bytes": weights,
+            "code_bytes": code_bytes,
             "total_bytes": total, "limit_bytes": limit, "fits": total <= limit}
 
 def artifact_roundtrip(model):

@@ -21,7 +21,8 @@ __all__ = ['rope_tables', 'rope', 'attend', 'KVCache', 'kv_update', 'Attention']
 # %% ../nbs/06_attention.ipynb #fcb2e047
 def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    "cos and sin `[1, T, 1, dim/2]` of the angles positions * 1/base^(2i/dim) (float32 frequencies), angles in `dtype`."
+    """cos and sin `[1, T, 1, dim/2]` of the angles positions * 1/base^(2i/dim) (float32 frequencies),
+    angles in `dtype`."""
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
     ang = positions.to(dtype)[:, None] * inv_freq.to(dtype)[None, :]                # [T, D/2]
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
@@ -29,7 +30,8 @@ def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0,
 def rope(x: torch.Tensor,          # [B, T, H, D], D even
          positions: torch.Tensor,  # [T] absolute positions
          base: float = 10_000.0,
-         tables: tuple | None = None) -> torch.Tensor:  # `rope_tables(positions, D, base)`, to share between q and k
+         # `rope_tables(positions, D, base)`, to share between q and k
+         tables: tuple | None = None) -> torch.Tensor:
     "Rotary position embedding (rotate-half convention)."
     cos, sin = tables if tables is not None else rope_tables(positions, x.shape[-1], base)
     x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).chunk(2, -1)
@@ -37,8 +39,10 @@ def rope(x: torch.Tensor,          # [B, T, H, D], D even
 
 # %% ../nbs/06_attention.ipynb #56e9eeee
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # [B, Tq, H, D], [B, Tk, G, D], [B, Tk, G, Dv]
-           q_pos: torch.Tensor, k_pos: torch.Tensor,              # [Tq], [Tk] absolute positions (k_pos < 0: empty)
-           *, window: int | None = None, softcap: float | None = None, reference: bool = False) -> torch.Tensor:
+           # [Tq], [Tk] absolute positions (k_pos < 0: empty)
+           q_pos: torch.Tensor, k_pos: torch.Tensor,
+           *, window: int | None = None, softcap: float | None = None,
+                   reference: bool = False) -> torch.Tensor:
     "Causal (optionally sliding-window) grouped-query attention by positions: `[B, Tq, H, Dv]`."
     H, G = q.shape[2], k.shape[2]
     if H % G:
@@ -48,7 +52,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # [B, Tq, H, D], 
         mask &= (q_pos[:, None] - k_pos[None, :]) < window
     return _attend_masked(q, k, v, mask, softcap=softcap, reference=reference)
 
-def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None = None, reference: bool = False):
+def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None = None,
+                   reference: bool = False):
     "Grouped-query attention `[B, Tq, H, Dv]` where the boolean `mask` `[Tq, Tk]` allows (None: every key)."
     H, G = q.shape[2], k.shape[2]
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -66,35 +71,44 @@ def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None 
 # %% ../nbs/06_attention.ipynb #bf0c0a9b
 @dataclass
 class KVCache:
-    "Keys/values with their absolute positions: a ring buffer of `window` slots, or a KV cache of every position."
+    """Keys/values with their absolute positions: a ring buffer of `window` slots, or a KV cache of every
+    position."""
     k: torch.Tensor         # [B, S, G, D]
     v: torch.Tensor         # [B, S, G, Dv]
     pos: torch.Tensor       # [S] absolute positions (-1: empty slot)
-    next_pos: torch.Tensor  # [] int64, the position of the next token: a tensor, so decoding never reads it back
+    # [] int64, the position of the next token: a tensor, so decoding never reads it back
+    next_pos: torch.Tensor
     fixed: bool = False     # S slots, token p written to slot p % S (ring buffers, preallocated KV caches)
 
     def preallocate(self, length: int) -> KVCache:
-        "A fixed-size cache of `length` slots holding positions 0 .. `length` - 1 (a ring buffer is already fixed)."
+        """A fixed-size cache of `length` slots holding positions 0 .. `length` - 1 (a ring buffer is
+        already fixed)."""
         if self.fixed:
             return self
         S = self.k.shape[1]
         if length < S:
-            raise ValueError(f"KVCache.preallocate: length={length} is shorter than the {S} positions already cached")
+            raise ValueError(f"KVCache.preallocate: length={length} is shorter than the {S} positions "
+                             "already cached")
         grow = lambda t: F.pad(t, (0, 0, 0, 0, 0, length - S))   # noqa: E731
-        return KVCache(grow(self.k), grow(self.v), F.pad(self.pos, (0, length - S), value=-1), self.next_pos, True)
+        return KVCache(grow(self.k), grow(self.v), F.pad(self.pos, (0, length - S), value=-1), self.next_pos,
+                       True)
 
 # %% ../nbs/06_attention.ipynb #6544ba38
 def kv_update(cache: KVCache | None, k, v, pos, window: int | None = None) -> KVCache:
-    "Append `k`, `v` at `pos` to a growing KV cache, or write token p into slot p % S of a fixed one (ring: S = `window`)."
+    """Append `k`, `v` at `pos` to a growing KV cache, or write token p into slot p % S of a fixed one
+    (ring: S = `window`)."""
     T = len(pos)
-    nxt = cache.next_pos + T if cache is not None else pos.new_tensor(T) + pos[:1].sum()   # pos[0] + T, as a tensor
+    # pos[0] + T, as a tensor
+    nxt = cache.next_pos + T if cache is not None else pos.new_tensor(T) + pos[:1].sum()
     if cache is None and window is None:
         return KVCache(k, v, pos, nxt)
     if cache is not None and not cache.fixed:
-        return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]), nxt)
+        return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]),
+                       nxt)
     if cache is None:
         B, W = k.shape[0], window
-        cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]), pos.new_full((W,), -1), nxt, True)
+        cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]),
+                        pos.new_full((W,), -1), nxt, True)
     S = cache.k.shape[1]
     keep = slice(max(0, T - S), T)                       # only the last S new tokens can matter again
     slots = pos[keep] % S                                # written out of place: an older cache stays valid
@@ -102,24 +116,29 @@ def kv_update(cache: KVCache | None, k, v, pos, window: int | None = None) -> KV
                    cache.pos.index_copy(0, slots, pos[keep]), nxt, True)
 
 def _decode_one(q, k, v, pos, cache: KVCache, softcap=None):
-    "One token: write it into the cache first (its ring slot held position p - W, out of the window), attend to the filled slots."
+    """One token: write it into the cache first (its ring slot held position p - W, out of the window),
+    attend to the filled slots."""
     new = kv_update(cache, k, v, pos)
     mask = (new.pos >= 0)[None] if new.fixed else None   # a growing KV cache holds exactly 0..p
     return _attend_masked(q, new.k, new.v, mask, softcap=softcap), new
 
 # %% ../nbs/06_attention.ipynb #14146be8
 class Attention(nn.Module):
-    "Causal GQA attention with RoPE, optional sliding window, q/k RMSNorm and logit soft-cap, with a KV / ring-buffer cache."
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *, head_dim: int | None = None,
+    """Causal GQA attention with RoPE, optional sliding window, q/k RMSNorm and logit soft-cap, with a KV /
+    ring-buffer cache."""
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *, head_dim: int
+                 | None = None,
                  window: int | None = None, rope_base: float | None = 10_000.0, qk_norm: bool = False,
                  softcap: float | None = None, k_rank: int | None = None, value_vocab: int | None = None,
                  rope_dtype: str = "float32"):
         super().__init__()
-        if rope_dtype not in ("float32", "input"):   # RoPE angles in float32, or in q's dtype when wider (float64)
+        # RoPE angles in float32, or in q's dtype when wider (float64)
+        if rope_dtype not in ("float32", "input"):
             raise ValueError(f"Attention: rope_dtype must be 'float32' or 'input', got {rope_dtype!r}")
         self.rope_dtype = rope_dtype
         if window is not None and (not isinstance(window, int) or window < 1):   # 0 would attend to nothing
-            raise ValueError(f"Attention: window must be None or an int >= 1 (tokens seen, this one included), got {window!r}")
+            raise ValueError("Attention: window must be None or an int >= 1 (tokens seen, this one "
+                             f"included), got {window!r}")
         G = n_kv_heads or n_heads
         if n_heads % G:
             raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
@@ -129,8 +148,10 @@ class Attention(nn.Module):
         # [W_q; W_k; W_v] in one matmul, unless the keys are low-rank (W_k = B A): then three projections
         self.qkv_proj = None if k_rank else nn.Linear(d_model, (n_heads + 2 * G) * D, bias=False)
         if k_rank:
-            self.q_proj, self.v_proj = nn.Linear(d_model, n_heads * D, bias=False), nn.Linear(d_model, G * D, bias=False)
-            self.k_proj = nn.Sequential(nn.Linear(d_model, k_rank, bias=False), nn.Linear(k_rank, G * D, bias=False))
+            self.q_proj, self.v_proj = nn.Linear(d_model, n_heads * D, bias=False), nn.Linear(d_model, G * D,
+                                                                                              bias=False)
+            self.k_proj = nn.Sequential(nn.Linear(d_model, k_rank, bias=False),
+                                        nn.Linear(k_rank, G * D, bias=False))
         self.value_embed = nn.Embedding(value_vocab, G * D) if value_vocab else None
         self.v_mix = nn.Parameter(torch.full((2,), 0.5)) if value_vocab else None
         self.o_proj = nn.Linear(n_heads * D, d_model, bias=False)
@@ -143,29 +164,34 @@ class Attention(nn.Module):
         if self.qkv_proj is not None:
             q, k, v = self.qkv_proj(x).view(B, T, H + 2 * G, D).split([H, G, G], 2)
         else:
-            q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G, D), self.v_proj(x).view(B, T, G, D)
+            q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G,
+                                                                           D), self.v_proj(x).view(B, T, G, D)
         if self.value_embed is not None:
             v = self.v_mix[0] * v + self.v_mix[1] * self.value_embed(ids).view(B, T, G, D).to(v.dtype)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v
 
-    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor | None = None):
+    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor
+                | None = None):
         check_tensor(x, "x", where="Attention", shape=(None, None, self.d_model), dims="[B, T, d_model]")
         if (ids is None) != (self.value_embed is None):
-            raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings (value_vocab)")
+            raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings "
+                             "(value_vocab)")
         B, T, _ = x.shape
         q, k, v = self.qkv(x, ids)
         pos = torch.arange(T, device=x.device) + (cache.next_pos if cache is not None else 0)   # no host read
         if self.rope_base is not None:
-            wide = torch.promote_types(q.dtype, torch.float32) if self.rope_dtype == "input" else torch.float32
+            wide = torch.promote_types(q.dtype,
+                                       torch.float32) if self.rope_dtype == "input" else torch.float32
             tables = rope_tables(pos, self.head_dim, self.rope_base, wide)
             q, k = rope(q, pos, tables=tables), rope(k, pos, tables=tables)
         if cache is not None and T == 1:
             o, cache = _decode_one(q, k, v, pos, cache, self.softcap)
             return self.o_proj(o.reshape(B, 1, -1)), cache
         if cache is not None:
-            k_ctx, v_ctx, p_ctx = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos])
+            k_ctx, v_ctx, p_ctx = torch.cat([cache.k, k], 1), torch.cat([cache.v, v],
+                                                                        1), torch.cat([cache.pos, pos])
         else:
             k_ctx, v_ctx, p_ctx = k, v, pos
         o = attend(q, k_ctx, v_ctx, pos, p_ctx, window=self.window, softcap=self.softcap)

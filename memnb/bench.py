@@ -38,7 +38,8 @@ __all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'cpu_name', 'b
 
 # %% ../nbs/50_bench.ipynb #e6a131f3
 def cpu_name() -> str:
-    "The CPU's model name and its vector/matrix flags that matter for bf16 (from /proc/cpuinfo where there is one)."
+    """The CPU's model name and its vector/matrix flags that matter for bf16 (from /proc/cpuinfo where
+    there is one)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -172,7 +173,8 @@ class _AttentionBaseline(nn.Module):
 def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: str = "cpu",
               threads: int | None = 2,
               repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
-    "Forward+backward of the CDM readout (loop, chunk [, Triton]) and layer (vs attention): time, peak memory."
+    """Forward+backward of the CDM readout (loop, chunk [, Triton]) and layer (vs attention): time, peak
+    memory."""
     gen = torch.Generator(device).manual_seed(0)
     p = torch.softmax(2 * torch.randn(B, T, K, device=device, generator=gen), -1)
     write = 0.5 * p
@@ -225,7 +227,8 @@ def bench_ramscan(B: int = 4, T: int = 256, d_model: int = 256, *, d_ff: int | N
 
 # %% ../nbs/50_bench.ipynb #03730fe3
 def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False) -> dict:
-    "Run every mechanism benchmark; `quick` uses tiny sizes (checks the plumbing, measures nothing meaningful)."
+    """Run every mechanism benchmark; `quick` uses tiny sizes (checks the plumbing, measures nothing
+    meaningful)."""
     kw = dict(device=device, threads=threads)
     if quick:
         return {"scan": bench_linear_scan(B=1, T=64, D=8, repeats=1, **kw),
@@ -240,14 +243,16 @@ def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False
             "ramscan": bench_ramscan(repeats=7, **kw)}
 
 def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
-    "(benchmark, candidate, time, note) rows of results in the one schema: the ratio to the baseline, peak memory."
+    """(benchmark, candidate, time, note) rows of results in the one schema: the ratio to the baseline,
+    peak memory."""
     rows = []
     for name, res in results.items():
         if not isinstance(res, dict) or "seconds" not in res: continue   # "machine" and other context
         for cand, s in res["seconds"].items():
             mib = (res.get("peak_mib") or {}).get(cand)
             note = f"{res['ratio'][cand]:.2f}x the speed of {res['baseline']}"
-            rows.append((name, cand, f"{1e3 * s:.1f} ms", note + (f", {mib:.0f} MiB peak" if mib == mib and mib else "")))
+            rows.append((name, cand, f"{1e3 * s:.1f} ms", note
+                         + (f", {mib:.0f} MiB peak" if mib == mib and mib else "")))
     return rows
 
 def markdown_table(results: dict) -> str:
@@ -257,14 +262,17 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/50_bench.ipynb #66119fe3
-def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3, prompt_len: int = 16,
+def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3,
+                   prompt_len: int = 16,
                    full_recompute: bool = False, threads: int | None = 2, seed: int = 0, memory: bool = True,
                    model=None) -> dict:
-    "Greedy generation of `new_tokens` tokens: eager and compiled cached decoding (and full recomputation), tokens checked."
+    """Greedy generation of `new_tokens` tokens: eager and compiled cached decoding (and full
+    recomputation), tokens checked."""
     from memnb.presets import build
     torch.manual_seed(seed)
     model = (model if model is not None else build(preset, seq_len=prompt_len + new_tokens)).eval()
-    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len),
+                           generator=torch.Generator().manual_seed(seed))
     modes = {("compiled" if c else "eager"): dict(compile=c) for c in compile}
     if full_recompute:
         modes["full recompute"] = dict(use_cache=False)
@@ -274,7 +282,8 @@ def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True),
         first, secs = _interleaved(runs, repeats)
         peak = {m: peak_memory(r) / 2**20 for m, r in runs.items()} if memory else {m: None for m in runs}
     ref = outs[next(iter(outs))][0]
-    return _result(dict(preset=preset, new_tokens=new_tokens, prompt_len=prompt_len, repeats=repeats, threads=threads,
+    return _result(dict(preset=preset, new_tokens=new_tokens, prompt_len=prompt_len, repeats=repeats,
+                        threads=threads,
                         cpu=cpu_name(), torch=torch.__version__),
                    secs, peak, "eager" if "eager" in secs else next(iter(secs)),
                    ms_per_token={m: 1e3 * s / new_tokens for m, s in secs.items()},
@@ -294,7 +303,8 @@ def _train_step(model, idx, opt, precision: str):
 def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, True), B: int = 4, T: int = 256,
                 steps: int = 2, repeats: int = 3, threads: int | None = 2, seed: int = 0, memory: bool = True,
                 model=None) -> dict:
-    "Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the same process."
+    """Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the
+    same process."""
     from memnb.presets import build
     torch.manual_seed(seed)
     base = model if model is not None else build(preset, seq_len=T)
@@ -311,8 +321,10 @@ def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, Tru
         peak = {n: peak_memory(r) / 2**20 for n, r in runs.items()} if memory else {n: None for n in runs}
     one = {n: s / steps for n, s in secs.items()}                                  # seconds per step
     first = {n: f - (steps - 1) * one[n] for n, f in first.items()}               # the first step alone
-    return _result(dict(preset=preset, B=B, T=T, steps=steps, repeats=repeats, threads=threads, cpu=cpu_name(),
-                        torch=torch.__version__), one, peak, "fp32 eager" if "fp32 eager" in one else next(iter(one)),
+    return _result(dict(preset=preset, B=B, T=T, steps=steps, repeats=repeats, threads=threads,
+                        cpu=cpu_name(),
+                        torch=torch.__version__), one, peak, "fp32 eager" if "fp32 eager" in one
+                                else next(iter(one)),
                    tokens_per_s={n: B * T / s for n, s in one.items()}, first_seconds=first,
                    compile_seconds={n: max(0.0, first[n] - one[n]) for n in one})
 

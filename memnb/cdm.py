@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads,
+from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory,
+                        torch_threads,
                         acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS)
 from .layers import RMSNorm
 from .scan import linear_scan
@@ -52,7 +53,8 @@ def _check_dock(v, write, keep, read, initial_state, check_range, where):
         raise ValueError(f"{where}: there must be at least one slot, got K={K}")
     check_tensor(keep, "keep", where=where, shape=write.shape, dims="[B, T, K] like `write`", like=(v, "v"))
     if read is not None:
-        check_tensor(read, "read", where=where, shape=write.shape, dims="[B, T, K] like `write`", like=(v, "v"))
+        check_tensor(read, "read", where=where, shape=write.shape, dims="[B, T, K] like `write`",
+                     like=(v, "v"))
     if initial_state is not None:   # any float dtype: the slots are kept in float32 (float64 stays)
         check_tensor(initial_state, "initial_state", where=where,
                      shape=(K, v.shape[-1]) if initial_state.ndim == 2 else (v.shape[0], K, v.shape[-1]),
@@ -60,7 +62,8 @@ def _check_dock(v, write, keep, read, initial_state, check_range, where):
     if check_range:
         for name, x in (("write", write), ("keep", keep)):
             if bool(((x < 0) | (x > 1)).any()):
-                raise ValueError(f"{where}: `{name}` must lie in [0, 1] (got range [{x.min().item():.3g}, {x.max().item():.3g}])")
+                raise ValueError(f"{where}: `{name}` must lie in [0, 1] (got range [{x.min().item():.3g}, "
+                                 f"{x.max().item():.3g}])")
 
 def _slots0(initial_state, B, K, D, like):
     "The slots before the first token, `[B, K, D]` in the accumulation dtype (zeros if None)."
@@ -139,7 +142,8 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
                  *, exclusive: bool = False,  # read the slots before this token's write
                  impl: str = "auto", chunk_size: int = 32, check_range: bool = False,
                  output_final_state: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "`o_t = sum_k read_t[k] s_t[k]` (`s_{t-1}` if exclusive) `[B, T, D]`, and the final slots `[B, K, D]` if asked."
+    """`o_t = sum_k read_t[k] s_t[k]` (`s_{t-1}` if exclusive) `[B, T, D]`, and the final slots `[B, K, D]`
+    if asked."""
     _check_dock(v, write, keep, read, initial_state, check_range, "dock_readout")
     auto, impl = impl == "auto", resolve_impl(impl, v.device, name="dock_readout")
     B, T, D = v.shape
@@ -185,12 +189,14 @@ def slot_xattn(q: torch.Tensor,   # queries [B, T, G, R, hd]: G key/value groups
                write, keep,       # [B, T, K]
                s0k, s0v,          # initial slots projected to keys / values [B, K, G, hd]
                *, exclusive: bool = False, chunk_size: int = 32, scale: float = 1.0) -> torch.Tensor:
-    "Slot cross-attention `[B, T, G, R, hd]`: per head, softmax over slots of q . key(s_t[k]) weighting value(s_t[k])."
+    """Slot cross-attention `[B, T, G, R, hd]`: per head, softmax over slots of q . key(s_t[k]) weighting
+    value(s_t[k])."""
     if q.shape[0] == 0 or q.shape[1] == 0:   # no tokens: nothing to read
         return q.new_zeros(*q.shape[:-1], vv.shape[-1])
     if not exclusive:
         return _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, chunk_size, scale)
-    o = _slot_xattn_inclusive(F.pad(q[:, 1:], (0, 0) * 3 + (0, 1)), vk, vv, write, keep, s0k, s0v, chunk_size, scale)
+    o = _slot_xattn_inclusive(F.pad(q[:, 1:], (0, 0) * 3 + (0, 1)), vk, vv, write, keep, s0k, s0v,
+                              chunk_size, scale)
     a0 = torch.softmax(scale * torch.einsum("bgrd,bkgd->bgrk", q[:, 0], s0k), -1)
     return torch.cat([torch.einsum("bgrk,bkgd->bgrd", a0, s0v)[:, None], o[:, :-1]], 1)
 
@@ -236,8 +242,10 @@ if triton_available():
 # %% ../nbs/03_cdm.ipynb #680e432d
 if triton_available():
     @triton.jit
-    def _dock_bwd_kernel(Vx, Wr, Kp, Rd, CKPT, DO, DS_FIN, SCR, DV, DW, DKP, DR, DS0, T, K, D, n_chunks, n_dblocks,
-                         EXCLUSIVE: tl.constexpr, HAS_DS: tl.constexpr, C: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+    def _dock_bwd_kernel(Vx, Wr, Kp, Rd, CKPT, DO, DS_FIN, SCR, DV, DW, DKP, DR, DS0, T, K, D, n_chunks,
+                         n_dblocks,
+                         EXCLUSIVE: tl.constexpr, HAS_DS: tl.constexpr, C: tl.constexpr, BK: tl.constexpr,
+                                 BD: tl.constexpr):
         i_b, i_d = tl.program_id(0), tl.program_id(1)
         rk, rd, mk, md, kd, m_kd = block_2d(i_d, K, D, BK, BD)
         b64 = i_b.to(tl.int64)
@@ -283,7 +291,8 @@ if triton_available():
                 tl.store(DKP + tp, tl.sum(dS * S_prev, 1), mask=ok_k)
                 tl.store(DW + tp, tl.sum(dS * v[None, :], 1), mask=ok_k)
                 tl.store(DR + tp, dr, mask=ok_k)
-                tl.store(DV + (b64 * T + t) * D + rd, tl.sum(dS * w[:, None], 0).to(DV.dtype.element_ty), mask=ok_d)
+                tl.store(DV + (b64 * T + t) * D + rd, tl.sum(dS * w[:, None], 0).to(DV.dtype.element_ty),
+                         mask=ok_d)
                 dS = kp[:, None] * dS
                 if EXCLUSIVE:
                     dS += r[:, None] * do[None, :]
@@ -322,7 +331,8 @@ class _DockReadoutTriton(torch.autograd.Function):
         scratch = torch.empty(B, nD, C + 1, BK, BD, **f32)
         dW, dKp, dR = (torch.empty(B, nD, T, K, **f32) for _ in range(3))
         dv, ds0 = torch.empty_like(v), torch.empty(B, K, D, device=v.device, dtype=ctx.s0_dtype)
-        _dock_bwd_kernel[(B, nD)](v, write, keep, read, ckpt, dout.contiguous(), dS.contiguous() if dS is not None else ckpt,
+        _dock_bwd_kernel[(B, nD)](v, write, keep, read, ckpt, dout.contiguous(), dS.contiguous()
+                                  if dS is not None else ckpt,
                                   scratch, dv, dW, dKp, dR, ds0, T, K, D, n, nD,
                                   EXCLUSIVE=ctx.exclusive, HAS_DS=dS is not None, C=C, BK=BK, BD=BD)
         dt = write.dtype
@@ -361,7 +371,8 @@ def routing_stats(gates: torch.Tensor, active_share: float = 0.1) -> RoutingStat
     K = gates.shape[-1]
     m = _normalised_mean(gates.detach(), (0, 1))
     H = _entropy(m).item()
-    return RoutingStats(H, 100 * H / math.log(K) if K > 1 else 0.0, math.exp(H), int((m > active_share / K).sum()), m.tolist())
+    return RoutingStats(H, 100 * H / math.log(K) if K > 1 else 0.0, math.exp(H),
+                        int((m > active_share / K).sum()), m.tolist())
 
 # %% ../nbs/03_cdm.ipynb #79751dba
 DECAYS, READOUTS = ("slot", "eta", "slot+eta"), ("gate", "xattn")
@@ -383,17 +394,23 @@ class CDMOutput:
 class CompetitiveDockingMemory(nn.Module):
     "A CDM token mixer: K slots written through a competitive router, read by gate or slot cross-attention."
     def __init__(self, d_model: int, n_slots: int = 16, *,
-                 decay: str = "slot+eta", update: str = "gated", readout: str = "gate", exclusive: bool = True,
+                 decay: str = "slot+eta", update: str = "gated", readout: str = "gate",
+                         exclusive: bool = True,
                  n_heads: int = 4, n_kv_heads: int | None = None, eta_bias: float = 0.0,
-                 impl: str = "auto", chunk_size: int = 32, norm_eps: float | None = 1e-6, slot_input: str = "shared"):
+                 impl: str = "auto", chunk_size: int = 32, norm_eps: float | None = 1e-6,
+                         slot_input: str = "shared"):
         super().__init__()
         if n_slots < 1: raise ValueError(f"CompetitiveDockingMemory: n_slots must be >= 1, got {n_slots}")
-        for name, val, ok in (("decay", decay, DECAYS), ("update", update, UPDATES), ("readout", readout, READOUTS)):
-            if val not in ok: raise ValueError(f"CompetitiveDockingMemory: {name} must be one of {ok}, got {val!r}")
+        for name, val, ok in (("decay", decay, DECAYS), ("update", update, UPDATES),
+                              ("readout", readout, READOUTS)):
+            if val not in ok: raise ValueError(f"CompetitiveDockingMemory: {name} must be one of {ok}, got "
+                                               f"{val!r}")
         if slot_input not in ("shared", "residual"):
-            raise ValueError(f"CompetitiveDockingMemory: slot_input must be 'shared' or 'residual', got {slot_input!r}")
+            raise ValueError("CompetitiveDockingMemory: slot_input must be 'shared' or 'residual', got "
+                             f"{slot_input!r}")
         if update == "ema" and "slot" not in decay:
-            raise ValueError("CompetitiveDockingMemory: update='ema' (the card's rule) needs per-slot rates: decay='slot' or 'slot+eta'")
+            raise ValueError("CompetitiveDockingMemory: update='ema' (the card's rule) needs per-slot rates: "
+                             "decay='slot' or 'slot+eta'")
         self.n_slots, self.decay_kind, self.update, self.readout, self.exclusive = n_slots, decay, update, readout, exclusive
         self.impl, self.chunk_size, self.slot_input = impl, chunk_size, slot_input
         self.norm = RMSNorm(d_model, norm_eps)
@@ -408,7 +425,8 @@ class CompetitiveDockingMemory(nn.Module):
         else:
             n_kv_heads = n_kv_heads or n_heads
             if d_model % n_heads or n_heads % n_kv_heads:
-                raise ValueError(f"CompetitiveDockingMemory: need d_model % n_heads == 0 and n_heads % n_kv_heads == 0, got {d_model}, {n_heads}, {n_kv_heads}")
+                raise ValueError("CompetitiveDockingMemory: need d_model % n_heads == 0 and n_heads % "
+                                 f"n_kv_heads == 0, got {d_model}, {n_heads}, {n_kv_heads}")
             self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
             self.q_proj = nn.Linear(d_model, d_model, bias=False)
             self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
@@ -421,18 +439,21 @@ class CompetitiveDockingMemory(nn.Module):
         return p, (p * torch.sigmoid(self.eta(h)) if self.eta is not None else p)
 
     def timescales(self) -> torch.Tensor | None:
-        "Per-slot timescale 1 / sigmoid(alpha) in steps (the card's EMA memory length), if the slots have rates."
+        """Per-slot timescale 1 / sigmoid(alpha) in steps (the card's EMA memory length), if the slots have
+        rates."""
         return None if self.alpha is None else 1 / torch.sigmoid(self.alpha.detach())
 
     def _xattn(self, h, v, write, keep, s0, want_cache):
-        "Slot cross-attention; chunked in slot space for sequences, through the materialised slots for decoding."
+        """Slot cross-attention; chunked in slot space for sequences, through the materialised slots for
+        decoding."""
         B, T, D = v.shape
         H, G, hd = self.n_heads, self.n_kv_heads, self.head_dim
         q = self.q_proj(h).view(B, T, G, H // G, hd)
         if T > DECODE_TOKENS:
             vk, vv = self.k_proj(v).view(B, T, G, hd), self.v_proj(v).view(B, T, G, hd)
             s0k, s0v = self.k_proj(s0).view(B, -1, G, hd), self.v_proj(s0).view(B, -1, G, hd)
-            o = slot_xattn(q, vk, vv, write, keep, s0k, s0v, exclusive=self.exclusive, chunk_size=self.chunk_size, scale=hd ** -0.5)
+            o = slot_xattn(q, vk, vv, write, keep, s0k, s0v, exclusive=self.exclusive,
+                           chunk_size=self.chunk_size, scale=hd ** -0.5)
             S = final_slots(v, write, keep, s0, self.chunk_size) if want_cache else None
             return self.o_proj(o.reshape(B, T, H * hd)), S
         slots, _ = dock(v, write, keep, s0, impl=self.impl)
@@ -450,13 +471,17 @@ class CompetitiveDockingMemory(nn.Module):
             h = self.norm(x)
             return h, h
         if residual is None:
-            raise ValueError("CompetitiveDockingMemory: slot_input='residual' needs the residual stream: residual=[B, T, d_model]")
-        check_tensor(residual, "residual", where="CompetitiveDockingMemory", shape=tuple(x.shape), dims="[B, T, d_model] like x")
+            raise ValueError("CompetitiveDockingMemory: slot_input='residual' needs the residual stream: "
+                             "residual=[B, T, d_model]")
+        check_tensor(residual, "residual", where="CompetitiveDockingMemory", shape=tuple(x.shape),
+                     dims="[B, T, d_model] like x")
         return self.norm(residual), x
 
-    def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False, return_stats: bool = False,
+    def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False,
+                return_stats: bool = False,
                 residual: torch.Tensor | None = None) -> CDMOutput:
-        check_tensor(x, "x", where="CompetitiveDockingMemory", shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
+        check_tensor(x, "x", where="CompetitiveDockingMemory",
+                     shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
         B, T, D = x.shape
         h, hq = self._inputs(x, residual)
         p, g = self.route(h)
@@ -464,16 +489,21 @@ class CompetitiveDockingMemory(nn.Module):
         v = self.write_proj(h)
         s0 = (cache.slots if cache is not None else self.initial_slots.expand(B, -1, -1)).to(x.dtype)
         if self.readout == "gate":
-            out, S = dock_readout(v, write.to(v.dtype), keep.to(v.dtype), g.to(v.dtype), s0, exclusive=self.exclusive,
+            out, S = dock_readout(v, write.to(v.dtype), keep.to(v.dtype), g.to(v.dtype), s0,
+                                  exclusive=self.exclusive,
                                   impl=self.impl, chunk_size=self.chunk_size, output_final_state=True)
             y = self.out_proj(out)
         else:
             y, S = self._xattn(hq, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
-        aux = {"lbl": load_balancing_loss(p), "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}  # not at inference
+        # not at inference
+        aux = {"lbl": load_balancing_loss(p),
+               "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}
         want_cache = use_cache or cache is not None
-        return CDMOutput(y, aux, routing_stats(g) if return_stats else None, CDMCache(S) if want_cache else None, g)
+        return CDMOutput(y, aux, routing_stats(g) if return_stats else None, CDMCache(S) if want_cache
+                         else None, g)
 
     def step(self, x_t, cache: CDMCache | None = None, residual_t: torch.Tensor | None = None):
         "One token `[B, d_model]` (and its residual stream, with `slot_input='residual'`) -> (y_t, cache)."
-        out = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None else residual_t[:, None])
+        out = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None
+                   else residual_t[:, None])
         return out.y[:, 0], out.cache

@@ -30,11 +30,13 @@ def causality(model: nn.Module, seq_len: int = 32, positions=None, *, vocab_size
         other = idx.clone()
         other[:, p] = (other[:, p] + 1 + torch.randint(0, V - 1, (batch,), generator=g).to(device)) % V
         before = model(other)[:, :p]
-        worst = max(worst, ((before - base[:, :p]).abs().max() / base[:, :p].abs().max().clamp_min(1e-12)).item())
+        worst = max(worst,
+                    ((before - base[:, :p]).abs().max() / base[:, :p].abs().max().clamp_min(1e-12)).item())
     return worst
 
 # %% ../nbs/12_checks.ipynb #380f48a5
-def decode_consistency(model: nn.Module, prompt_len: int = 8, new_tokens: int = 24, *, vocab_size: int | None = None,
+def decode_consistency(model: nn.Module, prompt_len: int = 8, new_tokens: int = 24, *, vocab_size: int
+                       | None = None,
                        batch: int = 2, seed: int = 0) -> float:
     "Fraction of greedily decoded tokens on which cached decoding equals full recomputation."
     V = vocab_size or model.config.vocab_size
@@ -48,11 +50,14 @@ def decode_consistency(model: nn.Module, prompt_len: int = 8, new_tokens: int = 
 def next_token_loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     "Per-position cross entropy of predicting idx[:, t+1] from idx[:, :t+1]: `[B, T-1]`."
     logits = model(idx)[:, :-1]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1), reduction="none").view(idx.shape[0], -1)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1),
+                           reduction="none").view(idx.shape[0], -1)
 
 @torch.no_grad()
-def loss_alignment(loss_fn, model: nn.Module, seq_len: int = 16, *, vocab_size: int | None = None, seed: int = 0) -> dict:
-    "Does loss[t] depend on token t+1 (its target) and on no later token? Returns both, checked at a few positions."
+def loss_alignment(loss_fn, model: nn.Module, seq_len: int = 16, *, vocab_size: int | None = None,
+                   seed: int = 0) -> dict:
+    """Does loss[t] depend on token t+1 (its target) and on no later token? Returns both, checked at a few
+    positions."""
     V = vocab_size or model.config.vocab_size
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, V, (2, seq_len), generator=g).to(next(model.parameters()).device)
@@ -71,9 +76,11 @@ def loss_alignment(loss_fn, model: nn.Module, seq_len: int = 16, *, vocab_size: 
 
 # %% ../nbs/12_checks.ipynb #6c85156f
 class AntiCausalDecayLM(nn.Module):
-    "Deliberately faulty: a decayed linear-attention LM whose decay mask keeps the upper triangle (s >= t); `fixed`: the lower."
+    """Deliberately faulty: a decayed linear-attention LM whose decay mask keeps the upper triangle (s >=
+    t); `fixed`: the lower."""
     def __init__(self, V=50, d=16, fixed: bool = False):
-        super().__init__(); self.emb, self.qkv, self.head = nn.Embedding(V, d), nn.Linear(d, 3 * d), nn.Linear(d, V)
+        super().__init__()
+        self.emb, self.qkv, self.head = nn.Embedding(V, d), nn.Linear(d, 3 * d), nn.Linear(d, V)
         self.fixed = fixed
     def forward(self, idx):
         q, k, v = self.qkv(self.emb(idx)).chunk(3, -1)
@@ -83,9 +90,11 @@ class AntiCausalDecayLM(nn.Module):
         return self.head((q @ k.transpose(-1, -2) * decay) @ v)
 
 class PooledGroupNormLM(nn.Module):
-    "Deliberately faulty: GroupNorm statistics pooled over the whole sequence; `fixed`: the same groups per position."
+    """Deliberately faulty: GroupNorm statistics pooled over the whole sequence; `fixed`: the same groups
+    per position."""
     def __init__(self, V=50, d=16, fixed: bool = False):
-        super().__init__(); self.emb, self.norm, self.head = nn.Embedding(V, d), nn.GroupNorm(4, d), nn.Linear(d, V)
+        super().__init__()
+        self.emb, self.norm, self.head = nn.Embedding(V, d), nn.GroupNorm(4, d), nn.Linear(d, V)
         self.fixed = fixed
     def forward(self, idx):
         h = self.emb(idx).cumsum(1) / torch.arange(1, idx.shape[1] + 1, device=idx.device)[:, None]
@@ -94,7 +103,8 @@ class PooledGroupNormLM(nn.Module):
         return self.head(self.norm(h.transpose(1, 2)).transpose(1, 2))          # the bug: stats over (T, d/4)
 
 class StaleStateLM(nn.Module):
-    "Deliberately faulty: cached decoding hands back the state from *before* the last token's update; `fixed`: after."
+    """Deliberately faulty: cached decoding hands back the state from *before* the last token's update;
+    `fixed`: after."""
     def __init__(self, V=50, d=16, fixed: bool = False):
         super().__init__(); self.emb, self.head = nn.Embedding(V, d), nn.Linear(d, V)
         self.fixed = fixed

@@ -456,7 +456,8 @@ def _tokenizer_for(model, tok: Path | None, spec: str | None):
     "The tokenizer to use with `model`: `spec`, else the one beside the checkpoint; its vocabulary must fit."
     from memnb.data import load_tokenizer
     if spec is None and tok is None:
-        raise CLIError("no tokenizer.json beside the checkpoint (a model trained on a synthetic task has none; "
+        raise CLIError("no tokenizer.json beside the checkpoint (a model trained on a synthetic task has "
+                       "none; "
                        "memnb eval takes --tokenizer)")
     try:
         tokenizer = load_tokenizer(spec or str(tok))

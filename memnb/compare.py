@@ -35,14 +35,18 @@ MECHANISMS = {
     "gated delta rule": ("gated_deltanet", {}),
     "cdm": ("cdm", {"cdm": {"n_slots": 16, "readout": "gate"}}),
     "cumulative-sum scan": ("cumscan", {"cumscan": {"d_scan": 64}}),
-    "ram-net": ("ramscan", {"ramscan": {"d_scan": 64, "d_mem": 32, "n_groups": 2, "group_size": 16, "topk": 8}}),
+    "ram-net": ("ramscan",
+                {"ramscan": {"d_scan": 64, "d_mem": 32, "n_groups": 2, "group_size": 16, "topk": 8}}),
     "ram-net kv": ("ramkv", {"ramkv": {"n_groups": 4, "group_size": 16, "topk": 8}}),   # N = 2**16 slots
-    "hebbian": ("hebbian", {}),     # linear attention: the delta rule without its correction (not in the default table)
+    # linear attention: the delta rule without its correction (not in the default table)
+    "hebbian": ("hebbian", {}),
 }
 DEFAULT_MECHANISMS = [n for n in MECHANISMS if n != "hebbian"]
 CHANCE_BY_CONSTRUCTION = {
-    "cumulative-sum scan": "at chance by construction: no key lookup (a normalised running sum, the same for every query)",
-    "ram-net": "at chance by construction: CPUFlow's memory reads and writes one address computed from the same token "
+    "cumulative-sum scan": "at chance by construction: no key lookup (a normalised running sum, the same for "
+        "every query)",
+    "ram-net": "at chance by construction: CPUFlow's memory reads and writes one address computed from the "
+        "same token "
                "and writes that token's own value, so it never binds a key to the value that follows it",
 }
 
@@ -52,15 +56,19 @@ def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: 
     if name not in MECHANISMS:
         raise ValueError(f"mechanism_model: unknown mechanism {name!r}; choose from {list(MECHANISMS)}")
     mixer, kw = MECHANISMS[name]
-    kw = {m: {**kw.get(m, {}), **(mixer_kwargs or {}).get(m, {})} for m in {mixer, *kw, *(mixer_kwargs or {})}}
-    return MemLM(MemLMConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=2 * d_model,
+    kw = {m: {**kw.get(m, {}), **(mixer_kwargs or {}).get(m, {})}
+          for m in {mixer, *kw, *(mixer_kwargs or {})}}
+    return MemLM(MemLMConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                             d_ff=2 * d_model,
                              mixer=mixer, mixer_kwargs=kw, token_shift=True))
 
 # %% ../nbs/34_compare.ipynb #6ee89e80
-def _fit(model, data, *, steps: int, minutes: float | None, lr: float, seed: int, batch_size: int, eval_every: int,
+def _fit(model, data, *, steps: int, minutes: float | None, lr: float, seed: int, batch_size: int,
+         eval_every: int,
          eval_batches: int = 4, final_batches: int = 16, target: float = 0.99) -> dict:
     "Train to `steps` (or `minutes`), evaluating every `eval_every` steps; stop early at `target` accuracy."
-    cfg = TrainConfig(batch_size=batch_size, lr=lr, max_steps=steps, minutes=minutes, warmup_steps=min(20, steps),
+    cfg = TrainConfig(batch_size=batch_size, lr=lr, max_steps=steps, minutes=minutes,
+                      warmup_steps=min(20, steps),
                       weight_decay=0.0, seed=seed, progress=False)
     torch.manual_seed(seed)
     opts, gen = make_optimizers(model.train(), cfg), torch.Generator().manual_seed(seed * 1000)
@@ -69,7 +77,8 @@ def _fit(model, data, *, steps: int, minutes: float | None, lr: float, seed: int
     while frac() < 1.0 and bad <= 20:
         t = time.perf_counter()
         for o in opts:
-            for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * lr_multiplier(cfg, step, frac())
+            for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * lr_multiplier(cfg, step,
+                                                                                                   frac())
         if hasattr(data, "set_progress"): data.set_progress(frac())
         x, y = data.batch("train", batch_size, gen)
         loss = scored_loss(model, x, y)[0]
@@ -82,7 +91,8 @@ def _fit(model, data, *, steps: int, minutes: float | None, lr: float, seed: int
         step, bad, tokens, train_s = step + ok, bad + (not ok), tokens + x.numel() * ok, train_s + time.perf_counter() - t
         if ok and (step % eval_every == 0 or frac() >= 1.0):
             ev = evaluate(model, data, batch_size=batch_size, n_batches=eval_batches, seed=seed + 1)
-            curve.append({"step": step, "seconds": round(train_s, 2), "accuracy": ev["accuracy"], "loss": ev["loss"]})
+            curve.append({"step": step, "seconds": round(train_s, 2), "accuracy": ev["accuracy"],
+                          "loss": ev["loss"]})
             if ev["accuracy"] >= target: break
     final = evaluate(model, data, batch_size=batch_size, n_batches=final_batches, seed=seed + 1)
     return {"accuracy": final["accuracy"], "loss": final["loss"], "bpb": final.get("bpb"), "steps": step,
@@ -106,19 +116,23 @@ def reached(run: dict, threshold: float) -> tuple | None:
 
 # %% ../nbs/34_compare.ipynb #71aa08d1
 def summarize(runs: list[dict], target: float = 0.99, task: bool = True) -> list[dict]:
-    "One row per mechanism: the learning rate with the best mean validation accuracy, its seeds' mean and spread."
+    """One row per mechanism: the learning rate with the best mean validation accuracy, its seeds' mean and
+    spread."""
     rows = []
     for name in dict.fromkeys(r["mechanism"] for r in runs):
         mine = [r for r in runs if r["mechanism"] == name]
-        grid = {lr: statistics.fmean(r["accuracy"] for r in mine if r["lr"] == lr) for lr in sorted({r["lr"] for r in mine})}
+        grid = {lr: statistics.fmean(r["accuracy"] for r in mine if r["lr"] == lr)
+                for lr in sorted({r["lr"] for r in mine})}
         best = max(grid, key=lambda lr: (grid[lr], -lr))
         rs = sorted((r for r in mine if r["lr"] == best), key=lambda r: r["seed"])
         acc = [r["accuracy"] for r in rs]
         mean = lambda k: statistics.fmean(r[k] for r in rs)
-        rows.append({"mechanism": name, "params": rs[0]["params"], "lr": best, "lr_grid": {str(k): v for k, v in grid.items()},
+        rows.append({"mechanism": name, "params": rs[0]["params"], "lr": best,
+                     "lr_grid": {str(k): v for k, v in grid.items()},
                      "seeds": [r["seed"] for r in rs], "accuracies": acc, "accuracy": statistics.fmean(acc),
                      "std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "lo": min(acc), "hi": max(acc),
-                     "loss": mean("loss"), "bpb": rs[0].get("bpb") and mean("bpb"), "steps": [r["steps"] for r in rs],
+                     "loss": mean("loss"), "bpb": rs[0].get("bpb") and mean("bpb"),
+                             "steps": [r["steps"] for r in rs],
                      "seconds": [r["seconds"] for r in rs], "tokens_per_s": mean("tokens_per_s"),
                      "to_0.5": [reached(r, 0.5) for r in rs], "to_0.9": [reached(r, 0.9) for r in rs],
                      "status": [run_status(r, target) if task else "text" for r in rs], "task": task,
@@ -128,16 +142,19 @@ def summarize(runs: list[dict], target: float = 0.99, task: bool = True) -> list
     return rows
 
 def budget_warning(rows: list[dict]) -> str:
-    "A warning when no mechanism that can recall left chance: the budget, not the mechanisms, decided the table."
+    """A warning when no mechanism that can recall left chance: the budget, not the mechanisms, decided the
+    table."""
     able = [r for r in rows if r.get("task", True) and r["mechanism"] not in CHANCE_BY_CONSTRUCTION]
     if able and all(r["hi"] < 0.05 for r in able):
-        return (f"WARNING: no mechanism left chance level (at most {max(max(r['steps']) for r in able)} steps each): the "
+        return (f"WARNING: no mechanism left chance level (at most {max(max(r['steps']) for r in able)} "
+                "steps each): the "
                 "budget was too short for any of them to learn; this table is not a result. Raise --steps.")
     return ""
 
 # %% ../nbs/34_compare.ipynb #8eec9b85
 def ranking_text(rows: list[dict]) -> str:
-    "Rows by mean accuracy; `a > b` only where a's lowest seed beats b's highest, else `a ~ b` (intervals overlap)."
+    """Rows by mean accuracy; `a > b` only where a's lowest seed beats b's highest, else `a ~ b` (intervals
+    overlap)."""
     rs = sorted(rows, key=lambda r: -r["accuracy"])
     text = f"{rs[0]['mechanism']} [{rs[0]['lo']:.3f}-{rs[0]['hi']:.3f}]" if rs else ""
     for a, b in zip(rs, rs[1:]):
@@ -149,15 +166,18 @@ def _steps_to(xs) -> str:
     return ",".join("-" if x is None else str(x[0]) for x in xs)
 
 def format_table(rows: list[dict], header: bool = True) -> str:
-    "The rows as an aligned text table: mean accuracy with its seeds' range, steps to 0.5 / 0.9 ('-': not reached), status."
+    """The rows as an aligned text table: mean accuracy with its seeds' range, steps to 0.5 / 0.9 ('-': not
+    reached), status."""
     bpb = any(r.get("bpb") is not None for r in rows)
     lines = [f"{'mechanism':<20}{'params':>9}{'lr':>8}{'seeds':>6}{'accuracy (range)':>24}{'val loss':>9}"
-             + (f"{'bpb':>7}" if bpb else "") + f"{'steps':>7}{'tok/s':>8}  {'@0.5':<10}{'@0.9':<10}status"] if header else []
+             + (f"{'bpb':>7}" if bpb
+                else "") + f"{'steps':>7}{'tok/s':>8}  {'@0.5':<10}{'@0.9':<10}status"] if header else []
     for r in rows:
         acc = f"{r['accuracy']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})"
         status = "/".join(dict.fromkeys(r["status"])) + (" *" if r.get("note") else "")
         lines.append(f"{r['mechanism']:<20}{r['params']:>9,}{r['lr']:>8.0e}{len(r['seeds']):>6}{acc:>24}{r['loss']:>9.3f}"
-                     + (f"{r['bpb'] or 0:>7.3f}" if bpb else "") + f"{max(r['steps']):>7}{r['tokens_per_s']:>8,.0f}  "
+                     + (f"{r['bpb'] or 0:>7.3f}" if bpb
+                        else "") + f"{max(r['steps']):>7}{r['tokens_per_s']:>8,.0f}  "
                      + f"{_steps_to(r['to_0.5']):<10}{_steps_to(r['to_0.9']):<10}{status}")
     notes = [f"* {r['mechanism']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines + notes)
@@ -171,8 +191,10 @@ def setting_title(setting: dict) -> str:
         task = f"{setting.get('task', 'task')}"
     budget = f"{setting['minutes']:g} minutes" if setting.get("minutes") else f"{setting['steps']:,} steps"
     seeds = len(setting.get("seeds", [0]))
-    return (f"{task}\n{setting.get('n_layers', 2)}-layer models of width {setting.get('d_model', 64)}, {budget} each, "
-            f"{seeds} seed{'s' * (seeds > 1)}, " + (f"best of {len(setting['lrs'])} learning rates per mechanism"
+    return (f"{task}\n{setting.get('n_layers', 2)}-layer models of width {setting.get('d_model', 64)}, "
+            f"{budget} each, "
+            f"{seeds} seed{'s' * (seeds > 1)}, "
+                    + (f"best of {len(setting['lrs'])} learning rates per mechanism"
             if setting.get("lrs") else "each mechanism at its default learning rate"))
 
 def plot_compare(rows: list[dict], path, title: str = ""):
@@ -180,15 +202,19 @@ def plot_compare(rows: list[dict], path, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8),
+                               gridspec_kw={"width_ratios": [2, 1]})
     names, y = [r["mechanism"] for r in rows], range(len(rows))
     a.barh(y, [r["accuracy"] for r in rows], color="tab:blue", alpha=0.6,
            xerr=[[r["accuracy"] - r["lo"] for r in rows], [r["hi"] - r["accuracy"] for r in rows]], capsize=3)
     for i, r in enumerate(rows):
         a.plot(r["accuracies"], [i] * len(r["accuracies"]), "k.", ms=4)
-        if r.get("note"): a.text(0.01, i, "  chance by construction" if r["mechanism"] in CHANCE_BY_CONSTRUCTION
+        if r.get("note"): a.text(0.01, i, "  chance by construction"
+                                 if r["mechanism"] in CHANCE_BY_CONSTRUCTION
                                  else "  not learned in budget", va="center", fontsize=7, color="tab:red")
-    a.set_yticks(list(y), names); a.set_xlim(0, 1.02); a.set_xlabel("validation accuracy (bar: mean; line: seeds' range)")
+    a.set_yticks(list(y), names)
+    a.set_xlim(0, 1.02)
+    a.set_xlabel("validation accuracy (bar: mean; line: seeds' range)")
     a.invert_yaxis()
     b.barh(list(y), [r["tokens_per_s"] for r in rows], color="tab:orange"); b.set_xlabel("training tokens/s")
     b.set_yticks(list(y), [""] * len(rows)); b.invert_yaxis()
@@ -214,7 +240,8 @@ def load_runs(path, key: str) -> list[dict]:
 # %% ../nbs/34_compare.ipynb #af956afb
 DEFAULT_STEPS, QUICK_STEPS, THOROUGH_STEPS = 300, 40, 3000
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
-DEFAULT_LRS = {}        # per-mechanism learning rates of a committed sweep; empty until one is run (then 1e-2)
+# per-mechanism learning rates of a committed sweep; empty until one is run (then 1e-2)
+DEFAULT_LRS = {}
 
 def _task_setting(task, quick, task_kw, data):
     if data is not None: return {}
@@ -232,43 +259,56 @@ def _models(mechanisms, presets, data, d_model, n_layers, preset_overrides, mixe
     "{name: a function building the model}: the presets if given, else the mechanisms' equal-size models."
     if presets:
         from memnb.presets import build
-        return {p: (lambda p=p: build(p, vocab_size=data.vocab_size, seq_len=getattr(data, "seq_len", None), **preset_overrides))
+        return {p: (lambda p=p: build(p, vocab_size=data.vocab_size, seq_len=getattr(data, "seq_len", None),
+                                      **preset_overrides))
                 for p in presets}
     for n in mechanisms or []:
-        mechanism_model(n, 2)  if n not in MECHANISMS else None   # the unknown-name error, before any training
-    return {n: (lambda n=n: mechanism_model(n, data.vocab_size, d_model=d_model, n_layers=n_layers, mixer_kwargs=mixer_kwargs))
+        # the unknown-name error, before any training
+        mechanism_model(n, 2)  if n not in MECHANISMS else None
+    return {n: (lambda n=n: mechanism_model(n, data.vocab_size, d_model=d_model, n_layers=n_layers,
+                                            mixer_kwargs=mixer_kwargs))
             for n in mechanisms or DEFAULT_MECHANISMS}
 
 # %% ../nbs/34_compare.ipynb #91302ea9
 def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: int | None = None,
             minutes: float | None = None, quick: bool = False, thorough: bool = False, data=None,
-            presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64, n_layers: int = 2,
-            batch_size: int = 32, lr: float | None = None, lrs: list[float] | None = None, seeds: int | list = 2,
-            seed: int = 0, out_dir=None, progress: bool = True, curriculum: bool = True, eval_every: int | None = None,
+            presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,
+                    n_layers: int = 2,
+            batch_size: int = 32, lr: float | None = None, lrs: list[float] | None = None, seeds: int
+                    | list = 2,
+            seed: int = 0, out_dir=None, progress: bool = True, curriculum: bool = True, eval_every: int
+                    | None = None,
             target: float = 0.99, mixer_kwargs: dict | None = None, **task_kw) -> list[dict]:
-    "Train every mechanism (or preset) x learning rate x seed for the same budget; one row per mechanism (best lr)."
-    if thorough: seeds, lrs, steps = (3 if seeds == 2 else seeds), (lrs or list(LR_GRID)), (steps or THOROUGH_STEPS)
+    """Train every mechanism (or preset) x learning rate x seed for the same budget; one row per mechanism
+    (best lr)."""
+    if thorough: seeds, lrs, steps = (3 if seeds == 2 else seeds), (lrs or list(LR_GRID)), (steps
+                                                                                            or THOROUGH_STEPS)
     seeds = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     steps = steps or (QUICK_STEPS if quick else 10**9 if minutes else DEFAULT_STEPS)
     task_kw = _task_setting(task, quick, task_kw, data)
     data = data or _make_data(task, task_kw, curriculum, quick, seed)
     builders = _models(mechanisms, presets, data, d_model, n_layers, preset_overrides or {}, mixer_kwargs)
     lr_of = lambda n: lrs or [lr or (3e-3 if task_kw == {} else DEFAULT_LRS.get(n, 1e-2))]
-    jobs = [(n, l, s) for s in seeds for n in builders for l in lr_of(n)]   # seed-major: a kill leaves whole seeds
+    # seed-major: a kill leaves whole seeds
+    jobs = [(n, l, s) for s in seeds for n in builders for l in lr_of(n)]
     setting = {"task": task if presets is None else "presets", **task_kw, "steps": None if minutes else steps,
-               "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "batch_size": batch_size, "quick": quick,
+               "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "batch_size": batch_size,
+                       "quick": quick,
                "curriculum": isinstance(data, Curriculum), "target": target, "mixer_kwargs": mixer_kwargs,
                "data": getattr(data, "name", None), "mechanisms": list(builders), "seeds": seeds, "lrs": lrs,
                "thorough": thorough}
     key, store = setting_key(setting), Path(out_dir) / "runs.jsonl" if out_dir else None
-    runs = [r for r in (load_runs(store, key) if store else []) if (r["mechanism"], r["lr"], r["seed"]) in set(jobs)]
+    runs = [r for r in (load_runs(store, key) if store else [])
+            if (r["mechanism"], r["lr"], r["seed"]) in set(jobs)]
     done, t0 = {(r["mechanism"], r["lr"], r["seed"]) for r in runs}, time.perf_counter()
     todo = [j for j in jobs if j not in done]
-    if progress and done: print(f"compare: {len(done)} of {len(jobs)} runs already in {store}; running the other {len(todo)}")
+    if progress and done: print(f"compare: {len(done)} of {len(jobs)} runs already in {store}; running the "
+                                f"other {len(todo)}")
     for i, (name, l, s) in enumerate(todo):
         torch.manual_seed(s)
         model = builders[name]()
-        res = _fit(model, data, steps=steps, minutes=minutes and minutes / len(jobs), lr=l, seed=s, batch_size=batch_size,
+        res = _fit(model, data, steps=steps, minutes=minutes and minutes / len(jobs), lr=l, seed=s,
+                   batch_size=batch_size,
                    eval_every=eval_every or max(5, min(steps, 10**4) // 20), target=target)
         runs.append({"key": key, "mechanism": name, "lr": l, "seed": s, "params": model.num_params(), **res})
         if store:
@@ -276,18 +316,21 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: i
             with store.open("a") as f: f.write(json.dumps(runs[-1]) + "\n")
         if progress:
             el = time.perf_counter() - t0
-            print(f"[{len(done) + i + 1}/{len(jobs)}] {name} lr={l:g} seed={s}: accuracy {res['accuracy']:.3f} after "
+            print(f"[{len(done) + i + 1}/{len(jobs)}] {name} lr={l:g} seed={s}: accuracy "
+                  f"{res['accuracy']:.3f} after "
                   f"{res['steps']} steps ({res['seconds']:.0f} s, {run_status(runs[-1], target)}); "
                   f"about {el / (i + 1) * (len(todo) - i - 1) / 60:.1f} min left", flush=True)
     order = {n: i for i, n in enumerate(builders)}
-    rows = sorted(summarize(runs, target, task=isinstance(data, (TaskData, Curriculum))), key=lambda r: order[r["mechanism"]])
+    rows = sorted(summarize(runs, target, task=isinstance(data, (TaskData, Curriculum))),
+                  key=lambda r: order[r["mechanism"]])
     if out_dir: write_compare(out_dir, setting, runs, rows)
     return rows
 
 def write_compare(out_dir, setting: dict, runs: list[dict], rows: list[dict], name: str = "compare"):
     "compare.json (setting, every run, the rows, the ranking, any budget warning) and compare.png."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    doc = {"setting": setting, "rows": rows, "ranking": ranking_text(rows), "warning": budget_warning(rows), "runs": runs}
+    doc = {"setting": setting, "rows": rows, "ranking": ranking_text(rows), "warning": budget_warning(rows),
+           "runs": runs}
     (out / f"{name}.json").write_text(json.dumps(doc, indent=1))
     plot_compare(rows, out / f"{name}.png", title=setting_title(setting))
 
@@ -296,11 +339,13 @@ def _tensors(x):
     if isinstance(x, torch.Tensor): yield x
     elif isinstance(x, (list, tuple)): yield from (t for y in x for t in _tensors(y))
     elif isinstance(x, dict): yield from (t for y in x.values() for t in _tensors(y))
-    elif hasattr(x, "__dataclass_fields__"): yield from (t for f in x.__dataclass_fields__ for t in _tensors(getattr(x, f)))
+    elif hasattr(x, "__dataclass_fields__"): yield from (t for f in x.__dataclass_fields__
+                                                         for t in _tensors(getattr(x, f)))
 
 @torch.no_grad()
 def state_bytes(model: MemLM, seq_len: int) -> int:
-    "Bytes (float32) of the decode cache a model keeps per sequence after `seq_len` tokens: its recurrent state."
+    """Bytes (float32) of the decode cache a model keeps per sequence after `seq_len` tokens: its recurrent
+    state."""
     _, caches = model(torch.zeros(1, seq_len, dtype=torch.long), use_cache=True)
     return 4 * sum(t.numel() for t in _tensors(caches))
 
@@ -312,20 +357,27 @@ def sweep(mechanisms: list[str] | None = None, *, widths=(32, 64), pairs=(4, 8, 
     for d in widths:
         for p in pairs:
             sub = Path(out_dir) / f"d{d}-kv{p}"
-            rows = compare(mechanisms, d_model=d, n_kv=p, seq_len=seq_len, out_dir=sub, progress=progress, **kw)
+            rows = compare(mechanisms, d_model=d, n_kv=p, seq_len=seq_len, out_dir=sub, progress=progress,
+                           **kw)
             for r in rows:
-                size = state_bytes(mechanism_model(r["mechanism"], 64, d_model=d, mixer_kwargs=kw.get("mixer_kwargs")), seq_len)
-                points.append({**{k: r[k] for k in ("mechanism", "accuracy", "lo", "hi", "lr", "seeds", "status", "steps")},
+                size = state_bytes(mechanism_model(r["mechanism"], 64, d_model=d,
+                                                   mixer_kwargs=kw.get("mixer_kwargs")), seq_len)
+                points.append({**{k: r[k]
+                        for k in ("mechanism", "accuracy", "lo", "hi", "lr", "seeds", "status", "steps")},
                                "d_model": d, "n_kv": p, "seq_len": seq_len, "state_bytes": size})
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "sweep.json").write_text(json.dumps({"setting": {"widths": list(widths), "pairs": list(pairs),
-                                                          "seq_len": seq_len, **{k: v for k, v in kw.items()}}, "points": points},
+    (Path(out_dir) / "sweep.json").write_text(json.dumps({"setting": {"widths": list(widths),
+                                                                      "pairs": list(pairs),
+                                                          "seq_len": seq_len,
+                                                              **{k: v for k, v in kw.items()}},
+                                                                      "points": points},
                                                          indent=1, default=str))
     plot_sweep(points, Path(out_dir) / "sweep.png")
     return points
 
 def plot_sweep(points: list[dict], path):
-    "One panel per number of pairs: accuracy (seeds' range as error bars) against state bytes, a line per mechanism."
+    """One panel per number of pairs: accuracy (seeds' range as error bars) against state bytes, a line per
+    mechanism."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -333,8 +385,10 @@ def plot_sweep(points: list[dict], path):
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.6), sharey=True, squeeze=False)
     for ax, n in zip(axes[0], pairs):
         for m in dict.fromkeys(p["mechanism"] for p in points):
-            ps = sorted((p for p in points if p["mechanism"] == m and p["n_kv"] == n), key=lambda p: p["state_bytes"])
-            ax.errorbar([p["state_bytes"] for p in ps], [p["accuracy"] for p in ps], marker="o", ms=4, capsize=2, label=m,
+            ps = sorted((p for p in points if p["mechanism"] == m and p["n_kv"] == n),
+                        key=lambda p: p["state_bytes"])
+            ax.errorbar([p["state_bytes"] for p in ps], [p["accuracy"] for p in ps], marker="o", ms=4,
+                        capsize=2, label=m,
                         yerr=[[p["accuracy"] - p["lo"] for p in ps], [p["hi"] - p["accuracy"] for p in ps]])
         ax.set_xscale("log"); ax.set_xlabel("decode state per sequence (bytes)"); ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"MQAR, sequence {points[0]['seq_len']}, {n} key-value pairs", fontsize=9)
@@ -345,14 +399,16 @@ def plot_sweep(points: list[dict], path):
 def _csv(kind):
     def parse(s):
         try: return [kind(x) for x in s.split(",") if x.strip()]
-        except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {s!r}")
+        except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got "
+                                                            f"{s!r}")
     return parse
 
 def _positive(kind):
     def parse(s):
         try: v = kind(s)
         except ValueError: v = None
-        if v is None or v <= 0: raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {s!r}")
+        if v is None or v <= 0: raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got "
+                                                                 f"{s!r}")
         return v
     return parse
 
@@ -363,30 +419,44 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     a("--mechanisms", type=_csv(str), help=f"comma-separated subset of: {', '.join(MECHANISMS)}")
     a("--steps", type=_positive(int), help=f"training steps per run: the budget, the same on every machine "
       f"(default {DEFAULT_STEPS}; --quick {QUICK_STEPS}; --thorough {THOROUGH_STEPS})")
-    a("--minutes", type=_positive(float), help="instead of --steps: a wall-clock budget shared equally by all runs "
+    a("--minutes", type=_positive(float),
+      help="instead of --steps: a wall-clock budget shared equally by all runs "
       "(the result then depends on the machine's speed)")
-    a("--seeds", type=_positive(int), default=2, help="seeds per mechanism and learning rate (default 2; --thorough 3)")
+    a("--seeds", type=_positive(int), default=2,
+      help="seeds per mechanism and learning rate (default 2; --thorough 3)")
     a("--seed", type=int, default=0, help="the first seed (and the task data's seed)")
-    a("--lr", type=_positive(float), help="one learning rate for every mechanism (default: DEFAULT_LRS's per-mechanism rate where a sweep set one, else 1e-2)")
-    a("--lrs", type=_csv(float), help="a learning-rate grid run per mechanism, the best by validation accuracy kept, "
+    a("--lr", type=_positive(float),
+        help="one learning rate for every mechanism (default: DEFAULT_LRS's per-mechanism rate where a sweep "
+            "set one, else 1e-2)")
+    a("--lrs", type=_csv(float),
+      help="a learning-rate grid run per mechanism, the best by validation accuracy kept, "
       "e.g. 1e-3,3e-3,1e-2,3e-2")
     a("--thorough", action="store_true", help=f"3 seeds, the grid {','.join(f'{x:g}' for x in LR_GRID)} and "
       f"{THOROUGH_STEPS} steps per run (hours on a CPU); resumable: rerun the same command to continue")
-    a("--sweep", action="store_true", help="accuracy against recurrent state size: every width x number of pairs")
+    a("--sweep", action="store_true",
+      help="accuracy against recurrent state size: every width x number of pairs")
     a("--widths", type=_csv(int), default=[32, 64], help="--sweep: model widths (default 32,64)")
-    a("--pairs", type=_csv(int), default=[4, 8, 16], help="--sweep: numbers of key-value pairs (default 4,8,16)")
-    a("--quick", action="store_true", help=f"a reduced task (sequence 64, 4 pairs, vocabulary 512), {QUICK_STEPS} steps: a smoke test")
-    a("--task", default="mqar", choices=["mqar", "selective_copying", "induction_heads"], help="the synthetic task")
-    a("--seq-len", type=_positive(int), help="MQAR: sequence length (default 128; Zoology's 256 with --n-kv 16); with --data: training length (256)")
+    a("--pairs", type=_csv(int), default=[4, 8, 16],
+      help="--sweep: numbers of key-value pairs (default 4,8,16)")
+    a("--quick", action="store_true",
+      help=f"a reduced task (sequence 64, 4 pairs, vocabulary 512), {QUICK_STEPS} steps: a smoke test")
+    a("--task", default="mqar", choices=["mqar", "selective_copying", "induction_heads"],
+      help="the synthetic task")
+    a("--seq-len", type=_positive(int),
+        help="MQAR: sequence length (default 128; Zoology's 256 with --n-kv 16); with --data: training "
+            "length (256)")
     a("--n-kv", type=_positive(int), help="MQAR: key-value pairs (default 8)")
     a("--vocab-size", type=_positive(int), help="MQAR: vocabulary (default 8192)")
     a("--batch-size", type=_positive(int), default=32, help="sequences per step (default 32)")
     a("--d-model", type=_positive(int), help="width of every model (default 64; presets: an override)")
     a("--n-layers", type=_positive(int), help="depth of every model (default 2; presets: an override)")
     a("--eval-every", type=_positive(int), help="steps between validation evaluations (default: 20 per run)")
-    a("--no-curriculum", action="store_true", help="MQAR: train on the final length only, not short sequences first")
-    a("--out", default="memnb-compare", help="folder for compare.json, compare.png and runs.jsonl (the resumable log)")
-    a("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name): val CE and bits per byte")
+    a("--no-curriculum", action="store_true",
+      help="MQAR: train on the final length only, not short sequences first")
+    a("--out", default="memnb-compare",
+      help="folder for compare.json, compare.png and runs.jsonl (the resumable log)")
+    a("--data",
+      help="compare on a corpus (text file or folder, 'stdlib', hub name): val CE and bits per byte")
     a("--tokenizer", default="bpe:4096", help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
     a("--presets", type=_csv(str), help="comma-separated presets to compare instead of the mechanisms")
     a("--no-progress", action="store_true", help="print only the table")
@@ -401,27 +471,35 @@ def _check_args(args, error):
         from memnb.presets import PRESETS
         bad = [p for p in args.presets if p not in PRESETS]
         if bad: error(f"unknown preset(s) {bad}; choose from {', '.join(sorted(PRESETS))}")
-    for a, b in [("lr", "lrs"), ("steps", "minutes"), ("sweep", "presets"), ("sweep", "data"), ("presets", "mechanisms"),
+    for a, b in [("lr", "lrs"), ("steps", "minutes"), ("sweep", "presets"), ("sweep", "data"),
+                 ("presets", "mechanisms"),
                  ("quick", "thorough")]:
-        if getattr(args, a) and getattr(args, b): error(f"--{a} and --{b.replace('_', '-')} cannot be combined")
+        if getattr(args, a) and getattr(args,
+                                        b): error(f"--{a} and --{b.replace('_', '-')} cannot be combined")
     if any(x <= 0 for x in args.lrs or []): error(f"--lrs must be positive, got {args.lrs}")
     if args.task != "mqar" and (args.n_kv or args.sweep): error("--n-kv and --sweep are for --task mqar")
     if args.sweep and args.n_kv: error("--sweep takes its numbers of pairs from --pairs, not --n-kv")
 
 # %% ../nbs/34_compare.ipynb #881aeafa
 def run_compare_cli(args) -> int:
-    "Run `memnb compare` from parsed arguments: the table (or the sweep), the ranking, any warning; 0 on success."
+    """Run `memnb compare` from parsed arguments: the table (or the sweep), the ranking, any warning; 0 on
+    success."""
     parser = getattr(args, "_compare_parser", None)
     _check_args(args, parser.error if parser else (lambda m: (_ for _ in ()).throw(ValueError(m))))
     task_kw = {k: v for k, v in (("n_kv", args.n_kv), ("vocab_size", args.vocab_size)) if v}
-    common = dict(steps=args.steps, minutes=args.minutes, seeds=args.seeds, seed=args.seed, lr=args.lr, lrs=args.lrs,
+    common = dict(steps=args.steps, minutes=args.minutes, seeds=args.seeds, seed=args.seed, lr=args.lr,
+                  lrs=args.lrs,
                   thorough=args.thorough, batch_size=args.batch_size, eval_every=args.eval_every,
-                  progress=not args.no_progress, curriculum=not args.no_curriculum, n_layers=args.n_layers or 2)
+                  progress=not args.no_progress, curriculum=not args.no_curriculum, n_layers=args.n_layers
+                          or 2)
     if args.sweep:
-        pts = sweep(args.mechanisms, widths=args.widths, pairs=args.pairs, seq_len=args.seq_len or 128, out_dir=args.out,
-                    quick=args.quick, **task_kw, **{k: v for k, v in common.items() if k != "progress"}, progress=common["progress"])
+        pts = sweep(args.mechanisms, widths=args.widths, pairs=args.pairs, seq_len=args.seq_len or 128,
+                    out_dir=args.out,
+                    quick=args.quick, **task_kw, **{k: v for k, v in common.items() if k != "progress"},
+                            progress=common["progress"])
         for p in pts:
-            print(f"{p['mechanism']:<20} d={p['d_model']:<4} pairs={p['n_kv']:<3} state {p['state_bytes']:>12,} B  "
+            print(f"{p['mechanism']:<20} d={p['d_model']:<4} pairs={p['n_kv']:<3} state "
+                  f"{p['state_bytes']:>12,} B  "
                   f"accuracy {p['accuracy']:.3f} ({p['lo']:.3f}-{p['hi']:.3f})")
         print(f"\nwrote {args.out}/sweep.json and sweep.png")
         return 0
@@ -433,12 +511,15 @@ def run_compare_cli(args) -> int:
         task_kw["seq_len"] = args.seq_len
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
     rows = compare(args.mechanisms, task=args.task, quick=args.quick, data=data, presets=args.presets,
-                   preset_overrides=overrides, d_model=args.d_model or 64, out_dir=args.out, **common, **task_kw)
+                   preset_overrides=overrides, d_model=args.d_model or 64, out_dir=args.out, **common,
+                           **task_kw)
     warning = budget_warning(rows)
-    ranking = "\n\nranking: " + ranking_text(rows) if all(r["task"] for r in rows) else ""   # text: compare bpb
+    # text: compare bpb
+    ranking = "\n\nranking: " + ranking_text(rows) if all(r["task"] for r in rows) else ""
     print("\n" + format_table(rows) + ranking + (f"\n\n{warning}" if warning else "")
           + f"\n\nwrote {args.out}/compare.json, compare.png and runs.jsonl")
     if getattr(args, "json", None):
         from memnb.cli import _write_json, machine_info
-        return _write_json({"rows": rows, "ranking": ranking_text(rows), "warning": warning, "machine": machine_info()}, args.json)
+        return _write_json({"rows": rows, "ranking": ranking_text(rows), "warning": warning,
+                            "machine": machine_info()}, args.json)
     return 0

@@ -55,11 +55,13 @@ def _skip_note(lines: list[str]) -> list[str]:
     "IPython input transformer: a `#| triton` or `#| gpu` cell that cannot run here prints why instead."
     flags = {l.strip()[2:].strip() for l in lines if l.strip().startswith("#|")}
     why = ("needs Triton, which is not installed (pip install 'memnb[triton]')" if "triton" in flags
-           and not triton_available() else "needs a CUDA GPU" if "gpu" in flags and not torch.cuda.is_available() else None)
+           and not triton_available() else "needs a CUDA GPU" if "gpu" in flags
+                   and not torch.cuda.is_available() else None)
     return [f"print({f'Skipped: this cell {why}.'!r})\n"] if why else lines
 
 if _in_jupyter() and not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel is defined: `#| triton` cells run on the CPU
+    # before any kernel is defined: `#| triton` cells run on the CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
     sys.modules["IPython"].get_ipython().input_transformers_cleanup.append(_skip_note)
 
 # %% ../nbs/00_core.ipynb #3a826b75
@@ -69,21 +71,26 @@ if triton_available():
 
     @triton.jit
     def block_2d(i_col, n_rows, n_cols, BR: tl.constexpr, BC: tl.constexpr):
-        "Rows, columns, their masks, offsets and mask of the tile (all rows, column block `i_col`) of a row-major matrix."
+        """Rows, columns, their masks, offsets and mask of the tile (all rows, column block `i_col`) of a
+        row-major matrix."""
         rows, cols = tl.arange(0, BR), i_col * BC + tl.arange(0, BC)
         m_rows, m_cols = rows < n_rows, cols < n_cols
-        return rows, cols, m_rows, m_cols, rows[:, None] * n_cols + cols[None, :], m_rows[:, None] & m_cols[None, :]
+        return rows, cols, m_rows, m_cols, rows[:, None] * n_cols + cols[None, :], m_rows[:,
+                None] & m_cols[None, :]
 
 # %% ../nbs/00_core.ipynb #852b6d9d
 def backend_for(device) -> str:
-    "The backend for tensors on `device`: `$MEMNB_BACKEND` if set, else `triton` on CUDA when importable, else `torch`."
+    """The backend for tensors on `device`: `$MEMNB_BACKEND` if set, else `triton` on CUDA when importable,
+    else `torch`."""
     forced = os.environ.get("MEMNB_BACKEND", "").strip().lower()
     if forced:
         if forced not in BACKENDS:
             raise ValueError(f"MEMNB_BACKEND must be one of {BACKENDS}, got {forced!r}")
         if forced == "triton" and not triton_runs_on(device):
-            raise RuntimeError(f"MEMNB_BACKEND=triton but Triton cannot run on {torch.device(device)} tensors "
-                               "(it needs CUDA, or TRITON_INTERPRET=1 for CPU tensors, and `triton` installed)")
+            raise RuntimeError(f"MEMNB_BACKEND=triton but Triton cannot run on {torch.device(device)} "
+                               "tensors "
+                               "(it needs CUDA, or TRITON_INTERPRET=1 for CPU tensors, and `triton` "
+                                   "installed)")
         return forced
     return "triton" if torch.device(device).type == "cuda" and triton_available() else "torch"
 
@@ -118,19 +125,24 @@ def check_tensor(x, name: str, *,
     "Validate `x` and return it; raise `TypeError`/`ValueError` naming `name` and the expectation."
     pre = f"{where}: " if where else ""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{pre}`{name}` must be a torch.Tensor{' ' + dims if dims else ''}, got {type(x).__name__}")
+        raise TypeError(f"{pre}`{name}` must be a torch.Tensor{' ' + dims if dims else ''}, got "
+                        f"{type(x).__name__}")
     if floating and not x.is_floating_point():
         raise TypeError(f"{pre}`{name}` must have a floating dtype, got {x.dtype}")
     if min_ndim is not None and x.ndim < min_ndim:
-        raise ValueError(f"{pre}`{name}` must have at least {min_ndim} dimensions {dims}, got shape {tuple(x.shape)}")
-    if shape is not None and (x.ndim != len(shape) or any(e is not None and e != s for e, s in zip(shape, x.shape))):
-        raise ValueError(f"{pre}`{name}` must have shape {dims + ' = ' if dims else ''}{_fmt_shape(shape)}, got {tuple(x.shape)}")
+        raise ValueError(f"{pre}`{name}` must have at least {min_ndim} dimensions {dims}, got shape "
+                         f"{tuple(x.shape)}")
+    if shape is not None and (x.ndim != len(shape)
+                              or any(e is not None and e != s for e, s in zip(shape, x.shape))):
+        raise ValueError(f"{pre}`{name}` must have shape {dims + ' = ' if dims else ''}{_fmt_shape(shape)}, "
+                         f"got {tuple(x.shape)}")
     if like is not None:
         ref, ref_name = like
         if x.dtype != ref.dtype:
             raise TypeError(f"{pre}`{name}` must have the dtype of `{ref_name}` ({ref.dtype}), got {x.dtype}")
         if x.device != ref.device:
-            raise ValueError(f"{pre}`{name}` must be on the device of `{ref_name}` ({ref.device}), got {x.device}")
+            raise ValueError(f"{pre}`{name}` must be on the device of `{ref_name}` ({ref.device}), got "
+                             f"{x.device}")
     return x
 
 # %% ../nbs/00_core.ipynb #57f95f9c
@@ -174,7 +186,8 @@ def debug_checks(x: torch.Tensor) -> bool:
 DECODE_TOKENS = 16  # at or below this many tokens a call is decoding: "auto" prefers the recurrent forms
 
 def pad_to_chunks(x: torch.Tensor, chunk: int, dim: int = 1, value: float = 0.0) -> tuple[torch.Tensor, int]:
-    "Pad `x` along `dim` with `value` up to a whole number of chunks of `chunk` steps: (padded x, number of chunks)."
+    """Pad `x` along `dim` with `value` up to a whole number of chunks of `chunk` steps: (padded x, number
+    of chunks)."""
     dim = dim % x.ndim
     n = -(-x.shape[dim] // chunk)
     missing = n * chunk - x.shape[dim]
@@ -199,8 +212,10 @@ def assert_rel_close(x: torch.Tensor, ref: torch.Tensor, tol: float, what: str =
 def _sync():
     if torch.cuda.is_available(): torch.cuda.synchronize()
 
-def median_times(fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    "Median wall-clock seconds of each `fns[name]()`, the candidates interleaved run by run (CUDA synchronised)."
+def median_times(fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1) -> dict[str,
+                                                                                                     float]:
+    """Median wall-clock seconds of each `fns[name]()`, the candidates interleaved run by run (CUDA
+    synchronised)."""
     for fn in fns.values():
         for _ in range(warmup): fn()
     _sync()

@@ -93,7 +93,8 @@ class RAMScanCache:
 
 class RAMScanBlock(nn.Module):
     "CPUFlow v9.7 block: x + W_o(cumsum_scan + RAM-Net read), then x + FFN(x) with ReLU."
-    def __init__(self, d_model: int, d_ff: int, *, memory: bool = True, eps: float = 1e-3, impl: str = "auto", **memory_kw):
+    def __init__(self, d_model: int, d_ff: int, *, memory: bool = True, eps: float = 1e-3,
+                 impl: str = "auto", **memory_kw):
         super().__init__()
         self.eps, self.impl = eps, impl
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
@@ -107,7 +108,8 @@ class RAMScanBlock(nn.Module):
         cache = cache or RAMScanCache()
         h = self.norm1(x)
         q, k, v = self.qkv(h).chunk(3, -1)
-        mixed, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps, initial_state=cache.scan,
+        mixed, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps,
+                                        initial_state=cache.scan,
                                         output_final_state=True, impl=self.impl)
         mem_state = None
         if self.memory is not None:

@@ -24,11 +24,13 @@ __all__ = ['EOT', 'HUB', 'data_path', 'cache_root', 'read_documents', 'TextToken
 EOT = "<|endoftext|>"
 
 def data_path(*parts: str) -> Path:
-    "A file under `$MEMNB_DATA`, else `shared/data` beside the repository (the offline samples); a clear error if missing."
+    """A file under `$MEMNB_DATA`, else `shared/data` beside the repository (the offline samples); a clear
+    error if missing."""
     beside = Path(sys.modules["memnb"].__file__).resolve().parents[2] / "shared" / "data"
     root = os.environ.get("MEMNB_DATA") or (str(beside) if beside.is_dir() else None)
     if not root:
-        raise FileNotFoundError(f"data_path: set MEMNB_DATA to the folder of memnb's offline data (not found at {beside})")
+        raise FileNotFoundError("data_path: set MEMNB_DATA to the folder of memnb's offline data (not found "
+                                f"at {beside})")
     p = Path(root).joinpath(*parts)
     if not p.exists():
         raise FileNotFoundError(f"data_path: {p} does not exist (MEMNB_DATA={root})")
@@ -37,11 +39,13 @@ def data_path(*parts: str) -> Path:
 # %% ../nbs/20_data.ipynb #2df1df46
 def cache_root(*parts: str) -> Path:
     "A folder under memnb's cache (`$MEMNB_CACHE`, else `$XDG_CACHE_HOME/memnb` or `~/.cache/memnb`)."
-    root = os.environ.get("MEMNB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memnb"
+    root = os.environ.get("MEMNB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME")
+                                                 or Path.home() / ".cache") / "memnb"
     return Path(root).expanduser().joinpath(*parts)
 
 # %% ../nbs/20_data.ipynb #e02c2484
-HUB = {"tinystories": ("roneneldan/TinyStories", "text"), "python": ("codeparrot/codeparrot-clean", "content")}
+HUB = {"tinystories": ("roneneldan/TinyStories", "text"),
+       "python": ("codeparrot/codeparrot-clean", "content")}
 
 def _read_file(p: Path) -> list[str]:
     if p.name.endswith((".jsonl", ".jsonl.gz")):
@@ -54,7 +58,8 @@ def _read_file(p: Path) -> list[str]:
 
 def _stdlib_files() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in root.rglob("*.py") if not ({"test", "tests", "idle_test", "site-packages"} & set(p.relative_to(root).parts)))
+    return sorted(p for p in root.rglob("*.py")
+                  if not ({"test", "tests", "idle_test", "site-packages"} & set(p.relative_to(root).parts)))
 
 def read_documents(source: str, split: str = "train", max_docs: int | None = None) -> list[str]:
     "Documents from a local file or folder, the interpreter's standard library (`stdlib`), or a hub dataset."
@@ -62,7 +67,8 @@ def read_documents(source: str, split: str = "train", max_docs: int | None = Non
     if p.is_file():
         docs = _read_file(p)
     elif p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith((".txt", ".md", ".py", ".jsonl", ".jsonl.gz")))
+        files = sorted(f for f in p.rglob("*") if f.is_file()
+                       and f.name.endswith((".txt", ".md", ".py", ".jsonl", ".jsonl.gz")))
         if not files:
             raise FileNotFoundError(f"read_documents: no .txt/.md/.py/.jsonl files under {p}")
         docs = [d for f in files for d in _read_file(f)]
@@ -70,19 +76,23 @@ def read_documents(source: str, split: str = "train", max_docs: int | None = Non
         docs = [f.read_text(encoding="utf-8", errors="replace") for f in _stdlib_files()[:max_docs]]
     elif "/" in source or source in HUB:
         if any(c in source for c in "\\.~") or source.startswith("/"):
-            raise FileNotFoundError(f"read_documents: {source} is neither an existing path nor a hub dataset name")
+            raise FileNotFoundError(f"read_documents: {source} is neither an existing path nor a hub dataset "
+                                    "name")
         import datasets
         name, field_ = HUB.get(source, (source, "text"))
-        ds = datasets.load_dataset(name, split=split if split != "val" else "validation", streaming=max_docs is not None)
+        ds = datasets.load_dataset(name, split=split if split != "val" else "validation",
+                                   streaming=max_docs is not None)
         docs = [row[field_] for _, row in zip(range(max_docs or sys.maxsize), ds)]
     else:
-        raise FileNotFoundError(f"read_documents: {source!r} is not a file, a folder, 'stdlib', or a hub name ({sorted(HUB)} or owner/name)")
+        raise FileNotFoundError(f"read_documents: {source!r} is not a file, a folder, 'stdlib', or a hub "
+                                f"name ({sorted(HUB)} or owner/name)")
     return docs[:max_docs]
 
 # %% ../nbs/20_data.ipynb #63a34acf
 def _byte_alphabet() -> dict[str, int]:
     "GPT-2's reversible map from bytes to printable characters, inverted: character -> byte."
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"),
+            ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -105,7 +115,8 @@ class TextTokenizer:
         ids = [int(i) for i in ids]
         if self.tok is not None:
             return self.tok.decode(ids, skip_special_tokens=False)
-        return b"".join(bytes([i]) if i < 256 else EOT.encode() for i in ids).decode("utf-8", errors="replace")
+        return b"".join(bytes([i]) if i < 256 else EOT.encode() for i in ids).decode("utf-8",
+                                                                                     errors="replace")
 
     def token_bytes(self) -> torch.Tensor:
         "UTF-8 bytes each token id stands for `[vocab_size]` (0 for special tokens)."
@@ -114,11 +125,13 @@ class TextTokenizer:
         alphabet, out = _byte_alphabet(), torch.zeros(self.vocab_size, dtype=torch.long)
         special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
         for s, i in self.tok.get_vocab().items():
-            out[i] = 0 if s in special else (len(s) if all(c in alphabet for c in s) else len(s.encode("utf-8")))
+            out[i] = 0 if s in special else (len(s) if all(c in alphabet for c in s)
+                                             else len(s.encode("utf-8")))
         return out
 
     def fingerprint(self) -> str:
-        return hashlib.sha256((self.tok.to_str() if self.tok is not None else "bytes").encode()).hexdigest()[:16]
+        return hashlib.sha256((self.tok.to_str() if self.tok is not None
+                               else "bytes").encode()).hexdigest()[:16]
 
     def save(self, path):
         Path(path).write_text(self.tok.to_str() if self.tok is not None else json.dumps({"memnb": "bytes"}))
@@ -131,7 +144,8 @@ def load_tokenizer(spec: str) -> TextTokenizer:
     if spec == "gpt2":
         try: local = data_path("gpt2", "tokenizer.json")  # the offline sample, wherever data_path finds it
         except FileNotFoundError: local = Path("/nonexistent")
-        return TextTokenizer(Tokenizer.from_file(str(local)) if local.exists() else Tokenizer.from_pretrained("gpt2"))
+        return TextTokenizer(Tokenizer.from_file(str(local)) if local.exists()
+                             else Tokenizer.from_pretrained("gpt2"))
     p = Path(spec)
     if not p.is_file():
         raise FileNotFoundError(f"load_tokenizer: {spec!r} is not 'bytes', 'gpt2' or a tokenizer.json file")
@@ -139,13 +153,15 @@ def load_tokenizer(spec: str) -> TextTokenizer:
         return TextTokenizer()
     return TextTokenizer(Tokenizer.from_file(str(p)))
 
-def train_bpe(docs: list[str], vocab_size: int, *, min_frequency: int = 2, progress: bool = False) -> TextTokenizer:
+def train_bpe(docs: list[str], vocab_size: int, *, min_frequency: int = 2,
+              progress: bool = False) -> TextTokenizer:
     "A byte-level BPE of `vocab_size` tokens (with `<|endoftext|>`) trained on `docs` with `tokenizers`."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT], show_progress=progress,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT],
+                                  show_progress=progress,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(docs, trainer)
     return TextTokenizer(tok)
@@ -175,7 +191,8 @@ def build_cache(source: str, tokenizer, cache_dir, *, val_fraction: float = 0.05
     docs = read_documents(source, max_docs=max_docs)
     is_val = [_is_val(i, seed, val_fraction) for i in range(len(docs))]
     if isinstance(tokenizer, str) and tokenizer.startswith("bpe:"):
-        tokenizer = train_bpe([d for d, v in zip(docs, is_val) if not v], int(tokenizer[4:]), progress=progress)
+        tokenizer = train_bpe([d for d, v in zip(docs, is_val) if not v], int(tokenizer[4:]),
+                              progress=progress)
     elif isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
     dtype = np.uint16 if tokenizer.vocab_size <= 65_536 else np.uint32
@@ -185,12 +202,15 @@ def build_cache(source: str, tokenizer, cache_dir, *, val_fraction: float = 0.05
             n = 0
             for d, v in tqdm(list(zip(docs, is_val)), desc=f"tokenise {split}", disable=not progress):
                 if v == want:
-                    ids = np.array(tokenizer.encode(d) + [tokenizer.eot], dtype=dtype); ids.tofile(f); n += len(ids)
+                    ids = np.array(tokenizer.encode(d) + [tokenizer.eot], dtype=dtype)
+                    ids.tofile(f)
+                    n += len(ids)
         os.replace(cache / f"{split}.bin.tmp", cache / f"{split}.bin")
         counts[split] = n
     tokenizer.save(cache / "tokenizer.json")
     meta = {"key": key, "source": source, "tokenizer": tokenizer.fingerprint(), "dtype": np.dtype(dtype).name,
-            "vocab_size": tokenizer.vocab_size, "tokens": counts, "docs": len(docs), "val_fraction": val_fraction}
+            "vocab_size": tokenizer.vocab_size, "tokens": counts, "docs": len(docs),
+                    "val_fraction": val_fraction}
     meta_file.write_text(json.dumps(meta, indent=1))
     return TokenData(cache, seq_len)
 
@@ -202,12 +222,15 @@ class TokenData:
         self.meta = json.loads((self.dir / "meta.json").read_text())
         for s in ("train", "val"):
             if (self.dir / f"{s}.bin").stat().st_size == 0:
-                raise ValueError(f"TokenData: the {s} split of {self.dir} is empty; the split is by document, so give a source with "
+                raise ValueError(f"TokenData: the {s} split of {self.dir} is empty; the split is by "
+                                 "document, so give a source with "
                                  f"more documents (or a larger val_fraction)")
-        self.tokens = {s: np.memmap(self.dir / f"{s}.bin", dtype=self.meta["dtype"], mode="r") for s in ("train", "val")}
+        self.tokens = {s: np.memmap(self.dir / f"{s}.bin", dtype=self.meta["dtype"], mode="r")
+                       for s in ("train", "val")}
         for s, t in self.tokens.items():
             if len(t) <= seq_len + 1:
-                raise ValueError(f"TokenData: the {s} split has {len(t)} tokens, fewer than seq_len + 2 = {seq_len + 2}")
+                raise ValueError(f"TokenData: the {s} split has {len(t)} tokens, fewer than seq_len + 2 = "
+                                 f"{seq_len + 2}")
         self.tokenizer = load_tokenizer(str(self.dir / "tokenizer.json"))
         self.vocab_size, self.token_bytes = self.meta["vocab_size"], self.tokenizer.token_bytes()
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory, torch_threads,
+from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory,
+                        torch_threads,
                         acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS, debug_checks)
 from .layers import RMSNorm, ShortConvolution
 
@@ -39,7 +40,8 @@ def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
             raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got {got}); "
                              "pass log(alpha) for a decay alpha in (0, 1], e.g. -softplus(x)")
     if initial_state is not None:
-        check_tensor(initial_state, "initial_state", where=where, shape=(B, H, K, v.shape[-1]), dims="[B, H, K, V]")
+        check_tensor(initial_state, "initial_state", where=where, shape=(B, H, K, v.shape[-1]),
+                     dims="[B, H, K, V]")
         if initial_state.device != q.device:
             raise ValueError(f"{where}: `initial_state` must be on {q.device}, got {initial_state.device}")
 
@@ -53,7 +55,8 @@ def _step_start(q, k, v, g, state, scale):
     return (q.shape[-1] ** -0.5 if scale is None else scale), state
 
 def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
-    "One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H, V]`, new state)."
+    """One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H,
+    V]`, new state)."""
     scale, state = _step_start(q, k, v, g, state, scale)
     delta = beta[..., None] * (v - (k[..., None, :] @ state)[..., 0, :])    # v - S^T k
     state = torch.addcmul(state, k[..., :, None], delta[..., None, :])
@@ -87,14 +90,16 @@ def _unchunked(x, B: int, T: int, H: int):
 
 # %% ../nbs/02_delta_rule.ipynb #e9d76d2b
 def _decays(gam):
-    "From the in-chunk cumulative log-decay `gam` `[N, C]`: Gamma (masked before exp), e^gam, e^(gam_C - gam)."
+    """From the in-chunk cumulative log-decay `gam` `[N, C]`: Gamma (masked before exp), e^gam, e^(gam_C -
+    gam)."""
     C = gam.shape[-1]
     lower = torch.ones(C, C, dtype=torch.bool, device=gam.device).tril()
     Gam = torch.exp((gam[:, :, None] - gam[:, None, :]).masked_fill(~lower, -math.inf))
     return Gam, gam.exp(), torch.exp(gam[:, -1:] - gam)
 
 def _ut_transform(k, v, beta, Gam, e):
-    "A, and [U~ | W] = A^-1 [diag(beta) V | diag(beta e^gam) K] for every chunk (`Gam`, `e` None when ungated)."
+    """A, and [U~ | W] = A^-1 [diag(beta) V | diag(beta e^gam) K] for every chunk (`Gam`, `e` None when
+    ungated)."""
     A = k @ k.transpose(-1, -2)
     A.mul_(beta[:, :, None])
     if Gam is not None: A.mul_(Gam)
@@ -119,11 +124,13 @@ def _state_fwd_torch(W, Ut, kd, eC, h0, n: int):
 
 # %% ../nbs/02_delta_rule.ipynb #c5b1aa26
 def _chunk_fwd(q, k, v, beta, gam, h0, n: int, state_fwd=_state_fwd_torch):
-    "Chunked forward on chunk-major tensors (q already scaled). Returns o, final state and what backward needs."
+    """Chunked forward on chunk-major tensors (q already scaled). Returns o, final state and what backward
+    needs."""
     Gam, e, d = _decays(gam) if gam is not None else (None, None, None)
     A, UW = _ut_transform(k, v, beta, Gam, e)
     Ut, W = UW.split([v.shape[-1], k.shape[-1]], -1)
-    S_all, U, S = state_fwd(W, Ut, k if d is None else k * d[:, :, None], None if e is None else e[:, -1], h0, n)
+    S_all, U, S = state_fwd(W, Ut, k if d is None else k * d[:, :, None], None if e is None else e[:, -1],
+                            h0, n)
     P = q @ k.transpose(-1, -2)
     P = P.tril_() if Gam is None else P.mul_(Gam)
     o = torch.bmm(q if e is None else q * e[:, :, None], S_all).baddbmm_(P, U)
@@ -131,7 +138,8 @@ def _chunk_fwd(q, k, v, beta, gam, h0, n: int, state_fwd=_state_fwd_torch):
 
 # %% ../nbs/02_delta_rule.ipynb #86f327e9
 def _state_bwd_torch(W, kd, eC, dU, dS0, dS, n: int):
-    "Reverse chunk-level pass. `dU`, `dS0` hold the output terms and are completed in place; returns dS1 per chunk and dh0."
+    """Reverse chunk-level pass. `dU`, `dS0` hold the output terms and are completed in place; returns dS1
+    per chunk and dh0."""
     N, C, K = W.shape
     M, V = N // n, dU.shape[-1]
     dS = W.new_zeros(M, K, V) if dS is None else dS
@@ -146,7 +154,8 @@ def _state_bwd_torch(W, kd, eC, dU, dS0, dS, n: int):
 
 # %% ../nbs/02_delta_rule.ipynb #aed18b4e
 def _chunk_bwd(q, k, v, beta, gam, saved, do, dS, n: int, state_bwd=_state_bwd_torch):
-    "Gradients of `_chunk_fwd` (steps 1-6 above) for chunk-major q, k, v, beta, gam; returns dq, dk, dv, dbeta, dg, dh0."
+    """Gradients of `_chunk_fwd` (steps 1-6 above) for chunk-major q, k, v, beta, gam; returns dq, dk, dv,
+    dbeta, dg, dh0."""
     A, UW, S_all = saved
     Vd, Kd = v.shape[-1], k.shape[-1]
     Ut, W = UW.split([Vd, Kd], -1)
@@ -205,7 +214,8 @@ class _DeltaRuleChunk(torch.autograd.Function):
         gam = None if g is None else ch(g).cumsum(-1)
         h0c = None if h0 is None else h0.to(cdt).reshape(B * H, K, -1)
         op_dtype = q.dtype   # the Triton state kernels' dot operands: bf16/fp16 inputs stay on tensor cores
-        state_fwd = (lambda *a: _state_fwd_triton(*a, op_dtype=op_dtype)) if triton_states else _state_fwd_torch
+        state_fwd = (lambda
+                     *a: _state_fwd_triton(*a, op_dtype=op_dtype)) if triton_states else _state_fwd_torch
         o, S, saved = _chunk_fwd(qc, kc, vc, bc, gam, h0c, n, state_fwd)
         ctx.save_for_backward(qc, kc, vc, bc, gam, *saved)
         ctx.meta = (B, T, H, n, scale, chunk, triton_states, q.dtype, h0 is not None, g is not None)
@@ -218,8 +228,10 @@ class _DeltaRuleChunk(torch.autograd.Function):
         cdt = qc.dtype
         dSc = None if dS is None else dS.to(cdt).reshape(B * H, *dS.shape[2:])
         state_bwd = (lambda *a: _state_bwd_triton(*a, op_dtype=dtype)) if triton_states else _state_bwd_torch
-        with full_precision(do.device):   # as the forward: a compiled backward is traced under the forward's autocast
-            dq, dk, dv, dbeta, dg, dh0 = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, cdt), dSc, n,
+        # as the forward: a compiled backward is traced under the forward's autocast
+        with full_precision(do.device):
+            dq, dk, dv, dbeta, dg, dh0 = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, cdt),
+                                                    dSc, n,
                                                     state_bwd)
         un = lambda x: _unchunked(x, B, T, H).to(dtype)
         return (un(dq) * scale, un(dk), un(dv), un(dbeta), un(dg) if gated else None,
@@ -450,7 +462,8 @@ def _state_bwd_triton(W, kd, eC, dU, dS0, dS, n: int, op_dtype=torch.float32):
 if triton_available():
     @triton.jit
     def _dr_recurrent_fwd_kernel(Q, Kx, Vx, BETA, G, H0, O, S_FIN, T, H, K, V, scale,
-                                 BK: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr, HAS_H0: tl.constexpr):
+                                 BK: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr,
+                                         HAS_H0: tl.constexpr):
         i_v, i_bh = tl.program_id(0), tl.program_id(1)
         i_b, i_h = i_bh // H, i_bh % H
         rk, rv, mk, mv, kv, m_kv = block_2d(i_v, K, V, BK, BV)
@@ -473,7 +486,8 @@ if triton_available():
         tl.store(S_FIN + i_bh.to(tl.int64) * K * V + kv, S, mask=m_kv)
 
 def _recurrent_blocks(K: int, V: int) -> tuple[int, int]:
-    "BK, BV of the fused recurrent kernel: the whole key width, value blocks that keep the state in registers."
+    """BK, BV of the fused recurrent kernel: the whole key width, value blocks that keep the state in
+    registers."""
     BK = triton.next_power_of_2(K)
     return BK, min(triton.next_power_of_2(V), 32 if BK <= 128 else 16)
 
@@ -484,7 +498,8 @@ def _delta_rule_fused_recurrent(q, k, v, beta, g, h0, scale):
     BK, BV = _recurrent_blocks(K, V)
     o, S = torch.empty_like(v), q.new_empty(B, H, K, V, dtype=torch.promote_types(q.dtype, torch.float32))
     _dr_recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-        q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), g.contiguous() if g is not None else beta,
+        q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), g.contiguous() if g is not None
+                else beta,
         h0.contiguous() if h0 is not None else q, o, S, T, H, K, V, scale,
         BK=BK, BV=BV, HAS_G=g is not None, HAS_H0=h0 is not None)
     return o, S
@@ -502,19 +517,23 @@ def _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl: str, auto: boo
     if auto and impl == "triton" and q.shape[-1] > 256:   # the state kernels hold at most four 64-row slabs
         impl = "chunk"
     if T == 1 and impl != "triton":          # one token (decoding): one step, no loop
-        o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0], initial_state, scale)
+        o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0],
+                               initial_state, scale)
         return o[:, None], S
     if impl == "recurrent":
         return delta_rule_recurrent(q, k, v, beta, g, scale, initial_state)
-    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, beta, g, initial_state))
+    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad
+                                                 for x in (q, k, v, beta, g, initial_state))
     if impl == "triton" and not needs_grad and T <= DECODE_TOKENS:
         return _delta_rule_fused_recurrent(q, k, v, beta, g, initial_state, scale)
-    chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))   # one chunk of 16, 32, ... for a short T, not padding
+    # one chunk of 16, 32, ... for a short T, not padding
+    chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))
     return _DeltaRuleChunk.apply(q, k, v, beta, g, initial_state, scale, chunk_size, impl == "triton")
 
 # %% ../nbs/02_delta_rule.ipynb #818f7adc
 def _no_tokens(q, v, initial_state):
-    "(o, final state) of a call without tokens (B=0 or T=0): empty outputs; the state (or zeros) passes through."
+    """(o, final state) of a call without tokens (B=0 or T=0): empty outputs; the state (or zeros) passes
+    through."""
     B, T, H, K = q.shape
     S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
     return v.new_zeros(B, T, H, v.shape[-1]), S.to(acc_dtype(q.dtype))
@@ -579,9 +598,11 @@ class DeltaNet(nn.Module):
         H, K, V = n_heads, head_dim, v_head_dim or head_dim
         self.n_heads, self.head_dim, self.v_head_dim, self.gated, self.qk_norm = H, K, V, gated, qk_norm
         self.impl, self.chunk_size = impl, chunk_size
-        self.q_proj, self.k_proj = nn.Linear(d_model, H * K, bias=False), nn.Linear(d_model, H * K, bias=False)
+        self.q_proj, self.k_proj = nn.Linear(d_model, H * K, bias=False), nn.Linear(d_model, H * K,
+                                                                                    bias=False)
         self.v_proj, self.b_proj = nn.Linear(d_model, H * V, bias=False), nn.Linear(d_model, H, bias=False)
-        self.convs = nn.ModuleList([ShortConvolution(dim, short_conv) for dim in (H * K, H * K, H * V)]) if short_conv else None
+        self.convs = nn.ModuleList([ShortConvolution(dim, short_conv) for dim in (H * K, H * K, H
+                * V)]) if short_conv else None
         if gated:
             self.a_proj = nn.Linear(d_model, H, bias=False)
             self.A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
@@ -597,7 +618,8 @@ class DeltaNet(nn.Module):
         return -self.A_log.to(acc).exp() * F.softplus(self.a_proj(x).to(acc) + self.dt_bias)
 
     def forward(self, x, cache: DeltaNetCache | None = None, *, use_cache: bool = False):
-        check_tensor(x, "x", where="DeltaNet", shape=(None, None, self.q_proj.in_features), dims="[B, T, d_model]")
+        check_tensor(x, "x", where="DeltaNet", shape=(None, None, self.q_proj.in_features),
+                     dims="[B, T, d_model]")
         B, T, _ = x.shape
         H, K, V = self.n_heads, self.head_dim, self.v_head_dim
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -612,14 +634,17 @@ class DeltaNet(nn.Module):
         if self.qk_norm == "l2":
             q, k = l2norm(q), l2norm(k)
         beta = torch.sigmoid(self.b_proj(x))
-        g = self.decay(x) if self.gated else None   # float32 (the rule keeps decays in float32 under autocast)
+        # float32 (the rule keeps decays in float32 under autocast)
+        g = self.decay(x) if self.gated else None
         want_cache = use_cache or cache is not None
         S0 = None if cache is None else cache.state
         if self.rule == "hebbian":
-            o, S = hebbian_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache, impl=self.impl,
+            o, S = hebbian_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache,
+                                impl=self.impl,
                                 chunk_size=self.chunk_size)
         else:
-            o, S = delta_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache, impl=self.impl,
+            o, S = delta_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache,
+                              impl=self.impl,
                               chunk_size=self.chunk_size)
         o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, V))
         y = self.o_proj(o.reshape(B, T, H * V))
@@ -640,10 +665,12 @@ def hebbian_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
 def _hebbian_block(q, k, v, beta, g, S):
     "A block of tokens at once from state S (None: empty): unscaled outputs and the state after the block."
     T = q.shape[1]
-    G = torch.zeros_like(beta) if g is None else g.cumsum(1)                       # [B, T, H], log-decay since the block start
+    # [B, T, H], log-decay since the block start
+    G = torch.zeros_like(beta) if g is None else g.cumsum(1)
     diff = (G[:, :, None] - G[:, None, :]).permute(0, 3, 1, 2)                     # [B, H, t, s]
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    A = torch.einsum("bthk,bshk->bhts", q, k) * diff.masked_fill(~causal, -math.inf).exp() * beta.permute(0, 2, 1)[:, :, None]
+    A = torch.einsum("bthk,bshk->bhts", q, k) * diff.masked_fill(~causal, -math.inf).exp() * beta.permute(0,
+            2, 1)[:, :, None]
     o = torch.einsum("bhts,bshv->bthv", A, v)
     S_new = torch.einsum("bth,bthk,bthv->bhkv", (G[:, -1:] - G).exp() * beta, k, v)
     if S is not None:
@@ -653,7 +680,8 @@ def _hebbian_block(q, k, v, beta, g, S):
 
 HEBBIAN_IMPLS = ("recurrent", "chunk")   # a baseline: no Triton kernel
 
-def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_state=None, output_final_state: bool = False,
+def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_state=None,
+                 output_final_state: bool = False,
                  impl: str = "auto", chunk_size: int = 64):
     "Linear attention with write strengths (and log-decays `g`): (o `[B, T, H, V]`, final state if asked)."
     _check_delta_inputs(q, k, v, beta, g, initial_state, where="hebbian_rule")
@@ -673,7 +701,8 @@ def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_s
             outs = []
             for s in range(0, q.shape[1], chunk_size):
                 c = slice(s, s + chunk_size)
-                o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None else g[:, c], S)
+                o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None
+                                        else g[:, c], S)
                 outs.append(o_c)
             o = scale * torch.cat(outs, 1)
     return o.to(out_dtype), (S if output_final_state else None)

@@ -24,7 +24,8 @@ def scored_loss(model, inputs: torch.Tensor, labels: torch.Tensor, reduction: st
         raise ValueError("scored_loss: no position is scored (all labels are -100)")
     if hasattr(model, "features") and mask.float().mean() < 0.5:
         logits = model.logits(model.features(inputs)[mask])
-        return F.cross_entropy(_at_least_fp32(logits), labels[mask], reduction=reduction), logits.argmax(-1) == labels[mask]
+        return F.cross_entropy(_at_least_fp32(logits), labels[mask],
+                               reduction=reduction), logits.argmax(-1) == labels[mask]
     logits = model(inputs)
     loss = F.cross_entropy(_at_least_fp32(logits[mask]), labels[mask], reduction=reduction)
     return loss, logits[mask].argmax(-1) == labels[mask]
@@ -39,7 +40,8 @@ def bits_per_byte(total_nats: float, total_bytes: int) -> float:
 @torch.no_grad()
 def evaluate(model, data, *, split: str = "val", batch_size: int = 16, n_batches: int = 20, seed: int = 1234,
              device="cpu") -> dict:
-    "Mean CE, its standard error, perplexity, accuracy (and bits per byte if `data.token_bytes` exists) on fixed batches."
+    """Mean CE, its standard error, perplexity, accuracy (and bits per byte if `data.token_bytes` exists)
+    on fixed batches."""
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -56,7 +58,8 @@ def evaluate(model, data, *, split: str = "val", batch_size: int = 16, n_batches
     model.train(was_training)
     ce = nats / n_tok
     sd = torch.tensor(seq_means, dtype=torch.float64).std().item() if len(seq_means) > 1 else float("nan")
-    out = {"loss": ce, "stderr": sd / math.sqrt(len(seq_means)), "ppl": math.exp(min(ce, 50)), "accuracy": correct / n_tok,
+    out = {"loss": ce, "stderr": sd / math.sqrt(len(seq_means)), "ppl": math.exp(min(ce, 50)),
+           "accuracy": correct / n_tok,
            "tokens": n_tok}
     if token_bytes is not None:
         out["bpb"] = bits_per_byte(nats, n_bytes)
@@ -74,7 +77,8 @@ def sliding_window_loss(model, tokens: torch.Tensor, context: int, stride: int |
                          f"{tuple(tokens.shape)}, {stride}, {context}")
     model.eval()
     bar = tqdm(total=len(tokens) - 1, desc="evaluate", unit="tok", disable=not progress)
-    nats, scored, start = 0.0, 1, 0                     # tokens[:scored] have been predicted (token 0 never is)
+    # tokens[:scored] have been predicted (token 0 never is)
+    nats, scored, start = 0.0, 1, 0
     while scored < len(tokens):
         end = min(start + context + 1, len(tokens))
         x, y = tokens[start:end - 1][None].to(device), tokens[start + 1:end][None].to(device).clone()

@@ -18,7 +18,8 @@ __all__ = ['repetition_penalty', 'frequency_penalty', 'NGramTable', 'ngram_blend
 # %% ../nbs/33_generate.ipynb #02b2d272
 def _counts(tokens: torch.Tensor, V: int, window: int | None) -> torch.Tensor:
     recent = tokens if window is None else tokens[:, -window:]
-    return torch.zeros(tokens.shape[0], V, device=tokens.device).scatter_add_(1, recent, torch.ones_like(recent, dtype=torch.float))
+    return torch.zeros(tokens.shape[0], V, device=tokens.device).scatter_add_(1, recent,
+            torch.ones_like(recent, dtype=torch.float))
 
 def repetition_penalty(penalty: float = 1.2, window: int | None = None):
     "A processor applying CTRL's repetition penalty to the tokens of the context (the last `window`)."
@@ -44,7 +45,8 @@ class NGramTable:
         if order < 2:
             raise ValueError(f"NGramTable: order must be >= 2, got {order}")
         if vocab_size ** order >= 2 ** 62:
-            raise ValueError(f"NGramTable: vocab_size**order = {vocab_size}**{order} overflows int64 keys; lower the order")
+            raise ValueError(f"NGramTable: vocab_size**order = {vocab_size}**{order} overflows int64 keys; "
+                             "lower the order")
         if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
             raise ValueError(f"NGramTable: token ids must lie in [0, {vocab_size})")
         self.V, self.order, self.tables = vocab_size, order, {}
@@ -56,7 +58,8 @@ class NGramTable:
             self.tables[n] = (keys, counts)
 
     def next_counts(self, context) -> torch.Tensor:
-        "Counts `[V]` of the next token after the longest suffix of `context` seen in the corpus (zeros if none)."
+        """Counts `[V]` of the next token after the longest suffix of `context` seen in the corpus (zeros
+        if none)."""
         context = torch.as_tensor(context, dtype=torch.long).flatten()
         out = torch.zeros(self.V)
         for n in range(min(self.order - 1, len(context)), 0, -1):
@@ -89,7 +92,8 @@ def _map_batch(obj, fn, B: int):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_map_batch(o, fn, B) for o in obj)
     if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **{f.name: _map_batch(getattr(obj, f.name), fn, B) for f in dataclasses.fields(obj)})
+        return dataclasses.replace(obj,
+                **{f.name: _map_batch(getattr(obj, f.name), fn, B) for f in dataclasses.fields(obj)})
     return obj
 
 @torch.no_grad()
@@ -97,7 +101,8 @@ def value_guided_generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, 
                           beta: float = 1.0) -> torch.Tensor:
     "Greedy one-step lookahead: among the top `candidates` tokens keep the best log p - `beta` * value."
     if getattr(model, "value", None) is None:
-        raise ValueError("value_guided_generate: the model has no value head; build it with MemLMConfig(value_head=True)")
+        raise ValueError("value_guided_generate: the model has no value head; build it with "
+                         "MemLMConfig(value_head=True)")
     B, K = idx.shape[0], candidates
     h, caches = model.features(idx, use_cache=True)
     logp = model.logits(h[:, -1]).float().log_softmax(-1)

@@ -20,7 +20,8 @@ __all__ = ['RMSNorm', 'ShortConvolution', 'SwiGLU', 'GeGLU', 'ReLUFFN', 'ReLU2',
 _HAS_RMS_NORM = hasattr(F, "rms_norm")
 
 class RMSNorm(nn.Module):
-    "Root-mean-square normalisation over the last dimension, with a learned gain (`eps=None`: the dtype's epsilon)."
+    """Root-mean-square normalisation over the last dimension, with a learned gain (`eps=None`: the dtype's
+    epsilon)."""
     def __init__(self, dim: int, eps: float | None = 1e-6):
         super().__init__()
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
@@ -51,7 +52,8 @@ class ShortConvolution(nn.Module):
         if state is None:
             state = xt.new_zeros(x.shape[0], self.dim, W - 1)
         else:
-            check_tensor(state, "state", where="ShortConvolution", shape=(x.shape[0], self.dim, W - 1), dims="[B, D, W-1]")
+            check_tensor(state, "state", where="ShortConvolution", shape=(x.shape[0], self.dim, W - 1),
+                         dims="[B, D, W-1]")
         full = torch.cat([state.to(xt.dtype), xt], -1)
         y = F.conv1d(full, self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
         return (F.silu(y) if self.activation == "silu" else y), full[..., full.shape[-1] - (W - 1):]
@@ -61,7 +63,8 @@ class SwiGLU(nn.Module):
     "W2(silu(W1 x) * W3 x)."
     def __init__(self, d_model: int, d_ff: int, *, linear=nn.Linear):
         super().__init__()
-        self.w1, self.w3, self.w2 = linear(d_model, d_ff, bias=False), linear(d_model, d_ff, bias=False), linear(d_ff, d_model, bias=False)
+        self.w1, self.w3, self.w2 = linear(d_model, d_ff, bias=False), linear(d_model, d_ff,
+                bias=False), linear(d_ff, d_model, bias=False)
 
     def activation(self, h):
         return F.silu(h)
@@ -93,7 +96,8 @@ class ReLU2(ReLUFFN):
 
 # %% ../nbs/07_layers.ipynb #4866401c
 def ternarize(w: torch.Tensor, eps: float = 1e-5, groups: int = 1) -> torch.Tensor:
-    "s * clip(round(w / s), -1, 1), s = mean|w| over each of `groups` equal blocks of rows (no gradient trick; see `BitLinear`)."
+    """s * clip(round(w / s), -1, 1), s = mean|w| over each of `groups` equal blocks of rows (no gradient
+    trick; see `BitLinear`)."""
     if w.shape[0] % groups:
         raise ValueError(f"ternarize: {w.shape[0]} rows do not split into {groups} equal groups")
     wg = w.unflatten(0, (groups, -1))
@@ -101,10 +105,12 @@ def ternarize(w: torch.Tensor, eps: float = 1e-5, groups: int = 1) -> torch.Tens
     return ((wg / s).round().clamp(-1, 1) * s).flatten(0, 1)
 
 class BitLinear(nn.Linear):
-    "A linear layer with ternary weights {-s, 0, s} (a scale per group of rows) and a straight-through gradient."
+    """A linear layer with ternary weights {-s, 0, s} (a scale per group of rows) and a straight-through
+    gradient."""
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, groups: int = 1, **kwargs):
         if groups < 1 or out_features % groups:
-            raise ValueError(f"BitLinear: out_features={out_features} must split into groups={groups} equal blocks")
+            raise ValueError(f"BitLinear: out_features={out_features} must split into groups={groups} equal "
+                             "blocks")
         super().__init__(in_features, out_features, bias, **kwargs)
         self.groups = groups
 
@@ -114,26 +120,32 @@ class BitLinear(nn.Linear):
 
 # %% ../nbs/07_layers.ipynb #49f20af4
 class TokenShift(nn.Module):
-    "sigmoid(mix) * x_t + (1 - sigmoid(mix)) * x_{t-1} (FlashLM v5's parameters); the state is the last token `[B, D]`."
+    """sigmoid(mix) * x_t + (1 - sigmoid(mix)) * x_{t-1} (FlashLM v5's parameters); the state is the last
+    token `[B, D]`."""
     def __init__(self, dim: int, init: float = 0.5):
         super().__init__()
         if not 0 < init < 1:
             raise ValueError(f"TokenShift: init (the previous token's weight) must be in (0, 1), got {init}")
-        self.mix = nn.Parameter(torch.full((dim,), float(torch.logit(torch.tensor(1.0 - init, dtype=torch.float64)))))
+        self.mix = nn.Parameter(torch.full((dim,),
+                                           float(torch.logit(torch.tensor(1.0 - init, dtype=torch.float64)))))
 
     def forward(self, x, state: torch.Tensor | None = None):
-        prev = torch.cat([x.new_zeros(x.shape[0], 1, x.shape[2]) if state is None else state[:, None], x[:, :-1]], 1)
+        prev = torch.cat([x.new_zeros(x.shape[0], 1,
+                                      x.shape[2]) if state is None else state[:, None], x[:, :-1]], 1)
         m = torch.sigmoid(self.mix)
         return x * m + prev * (1 - m), x[:, -1]
 
 # %% ../nbs/07_layers.ipynb #da04ac23
 class GatedRecurrence(nn.Module):
-    "FlashLM v4 mixer: W_o(sigmoid(g) * causal_depthwise_conv_k(v)), [g; v] = W_up x, with the conv window as decode state."
+    """FlashLM v4 mixer: W_o(sigmoid(g) * causal_depthwise_conv_k(v)), [g; v] = W_up x, with the conv
+    window as decode state."""
     def __init__(self, d_model: int, kernel_size: int = 8, *, linear=nn.Linear, ternary_groups: int = 1):
         super().__init__()
         if ternary_groups != 1 and not (isinstance(linear, type) and issubclass(linear, BitLinear)):
-            raise ValueError(f"GatedRecurrence: ternary_groups={ternary_groups} needs ternary projections (linear=BitLinear)")
-        self.up = linear(d_model, 2 * d_model, bias=False, **({"groups": ternary_groups} if ternary_groups != 1 else {}))
+            raise ValueError(f"GatedRecurrence: ternary_groups={ternary_groups} needs ternary projections "
+                             "(linear=BitLinear)")
+        self.up = linear(d_model, 2 * d_model, bias=False,
+                         **({"groups": ternary_groups} if ternary_groups != 1 else {}))
         self.o = linear(d_model, d_model, bias=False)
         self.conv = ShortConvolution(d_model, kernel_size, activation=None)
 
@@ -143,22 +155,28 @@ class GatedRecurrence(nn.Module):
         return self.o(torch.sigmoid(g) * c), state
 
 # %% ../nbs/07_layers.ipynb #0312ca0f
-def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor,
+              eps: float = 1e-5) -> torch.Tensor:
     "GroupNorm's arithmetic (one group per head, per-channel affine) over each position alone: causal."
-    return F.group_norm(x.reshape(-1, x.shape[-1]), n_heads, weight, bias, eps).view(x.shape)   # positions as the batch
+    # positions as the batch
+    return F.group_norm(x.reshape(-1, x.shape[-1]), n_heads, weight, bias, eps).view(x.shape)
 
-def seq_group_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    "The published GroupNorm over `[B, D, T]`: each head's statistics pool the whole sequence (it sees the future)."
+def seq_group_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float = 1e-5) -> torch.Tensor:
+    """The published GroupNorm over `[B, D, T]`: each head's statistics pool the whole sequence (it sees
+    the future)."""
     return F.group_norm(x.transpose(1, 2), n_heads, weight, bias, eps).transpose(1, 2)
 
 # %% ../nbs/07_layers.ipynb #c8e9644c
 class ParallelGatedRecurrence(nn.Module):
     "FlashLM v5 mixer: a lower-bounded forget-gate recurrence (memnb.scan), output gate, per-head norm."
-    def __init__(self, d_model: int, n_heads: int, layer: int, n_layers: int, *, linear=nn.Linear, impl: str = "auto",
+    def __init__(self, d_model: int, n_heads: int, layer: int, n_layers: int, *, linear=nn.Linear,
+                 impl: str = "auto",
                  norm: str = "head"):
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"ParallelGatedRecurrence: d_model={d_model} must be divisible by n_heads={n_heads}")
+            raise ValueError(f"ParallelGatedRecurrence: d_model={d_model} must be divisible by "
+                             f"n_heads={n_heads}")
         if norm not in ("head", "groupnorm_seq"):
             raise ValueError(f"ParallelGatedRecurrence: norm must be 'head' or 'groupnorm_seq', got {norm!r}")
         self.n_heads, self.impl, self.norm = n_heads, impl, norm
@@ -169,7 +187,8 @@ class ParallelGatedRecurrence(nn.Module):
 
     def forward(self, x, state: torch.Tensor | None = None):
         if state is not None and self.norm == "groupnorm_seq":
-            raise ValueError("ParallelGatedRecurrence: norm='groupnorm_seq' pools the whole sequence; it cannot decode "
+            raise ValueError("ParallelGatedRecurrence: norm='groupnorm_seq' pools the whole sequence; it "
+                             "cannot decode "
                              "from a state (use the causal norm='head')")
         lb = self.lower_bound
         f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)

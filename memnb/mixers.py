@@ -30,16 +30,19 @@ class CortexCache:
 
 class CortexMixer(nn.Module):
     "CORTEX-VIII mixer: W_c(g * sliding-window attention + (1 - g) * gated delta memory), g = sigmoid(W_g x)."
-    def __init__(self, d_model: int, n_heads: int = 4, *, window: int = 64, mem_heads: int = 4, mem_head_dim: int = 32,
+    def __init__(self, d_model: int, n_heads: int = 4, *, window: int = 64, mem_heads: int = 4,
+                 mem_head_dim: int = 32,
                  impl: str = "auto", chunk_size: int = 64, causal: bool = True):
         super().__init__()
         H, K = mem_heads, mem_head_dim
         self.mem_heads, self.mem_head_dim, self.impl, self.chunk_size, self.causal = H, K, impl, chunk_size, causal
         self.local = Attention(d_model, n_heads, window=window, rope_base=None)
         self.mem_norm = RMSNorm(d_model)
-        self.mem_in = nn.Linear(d_model, 3 * H * K + 2 * H, bias=False)    # [W_q; W_k; W_v; W_beta; W_decay] in one matmul
+        # [W_q; W_k; W_v; W_beta; W_decay] in one matmul
+        self.mem_in = nn.Linear(d_model, 3 * H * K + 2 * H, bias=False)
         self.decay_bias = nn.Parameter(torch.full((H,), 4.6))              # sigmoid(4.6) ~ 0.99
-        nn.init.zeros_(self.mem_in.weight.data[-H:])                        # the decay starts at that bias for every token
+        # the decay starts at that bias for every token
+        nn.init.zeros_(self.mem_in.weight.data[-H:])
         self.mem_out = nn.Linear(H * K, d_model, bias=False)
         self.gate = nn.Linear(d_model, d_model, bias=False)
         self.combine = nn.Linear(d_model, d_model, bias=False)
@@ -49,38 +52,47 @@ class CortexMixer(nn.Module):
         B, T, _ = x.shape
         H, K = self.mem_heads, self.mem_head_dim
         qk, v, beta, decay = self.mem_in(self.mem_norm(x)).split([2 * H * K, H * K, H, H], -1)
-        if not self.causal:                                                 # the published read (sees the future)
+        # the published read (sees the future)
+        if not self.causal:
             q, k = qk.view(B, T, 2, H, K).unbind(2)
             o = published_cortex_memory(q, k, v.view(B, T, H, K), torch.sigmoid(beta))
             return self.mem_out(o.reshape(B, T, -1)), None
         q, k = l2norm(qk.view(B, T, 2, H, K)).unbind(2)                    # q and k normalised in one pass
         v, beta = v.view(B, T, H, K), torch.sigmoid(beta)
         z = decay + self.decay_bias
-        g = F.logsigmoid(z) if z.dtype in (torch.float32, torch.float64) else F.logsigmoid(z.float()).to(z.dtype)
+        g = F.logsigmoid(z) if z.dtype in (torch.float32,
+                                           torch.float64) else F.logsigmoid(z.float()).to(z.dtype)
         o, S = delta_rule(q, k, v, beta, g, initial_state=state, output_final_state=want_state,
                           impl=self.impl, chunk_size=self.chunk_size)
         return self.mem_out(o.reshape(B, T, -1)), S
 
     def forward(self, x, cache: CortexCache | None = None, *, use_cache: bool = False, residual=None):
-        "`x`: the block's normalised input; `residual`: the stream before that norm, which the memory reads (default `x`)."
-        check_tensor(x, "x", where="CortexMixer", shape=(None, None, self.gate.in_features), dims="[B, T, d_model]")
+        """`x`: the block's normalised input; `residual`: the stream before that norm, which the memory
+        reads (default `x`)."""
+        check_tensor(x, "x", where="CortexMixer", shape=(None, None, self.gate.in_features),
+                     dims="[B, T, d_model]")
         want = use_cache or cache is not None
         if want and not self.causal:
-            raise ValueError("CortexMixer: causal=False (the published anti-causal memory) has no decode state")
+            raise ValueError("CortexMixer: causal=False (the published anti-causal memory) has no decode "
+                             "state")
         local, local_cache = self.local(x, None if cache is None else cache.local, use_cache=want)
-        glob, S = self.memory(x if residual is None else residual, None if cache is None else cache.memory, want)
+        glob, S = self.memory(x if residual is None else residual, None if cache is None else cache.memory,
+                              want)
         g = torch.sigmoid(self.gate(x))
-        return self.combine(torch.lerp(glob, local, g)), (CortexCache(local_cache, S) if want else None)   # g local + (1 - g) glob
+        # g local + (1 - g) glob
+        return self.combine(torch.lerp(glob, local, g)), (CortexCache(local_cache, S) if want else None)
 
 # %% ../nbs/08_mixers.ipynb #acd51252
 def published_cortex_memory(q, k, v, beta):
-    "CORTEX-VIII's published read `[B, T, H, K]`: sum_{s >= t} (q_t . k_s) / sqrt(K) v_s + beta_t v_t (sees the future)."
+    """CORTEX-VIII's published read `[B, T, H, K]`: sum_{s >= t} (q_t . k_s) / sqrt(K) v_s + beta_t v_t
+    (sees the future)."""
     q, k = (F.normalize(z, dim=-1).transpose(1, 2) for z in (q, k))      # [B, H, T, K]
     v, beta = v.transpose(1, 2), beta.transpose(1, 2)                     # [B, H, T, K], [B, H, T]
     T, K = q.shape[2], q.shape[3]
     cum = torch.log(1 - beta + 1e-8).cumsum(-1)                          # the published decay, as computed
     upper = torch.ones(T, T, dtype=torch.bool, device=q.device).triu()
-    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).clamp(max=0)) * upper   # 1 on the triangle it keeps
+    # 1 on the triangle it keeps
+    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).clamp(max=0)) * upper
     w = (q @ k.transpose(-1, -2)) / K ** 0.5 * decay
     return (w @ v + beta[..., None] * v).transpose(1, 2)
 
@@ -93,11 +105,13 @@ class CumScanCache:
 
 class CumScanMixer(nn.Module):
     "CPUFlow mixer: W_out(W_m cumsum_scan(q, sigmoid(k), tanh(v)) + RAM-Net read), in a `d_scan`-wide space."
-    def __init__(self, d_model: int, d_scan: int = 64, *, memory: bool = True, n_groups: int = 3, group_size: int = 8,
+    def __init__(self, d_model: int, d_scan: int = 64, *, memory: bool = True, n_groups: int = 3,
+                 group_size: int = 8,
                  topk: int = 8, d_mem: int = 64, chunk: int = 32, decay: float = 0.99, eps: float = 1e-3,
                  impl: str = "auto", renorm_eps: float = 0.0):
         super().__init__()
-        self.renorm_eps = renorm_eps   # CPUFlow's top-k weights: p / (sum p + renorm_eps); 0: exactly p / sum p
+        # CPUFlow's top-k weights: p / (sum p + renorm_eps); 0: exactly p / sum p
+        self.renorm_eps = renorm_eps
         self.eps, self.impl, self.G, self.S, self.topk, self.chunk, self.decay = eps, impl, n_groups, group_size, topk, chunk, decay
         self.proj = nn.Linear(d_model, 3 * d_scan, bias=False)
         self.mix = nn.Linear(d_scan, d_scan, bias=False)
@@ -121,27 +135,34 @@ class CumScanMixer(nn.Module):
         idx, w = product_topk(lg, self.topk)
         if not self.renorm_eps:
             return idx, w
-        logp = torch.log_softmax(lg if lg.dtype == torch.float64 else lg.float(), -1).flatten(-2)   # [..., G*S]
+        # [..., G*S]
+        logp = torch.log_softmax(lg if lg.dtype == torch.float64 else lg.float(), -1).flatten(-2)
         digits = idx[..., None] // self.S ** torch.arange(self.G - 1, -1, -1, device=idx.device) % self.S
-        at = (digits + torch.arange(self.G, device=idx.device) * self.S).flatten(-2)                # [..., k*G]
-        p_sum = logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)        # sum of winners' p
+        # [..., k*G]
+        at = (digits + torch.arange(self.G, device=idx.device) * self.S).flatten(-2)
+        # sum of winners' p
+        p_sum = logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)
         return idx, w * (p_sum / (p_sum + self.renorm_eps)).to(w.dtype)
 
     def forward(self, x, cache: CumScanCache | None = None, *, use_cache: bool = False):
-        check_tensor(x, "x", where="CumScanMixer", shape=(None, None, self.proj.in_features), dims="[B, T, d_model]")
+        check_tensor(x, "x", where="CumScanMixer", shape=(None, None, self.proj.in_features),
+                     dims="[B, T, d_model]")
         want = use_cache or cache is not None
         if not self.has_memory:
             q, k, v = self.proj(x).chunk(3, -1)
         else:   # everything read from x in one matmul: [W_q; W_k; W_v; W_addr; W_wg; W_val]
             w_in = torch.cat([self.proj.weight, self.addr.weight, self.write.weight])
-            q, k, v, logits, gate, val = F.linear(x, w_in).split([self.mix.in_features] * 3 + [self.G * self.S] + [self.read.in_features] * 2, -1)
-        s, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps, output_final_state=True, impl=self.impl,
+            q, k, v, logits, gate, val = F.linear(x, w_in).split([self.mix.in_features] * 3
+                    + [self.G * self.S] + [self.read.in_features] * 2, -1)
+        s, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps, output_final_state=True,
+                                    impl=self.impl,
                                     initial_state=None if cache is None else cache.scan)
         if not self.has_memory:
             return self.out(self.mix(s)), (CumScanCache(scan_state, None) if want else None)
         idx, w = self._address(logits)
         u = torch.sigmoid(gate) * torch.tanh(val)
-        reads, mem_state = ram_memory(idx, w, u, self.memory0 if cache is None else cache.memory, chunk=self.chunk,
+        reads, mem_state = ram_memory(idx, w, u, self.memory0 if cache is None else cache.memory,
+                                      chunk=self.chunk,
                                       decay=self.decay, output_final_state=want, impl=self.impl)
         # W_m s + W_mp W_read r in one matmul: [s, r] [W_m, W_mp W_read]^T
         w_mix = torch.cat([self.mix.weight, self.mem_proj.weight @ self.read.weight], 1)

@@ -20,7 +20,8 @@ from .attention import Attention, KVCache
 from .cdm import CompetitiveDockingMemory
 from .delta_rule import DeltaNet
 from .cumscan import CumStepPos
-from .layers import (BitLinear, GatedRecurrence, GeGLU, ParallelGatedRecurrence, ReLU2, ReLUFFN, RMSNorm, SwiGLU,
+from .layers import (BitLinear, GatedRecurrence, GeGLU, ParallelGatedRecurrence, ReLU2, ReLUFFN,
+                          RMSNorm, SwiGLU,
                           TokenShift)
 from .mixers import CortexMixer, CumScanMixer
 
@@ -42,8 +43,10 @@ class MemLMConfig:
     mixer_kwargs: dict = field(default_factory=dict)   # {mixer name: {option: value}}
     ffn: str = "swiglu"                   # "swiglu", "geglu", "relu2", "relu" or "none"
     norm: str = "rmsnorm"                 # "rmsnorm" or "layernorm"
-    norm_eps: float | None = 1e-6         # RMSNorm's eps (None: the dtype's epsilon, torch.nn.RMSNorm's default)
-    block: str = "sequential"             # "a+b": in turn ("sequential") or both on the block's input, summed ("parallel")
+    # RMSNorm's eps (None: the dtype's epsilon, torch.nn.RMSNorm's default)
+    norm_eps: float | None = 1e-6
+    # "a+b": in turn ("sequential") or both on the block's input, summed ("parallel")
+    block: str = "sequential"
     ternary: bool = False                 # BitLinear in the FFN (and mixers that take `linear`)
     tie_embeddings: bool = True
     embed_norm: bool = False              # a norm right after the embedding (CORTEX-VIII)
@@ -56,7 +59,8 @@ class MemLMConfig:
     n_passes: int = 1                     # depth recurrence: shared blocks run this many times
     unet_skips: bool = False              # skips from the first half of the virtual layers to the second
     logit_softcap: float | None = None
-    value_embeds: bool = False            # attention layers mix a per-token value embedding into v (parameter golf)
+    # attention layers mix a per-token value embedding into v (parameter golf)
+    value_embeds: bool = False
 
     def mixers(self) -> list[str]:
         names = [self.mixer] * self.n_layers if isinstance(self.mixer, str) else list(self.mixer)
@@ -65,7 +69,8 @@ class MemLMConfig:
         unknown = [p for m in names for p in m.split("+") if p not in MIXERS]
         if unknown:
             raise ValueError(f"MemLMConfig: unknown mixer(s) {unknown}; choose from {sorted(MIXERS)}")
-        for name, val, ok in (("ffn", self.ffn, FFNS), ("norm", self.norm, ("rmsnorm", "layernorm")), ("pos", self.pos, (None, "cumstep")),
+        for name, val, ok in (("ffn", self.ffn, FFNS), ("norm", self.norm, ("rmsnorm", "layernorm")),
+                              ("pos", self.pos, (None, "cumstep")),
                               ("block", self.block, ("sequential", "parallel"))):
             if val not in ok:
                 raise ValueError(f"MemLMConfig: {name} must be one of {ok}, got {val!r}")
@@ -106,12 +111,14 @@ MIXERS = {
     "attention": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **_ve(c), **kw),
     "swa": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **{"window": 64, **_ve(c), **kw}),
     "deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, **kw),
-    "gated_deltanet": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, gated=True, **kw),
+    "gated_deltanet": lambda c, l,
+            kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, gated=True, **kw),
     "hebbian": lambda c, l, kw: DeltaNet(c.d_model, c.n_heads, c.d_model // c.n_heads, rule="hebbian", **kw),
     "cdm": lambda c, l, kw: CompetitiveDockingMemory(c.d_model, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
                                                      **{"norm_eps": c.norm_eps, **kw}),
     "gated_recurrence": lambda c, l, kw: GatedRecurrence(c.d_model, linear=_linear(c), **kw),
-    "pgr": lambda c, l, kw: ParallelGatedRecurrence(c.d_model, c.n_heads, l, c.n_layers, linear=_linear(c), **kw),
+    "pgr": lambda c, l,
+            kw: ParallelGatedRecurrence(c.d_model, c.n_heads, l, c.n_layers, linear=_linear(c), **kw),
     "cortex": lambda c, l, kw: CortexMixer(c.d_model, c.n_heads, **kw),
     "cumscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": False, **kw}),
     "ramscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": True, **kw}),
@@ -123,12 +130,14 @@ def _norm(cfg):
     return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.d_model)
 
 class Block(nn.Module):
-    "Pre-norm residual sub-layers, one per mixer in the spec (`a+b`; in turn, or in parallel on one input), then the FFN."
+    """Pre-norm residual sub-layers, one per mixer in the spec (`a+b`; in turn, or in parallel on one
+    input), then the FFN."""
     def __init__(self, cfg: MemLMConfig, layer: int, mixer: str):
         super().__init__()
         parts = mixer.split("+")
         self.norms = nn.ModuleList(_norm(cfg) for _ in parts)
-        self.mixers = nn.ModuleList(_Mixer(p, MIXERS[p](cfg, layer, dict(cfg.mixer_kwargs.get(p, {})))) for p in parts)
+        self.mixers = nn.ModuleList(_Mixer(p, MIXERS[p](cfg, layer, dict(cfg.mixer_kwargs.get(p, {}))))
+                                    for p in parts)
         ffn = FFNS[cfg.ffn]
         self.ffn_norm = _norm(cfg) if ffn else None
         self.ffn = ffn(cfg.d_model, cfg.d_ff, linear=_linear(cfg)) if ffn else None
@@ -148,7 +157,8 @@ class Block(nn.Module):
         mixer_caches, shift_states = cache if cache is not None else (None, None)
         caches, shifts, aux, ys = [], [], {}, []
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches else None, want, ids,
+            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches
+                            else None, want, ids,
                             residual=x)
             if self.parallel: ys.append(y)    # every sub-layer reads the block's input x
             else: x = x + y
@@ -166,7 +176,8 @@ class MemLM(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.embed.weight, std=0.02)   # GPT-2's; N(0, 1) with a tied head starts with huge logits
+        # GPT-2's; N(0, 1) with a tied head starts with huge logits
+        nn.init.normal_(self.embed.weight, std=0.02)
         self.pos = CumStepPos(cfg.max_len, cfg.d_model) if cfg.pos == "cumstep" else None
         self.embed_norm = _norm(cfg) if cfg.embed_norm else None
         self.blocks = nn.ModuleList(Block(cfg, l, m) for l, m in enumerate(cfg.mixers()))
@@ -182,7 +193,8 @@ class MemLM(nn.Module):
         self.aux = {}
 
     def features(self, idx, caches: list | None = None, *, use_cache: bool = False):
-        "Final normalised hidden states `[B, T, d_model]` (and the caches, `(position, per-layer caches)`, if `use_cache`)."
+        """Final normalised hidden states `[B, T, d_model]` (and the caches, `(position, per-layer
+        caches)`, if `use_cache`)."""
         cfg = self.config
         x = self.embed(idx)
         if self.pos is not None:
@@ -205,7 +217,8 @@ class MemLM(nn.Module):
         h = self.norm(x)
         if not use_cache:
             return h
-        return h, ((caches[0] if caches else idx.new_zeros(())) + idx.shape[1], new_caches)   # a tensor position
+        # a tensor position
+        return h, ((caches[0] if caches else idx.new_zeros(())) + idx.shape[1], new_caches)
 
     def logits(self, h):
         "The head (and logit soft-cap) on hidden states `[..., d_model]`."
@@ -251,8 +264,10 @@ def _check_generate(model, idx, max_new_tokens: int):
         raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     limit, total = position_limit(model), idx.shape[1] + max_new_tokens
     if limit is not None and total > limit:
-        raise ValueError(f"generate: the prompt's {idx.shape[1]} tokens + {max_new_tokens} new tokens = {total} exceed "
-                         f"the model's position limit of {limit} (MemLMConfig.max_len); shorten the prompt or the output")
+        raise ValueError(f"generate: the prompt's {idx.shape[1]} tokens + {max_new_tokens} new tokens = "
+                         f"{total} exceed "
+                         f"the model's position limit of {limit} (MemLMConfig.max_len); shorten the prompt "
+                             "or the output")
 
 # %% ../nbs/10_model.ipynb #30f9d433
 def preallocate_caches(caches, length: int):
@@ -276,7 +291,8 @@ def _decode(model, tokens, caches):
 _COMPILED = weakref.WeakKeyDictionary()   # model -> {length: compiled step}
 
 def decode_step(model: MemLM, length: int, compile: bool = False):
-    "One decode step `(tokens [B, 1], caches) -> (logits [B, V], caches)`; compiled once per model and `length`."
+    """One decode step `(tokens [B, 1], caches) -> (logits [B, V], caches)`; compiled once per model and
+    `length`."""
     if not compile:
         return functools.partial(_decode, model)
     steps = _COMPILED.setdefault(model, {})
@@ -298,14 +314,16 @@ def _tokens(model, idx, max_new_tokens, pick, use_cache, compile):
     logits, caches = logits[:, -1], preallocate_caches(caches, length)
     step = decode_step(model, length, compile)
     for i in range(max_new_tokens):
-        nxt = pick(logits, out)[:, None]                         # a fresh [B, 1]: the same strides at every step
+        # a fresh [B, 1]: the same strides at every step
+        nxt = pick(logits, out)[:, None]
         out = torch.cat([out, nxt], 1)
         yield out
         if i + 1 < max_new_tokens:
             logits, caches = step(nxt, caches)
 
 def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True, compile: bool = False,
+             top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+                     compile: bool = False,
              generator: torch.Generator | None = None, processors: list | tuple = ()) -> torch.Tensor:
     "Append `max_new_tokens` tokens to `idx` `[B, T]`; interrupted (Ctrl-C), the tokens made so far."
     _check_generate(model, idx, max_new_tokens)
@@ -398,7 +416,8 @@ def load(directory, map_location: str = "cpu") -> MemLM:
 
 # %% ../nbs/10_model.ipynb #661a9ca1
 def load_published_state(path) -> dict:
-    "The `model_state` of a published `.pt` checkpoint, read with `weights_only=True` (never arbitrary objects)."
+    """The `model_state` of a published `.pt` checkpoint, read with `weights_only=True` (never arbitrary
+    objects)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends

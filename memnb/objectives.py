@@ -27,7 +27,8 @@ def multi_token_loss(model, h: torch.Tensor, labels: torch.Tensor, offset: int =
     if offset < 2 or offset > h.shape[1]:
         raise ValueError(f"multi_token_loss: offset must be in [2, T={h.shape[1]}], got {offset}")
     logits = model.logits(proj(h[:, : h.shape[1] - offset + 1]))
-    return F.cross_entropy(_at_least_fp32(logits).flatten(0, 1), labels[:, offset - 1 :].flatten(), ignore_index=-100)
+    return F.cross_entropy(_at_least_fp32(logits).flatten(0, 1), labels[:, offset - 1 :].flatten(),
+                           ignore_index=-100)
 
 # %% ../nbs/32_objectives.ipynb #7f703618
 def _seen(inputs: torch.Tensor, V: int, window: int | None) -> torch.Tensor:
@@ -37,7 +38,8 @@ def _seen(inputs: torch.Tensor, V: int, window: int | None) -> torch.Tensor:
         counts = counts - F.pad(counts, (0, 0, window, 0))[:, : inputs.shape[1]]
     return counts > 0
 
-def unlikelihood_loss(logits: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, window: int | None = None) -> torch.Tensor:
+def unlikelihood_loss(logits: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, window: int
+                      | None = None) -> torch.Tensor:
     "Token-level unlikelihood against repeating the context's tokens (other than the target)."
     cand = _seen(inputs, logits.shape[-1], window)
     scored = labels != -100
@@ -53,7 +55,8 @@ def entropy_bonus(logits: torch.Tensor, labels: torch.Tensor | None = None) -> t
     H = -(logp.exp() * logp).sum(-1)
     return -(H[labels != -100] if labels is not None else H).mean()
 
-def word_dropout(inputs: torch.Tensor, p: float, replacement: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def word_dropout(inputs: torch.Tensor, p: float, replacement: int, generator: torch.Generator
+                 | None = None) -> torch.Tensor:
     "A copy of `inputs` with each token replaced by `replacement` with probability `p`."
     if not 0 <= p < 1:
         raise ValueError(f"word_dropout: p must be in [0, 1), got {p}")
@@ -85,7 +88,8 @@ def value_targets(token_ce: torch.Tensor, scored: torch.Tensor, horizon: int = 8
     full = F.conv1d(scored[:, None].to(token_ce.dtype), kernel * horizon)[:, 0] == horizon
     return mean, full
 
-def value_loss(model, h: torch.Tensor, token_ce: torch.Tensor, labels: torch.Tensor, horizon: int = 8) -> torch.Tensor:
+def value_loss(model, h: torch.Tensor, token_ce: torch.Tensor, labels: torch.Tensor,
+               horizon: int = 8) -> torch.Tensor:
     "Squared error of `model.value(h_t)` against the mean CE of the next `horizon` tokens (detached)."
     head = _need(model, "value", "value_head")
     if horizon > h.shape[1]:
@@ -97,12 +101,15 @@ def value_loss(model, h: torch.Tensor, token_ce: torch.Tensor, labels: torch.Ten
 # %% ../nbs/32_objectives.ipynb #d408c60d
 OBJECTIVES = ("mtp", "unlikelihood", "entropy_bonus", "fsp", "value")
 
-def objective_losses(model, inputs: torch.Tensor, labels: torch.Tensor, weights: dict, *, options: dict | None = None):
-    "(CE + sum of weight * objective, {name: value}) for one batch; `options` holds each objective's keyword arguments."
+def objective_losses(model, inputs: torch.Tensor, labels: torch.Tensor, weights: dict, *, options: dict
+                     | None = None):
+    """(CE + sum of weight * objective, {name: value}) for one batch; `options` holds each objective's
+    keyword arguments."""
     options = options or {}
     h = model.features(inputs)
     logits = model.logits(h)
-    token_ce = F.cross_entropy(_at_least_fp32(logits).transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    token_ce = F.cross_entropy(_at_least_fp32(logits).transpose(1, 2), labels, ignore_index=-100,
+                               reduction="none")
     scored = labels != -100
     parts = {"ce": token_ce.sum() / scored.sum().clamp_min(1)}
     compute = {"mtp": lambda o: multi_token_loss(model, h, labels, **o),
@@ -118,6 +125,7 @@ def objective_losses(model, inputs: torch.Tensor, labels: torch.Tensor, weights:
         elif name in aux:
             parts[name] = aux[name]
         else:
-            raise ValueError(f"objective_losses: unknown objective {name!r}; choose from {OBJECTIVES} or the model's aux {sorted(aux)}")
+            raise ValueError(f"objective_losses: unknown objective {name!r}; choose from {OBJECTIVES} or the "
+                             f"model's aux {sorted(aux)}")
         total = total + w * parts[name]
     return total, parts

@@ -77,7 +77,8 @@ def record(model, idx: torch.Tensor) -> Recording:
 
 # %% ../nbs/40_probes.ipynb #a723d15d
 def routing_summary(rec: Recording) -> list[dict]:
-    "Per CDM layer: time-averaged gate entropy (nats, % of ln K), K_eff, active slots and mean per-token route entropy."
+    """Per CDM layer: time-averaged gate entropy (nats, % of ln K), K_eff, active slots and mean per-token
+    route entropy."""
     rows = []
     for l in rec.cdm():
         st = routing_stats(l.gates)
@@ -87,23 +88,28 @@ def routing_summary(rec: Recording) -> list[dict]:
     return rows
 
 def decay_spectrum(rec: Recording) -> dict:
-    "Memory timescales in tokens per layer, sorted: CDM 1/sigmoid(alpha) per slot, gated delta rule mean 1/(1 - decay) per head."
+    """Memory timescales in tokens per layer, sorted: CDM 1/sigmoid(alpha) per slot, gated delta rule mean
+    1/(1 - decay) per head."""
     out = {}
     for l in rec.layers:
         if l.kind == "cdm" and l.timescales is not None:
             out[l.name] = l.timescales.sort().values.tolist()
         elif l.log_decay is not None:
-            out[l.name] = (1 / (-torch.expm1(l.log_decay.double())).clamp_min(1e-9)).mean((0, 1)).sort().values.tolist()
+            out[l.name] = (1 / (-torch.expm1(l.log_decay.double())).clamp_min(1e-9)).mean((0,
+                    1)).sort().values.tolist()
     return out
 
 def trigger_tokens(layer: LayerRecord, idx: torch.Tensor, top: int = 5, min_count: int = 2) -> dict:
-    "For every slot, the `top` token ids with the highest mean gate (among tokens seen at least `min_count` times)."
+    """For every slot, the `top` token ids with the highest mean gate (among tokens seen at least
+    `min_count` times)."""
     g, ids = layer.gates.flatten(0, 1), idx.flatten()
     V = int(ids.max()) + 1
     count = torch.bincount(ids, minlength=V).double()
-    mean = torch.zeros(V, g.shape[-1], dtype=torch.double).index_add_(0, ids, g.double()) / count.clamp_min(1)[:, None]
+    mean = torch.zeros(V, g.shape[-1], dtype=torch.double).index_add_(0, ids,
+            g.double()) / count.clamp_min(1)[:, None]
     mean[count < min_count] = -1
-    return {k: [t for t in mean[:, k].topk(min(top, V)).indices.tolist() if mean[t, k] >= 0] for k in range(g.shape[-1])}
+    return {k: [t for t in mean[:, k].topk(min(top, V)).indices.tolist() if mean[t, k] >= 0]
+            for k in range(g.shape[-1])}
 
 # %% ../nbs/40_probes.ipynb #37cce070
 def _mi(x: torch.Tensor, y: torch.Tensor, nx: int, ny: int) -> float:
@@ -138,11 +144,13 @@ class MIResult:
         "MI as a fraction of H(y)."
         return self.mi / self.h_y if self.h_y > 0 else 0.0
 
-def mutual_information(x, y, *, permutations: int = 200, bootstrap: int = 200, block: int = 64, seed: int = 0) -> MIResult:
+def mutual_information(x, y, *, permutations: int = 200, bootstrap: int = 200, block: int = 64,
+                       seed: int = 0) -> MIResult:
     "Plug-in MI (nats) of two label sequences, with a permutation baseline and a block-bootstrap interval."
     x, y = torch.as_tensor(x).flatten().long(), torch.as_tensor(y).flatten().long()
     if x.shape != y.shape or len(x) < 2:
-        raise ValueError(f"mutual_information: x and y need the same length >= 2, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"mutual_information: x and y need the same length >= 2, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
     if x.min() < 0 or y.min() < 0:
         raise ValueError("mutual_information: labels must be non-negative integers")
     nx, ny, N = int(x.max()) + 1, int(y.max()) + 1, len(x)
@@ -157,7 +165,8 @@ def mutual_information(x, y, *, permutations: int = 200, bootstrap: int = 200, b
         rows = (pick[:, None] + torch.arange(block)).flatten()[:N]
         boots.append(_mi(x[rows], y[rows], nx, ny))
     boots = torch.tensor(boots) if boots else torch.tensor([mi])
-    return MIResult(mi, null.mean().item() if permutations else 0.0, null.quantile(0.95).item() if permutations else 0.0,
+    return MIResult(mi, null.mean().item() if permutations else 0.0, null.quantile(0.95).item()
+                    if permutations else 0.0,
                     ((null >= mi).sum().item() + 1) / (permutations + 1), boots.quantile(0.025).item(),
                     boots.quantile(0.975).item(), entropy(y))
 
@@ -172,7 +181,8 @@ def line_depths(text: str, tab: int = 4, unit: int = 4) -> list[int]:
     return out[: len(text)]
 
 def indentation_depth(ids, tokenizer, buckets: int = 3) -> torch.Tensor:
-    "Per token, the indentation bucket (0, 1, ..., buckets-1 meaning 'that deep or deeper') of the line it ends on."
+    """Per token, the indentation bucket (0, 1, ..., buckets-1 meaning 'that deep or deeper') of the line
+    it ends on."""
     pieces = [tokenizer.decode([int(i)]) for i in torch.as_tensor(ids).flatten()]
     depth = line_depths("".join(pieces))
     ends, pos = [], 0
@@ -221,22 +231,31 @@ def plot_entropy_history(history: list[dict], key: str = "entropy_pct"):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.plot([h["step"] for h in history], [h[key] for h in history], marker=".")
-    ax.set_xlabel("step"); ax.set_ylabel(key); ax.set_title("routing entropy over training"); fig.tight_layout()
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title("routing entropy over training")
+    fig.tight_layout()
     return fig
 
 def plot_mi(result: MIResult, label: str = "MI(slot; depth)"):
     "The observed MI with its bootstrap interval against the permutation baseline."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 2.4))
-    ax.barh([0], [result.mi], xerr=[[result.mi - result.ci_low], [result.ci_high - result.mi]], color="tab:blue", label="observed (95% CI)")
-    ax.barh([1], [result.baseline_mean], xerr=[[0], [result.baseline_p95 - result.baseline_mean]], color="tab:gray", label="permutation baseline (to p95)")
-    ax.set_yticks([0, 1], [label, "shuffled"]); ax.set_xlabel("nats"); ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"{result.mi:.4f} nats = {result.ratio:.1%} of H(depth); p = {result.p_value:.3f}", fontsize=9)
+    ax.barh([0], [result.mi], xerr=[[result.mi - result.ci_low], [result.ci_high - result.mi]],
+            color="tab:blue", label="observed (95% CI)")
+    ax.barh([1], [result.baseline_mean], xerr=[[0], [result.baseline_p95 - result.baseline_mean]],
+            color="tab:gray", label="permutation baseline (to p95)")
+    ax.set_yticks([0, 1], [label, "shuffled"])
+    ax.set_xlabel("nats")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{result.mi:.4f} nats = {result.ratio:.1%} of H(depth); p = {result.p_value:.3f}",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/40_probes.ipynb #acb9444a
-_PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
+_PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+            "#bcf60c", "#fabebe",
             "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3"]
 
 def colour_by_slot(pieces: list[str], gates: torch.Tensor) -> str:
@@ -245,7 +264,8 @@ def colour_by_slot(pieces: list[str], gates: torch.Tensor) -> str:
     spans = []
     for p, g in zip(pieces, gates):
         k = int(g.argmax())
-        spans.append(f'<span title="slot {k}, gate {float(g[k]):.2f}" style="background:{_PALETTE[k % len(_PALETTE)]}55">'
+        spans.append(f'<span title="slot {k}, gate {float(g[k]):.2f}" '
+                     f'style="background:{_PALETTE[k % len(_PALETTE)]}55">'
                      f'{html.escape(p)}</span>')
     return '<pre style="white-space:pre-wrap">' + "".join(spans) + "</pre>"
 
@@ -258,14 +278,18 @@ def slot_explorer(model, ids, tokenizer):
     if not layers:
         raise ValueError("slot_explorer: the model has no CDM layer")
     pieces = [tokenizer.decode([int(i)]) for i in ids]
-    choose = W.Dropdown(options=[(l.name, i) for i, l in enumerate(layers)], value=len(layers) - 1, description="layer")
+    choose = W.Dropdown(options=[(l.name, i) for i, l in enumerate(layers)], value=len(layers) - 1,
+                        description="layer")
     view = W.HTML(colour_by_slot(pieces, layers[-1].gates[0]))
-    choose.observe(lambda ch: setattr(view, "value", colour_by_slot(pieces, layers[ch["new"]].gates[0])), names="value")
+    choose.observe(lambda ch: setattr(view, "value", colour_by_slot(pieces, layers[ch["new"]].gates[0])),
+                   names="value")
     return W.VBox([choose, view])
 
 # %% ../nbs/40_probes.ipynb #a4a91065
-def probe_report(model, ids, tokenizer, out_dir, *, seq_len: int = 256, permutations: int = 200, bootstrap: int = 200) -> dict:
-    "Routing summary, decay spectrum, trigger tokens and (for CDM models) scope-register MI, as JSON and figures in `out_dir`."
+def probe_report(model, ids, tokenizer, out_dir, *, seq_len: int = 256, permutations: int = 200,
+                 bootstrap: int = 200) -> dict:
+    """Routing summary, decay spectrum, trigger tokens and (for CDM models) scope-register MI, as JSON and
+    figures in `out_dir`."""
     from pathlib import Path
     import json
     import matplotlib
@@ -280,9 +304,12 @@ def probe_report(model, ids, tokenizer, out_dir, *, seq_len: int = 256, permutat
               "routing": routing_summary(rec), "decay_spectrum": decay_spectrum(rec)}
     figs = {"decay_spectrum.png": plot_decay_spectrum(report["decay_spectrum"])}
     if rec.cdm():
-        report["trigger_tokens"] = {k: [tokenizer.decode([t]) for t in ts] for k, ts in trigger_tokens(rec.cdm()[-1], windows).items()}
-        r = scope_register_mi(model, windows.flatten(), tokenizer, seq_len=L, permutations=permutations, bootstrap=bootstrap)
-        report["scope_register_mi"] = {**r.__dict__, "excess": r.excess, "ratio": r.ratio, "bits": r.mi / math.log(2)}
+        report["trigger_tokens"] = {k: [tokenizer.decode([t]) for t in ts] for k,
+                                    ts in trigger_tokens(rec.cdm()[-1], windows).items()}
+        r = scope_register_mi(model, windows.flatten(), tokenizer, seq_len=L, permutations=permutations,
+                              bootstrap=bootstrap)
+        report["scope_register_mi"] = {**r.__dict__, "excess": r.excess, "ratio": r.ratio,
+                                       "bits": r.mi / math.log(2)}
         figs |= {"slot_usage.png": plot_slot_usage(rec), "scope_register_mi.png": plot_mi(r)}
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110); plt.close(fig)

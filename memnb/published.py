@@ -269,7 +269,8 @@ def convert(preset: str, checkpoint, out_dir, *, faithful: bool = False, config:
         from memnb.data import load_tokenizer
         tok = load_tokenizer(tokenizer)
         if tok.vocab_size > model.config.vocab_size:
-            raise ValueError(f"convert: the tokenizer has {tok.vocab_size} tokens, the model {model.config.vocab_size}")
+            raise ValueError(f"convert: the tokenizer has {tok.vocab_size} tokens, the model "
+                             f"{model.config.vocab_size}")
     out = save(model, out_dir)
     if tok is not None: tok.save(out / "tokenizer.json")
     meta = dict(preset=preset, faithful=faithful, config=model.published_config,
@@ -282,7 +283,8 @@ def add_convert_arguments(parser):
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors/.pt path or hf://owner/repo")
     parser.add_argument("--preset", metavar="NAME", required=True, help="the published model's memnb preset")
     parser.add_argument("--out", metavar="DIR", required=True, help="where model.safetensors, config.json go")
-    parser.add_argument("--tokenizer", metavar="TOK", help="'gpt2' or a tokenizer.json to write beside the weights")
+    parser.add_argument("--tokenizer", metavar="TOK",
+                        help="'gpt2' or a tokenizer.json to write beside the weights")
     parser.add_argument("--faithful", action="store_true",
                         help="reproduce the published computation where memnb corrects it (sees the future)")
     return parser

@@ -19,17 +19,21 @@ def _check_kv(q_idx, q_w, k_idx, k_w, v, n_slots, state):
     where = "ram_kv"
     for name, t in (("q_idx", q_idx), ("k_idx", k_idx)):
         if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{where}: `{name}` must be an int64 or int32 tensor [B, T, k], got {getattr(t, 'dtype', type(t).__name__)}")
+            raise TypeError(f"{where}: `{name}` must be an int64 or int32 tensor [B, T, k], got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
     check_tensor(k_idx, "k_idx", where=where, shape=(None, None, None), dims="[B, T, k]", floating=False)
-    check_tensor(q_idx, "q_idx", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, k]", floating=False)
+    check_tensor(q_idx, "q_idx", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, k]",
+                 floating=False)
     check_tensor(k_w, "k_w", where=where, shape=k_idx.shape, dims="[B, T, k] like `k_idx`")
     check_tensor(q_w, "q_w", where=where, shape=q_idx.shape, dims="[B, T, k] like `q_idx`", like=(k_w, "k_w"))
     check_tensor(v, "v", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, Dv]", like=(k_w, "k_w"))
     for name, t in (("q_idx", q_idx), ("k_idx", k_idx)):
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_slots):
-            raise ValueError(f"{where}: `{name}` must lie in [0, n_slots = {n_slots}), got [{int(t.min())}, {int(t.max())}]")
+            raise ValueError(f"{where}: `{name}` must lie in [0, n_slots = {n_slots}), got [{int(t.min())}, "
+                             f"{int(t.max())}]")
     if state is not None:
-        check_tensor(state, "initial_state", where=where, shape=(k_idx.shape[0], n_slots, v.shape[-1]), dims="[B, N, Dv]")
+        check_tensor(state, "initial_state", where=where, shape=(k_idx.shape[0], n_slots, v.shape[-1]),
+                     dims="[B, N, Dv]")
 
 # %% ../nbs/09_ramkv.ipynb #f5758176
 def _compact(q_idx, k_idx, n_slots):
@@ -37,7 +41,8 @@ def _compact(q_idx, k_idx, n_slots):
     B = k_idx.shape[0]
     off = torch.arange(B, device=k_idx.device)[:, None] * n_slots
     both = torch.cat([q_idx.flatten(1), k_idx.flatten(1)], 1).long() + off
-    uniq, inv = torch.unique(both, return_inverse=True)               # sorted: a sequence's slots are contiguous
+    # sorted: a sequence's slots are contiguous
+    uniq, inv = torch.unique(both, return_inverse=True)
     counts = torch.bincount(uniq // n_slots, minlength=B)
     inv = inv - (counts.cumsum(0) - counts)[:, None]                  # local ids from 0 in every sequence
     nq = q_idx[0].numel()
@@ -50,7 +55,8 @@ def _ram_kv_recurrent(q_idx, q_w, k_idx, k_w, v, memory, gather):
     off = torch.arange(B, device=v.device)[:, None] * U
     for t in range(T):
         src = (k_w[:, t, :, None] * v[:, t, None, :]).reshape(-1, v.shape[-1])
-        memory = memory.reshape(B * U, -1).index_add(0, (k_idx[:, t].long() + off).flatten(), src).view(B, U, -1)
+        memory = memory.reshape(B * U, -1).index_add(0, (k_idx[:, t].long() + off).flatten(), src).view(B, U,
+                                                                                                        -1)
         outs.append(gather(memory, q_idx[:, t:t + 1], q_w[:, t:t + 1]))
     return (torch.cat(outs, 1) if outs else v.new_zeros(B, 0, v.shape[-1])), memory
 
@@ -64,11 +70,14 @@ def _ram_kv_parallel(q_idx, q_w, k_idx, k_w, v, n_slots):
     wkey = ((k_idx.long() + seq) * T + t).flatten()
     wkey, order = wkey.sort()
     contrib = (k_w[..., None] * v[:, :, None, :]).reshape(-1, Dv)[order]
-    csum = torch.cat([contrib.new_zeros(1, Dv, dtype=torch.float64), contrib.double().cumsum(0)])  # csum[i]: first i
+    # csum[i]: first i
+    csum = torch.cat([contrib.new_zeros(1, Dv, dtype=torch.float64), contrib.double().cumsum(0)])
     first = torch.searchsorted(wkey, wkey // T * T)                  # where each write's slot starts
     rkey = ((q_idx.long() + seq) * T + t).flatten()
-    last = torch.searchsorted(wkey, rkey, right=True)                # writes with key <= rkey: slot's writes at s <= t
-    start = torch.searchsorted(wkey, rkey // T * T)                  # the read slot's first write (== last: none)
+    # writes with key <= rkey: slot's writes at s <= t
+    last = torch.searchsorted(wkey, rkey, right=True)
+    # the read slot's first write (== last: none)
+    start = torch.searchsorted(wkey, rkey // T * T)
     got = (csum[last] - csum[start]).to(v.dtype)
     return (q_w.reshape(-1, 1) * got).view(B, T, k, Dv).sum(2)
 
@@ -81,7 +90,8 @@ def ram_kv(q_idx: torch.Tensor,   # read addresses [B, T, k] (int)
            n_slots: int,          # N
            *, initial_state: torch.Tensor | None = None,  # memory [B, N, Dv] to continue from
            output_final_state: bool = False, impl: str = "auto"):
-    "Key-value sparse memory: `o_t = sum_j q_w M_t[q_idx]` after writing `k_w v_t` to `k_idx`; `(out, final_state)`."
+    """Key-value sparse memory: `o_t = sum_j q_w M_t[q_idx]` after writing `k_w v_t` to `k_idx`; `(out,
+    final_state)`."""
     _check_kv(q_idx, q_w, k_idx, k_w, v, n_slots, initial_state)
     impl = resolve_impl(impl, v.device, name="ram_kv")
     B, T, _ = k_idx.shape
@@ -112,23 +122,28 @@ def ram_kv_reference(q_idx, q_w, k_idx, k_w, v, n_slots):
         for b in range(B):
             for j in range(k):
                 M[b, k_idx[b, t, j]] += k_w[b, t, j] * v[b, t]
-        out.append(torch.stack([sum(q_w[b, t, j] * M[b, q_idx[b, t, j]] for j in range(k)) for b in range(B)]))
+        out.append(torch.stack([sum(q_w[b, t, j] * M[b, q_idx[b, t, j]]
+                                    for j in range(k)) for b in range(B)]))
     return torch.stack(out, 1), M
 
 # %% ../nbs/09_ramkv.ipynb #1270a266
 @torch.no_grad()
 def ram_kv_step(q_idx, q_w, k_idx, k_w, v, memory: torch.Tensor) -> torch.Tensor:
-    "One token (`[B, k]`, `[B, Dv]`): write into `memory` `[B, N, Dv]` in place, then read; returns `[B, Dv]`."
+    """One token (`[B, k]`, `[B, Dv]`): write into `memory` `[B, N, Dv]` in place, then read; returns `[B,
+    Dv]`."""
     B, N, Dv = memory.shape
     off = torch.arange(B, device=v.device)[:, None] * N
     flat = memory.view(B * N, Dv)
-    flat.index_add_(0, (k_idx.long() + off).flatten(), (k_w[..., None] * v[:, None, :]).reshape(-1, Dv).to(flat.dtype))
+    flat.index_add_(0, (k_idx.long() + off).flatten(),
+                    (k_w[..., None] * v[:, None, :]).reshape(-1, Dv).to(flat.dtype))
     return (q_w[..., None] * flat[(q_idx.long() + off).flatten()].view(B, -1, Dv)).sum(1).to(v.dtype)
 
 # %% ../nbs/09_ramkv.ipynb #ad8c6401
 class RAMKVMemory(nn.Module):
-    "RAM-Net's key-value memory on `[B, T, d_model]`: N = group_size**n_groups slots, `topk` per read and per write."
-    def __init__(self, d_model: int, n_groups: int = 4, group_size: int = 16, topk: int = 8, d_mem: int | None = None,
+    """RAM-Net's key-value memory on `[B, T, d_model]`: N = group_size**n_groups slots, `topk` per read and
+    per write."""
+    def __init__(self, d_model: int, n_groups: int = 4, group_size: int = 16, topk: int = 8, d_mem: int
+                 | None = None,
                  impl: str = "auto"):
         super().__init__()
         self.G, self.S, self.topk, self.impl = n_groups, group_size, topk, impl
@@ -145,7 +160,8 @@ class RAMKVMemory(nn.Module):
         return self.n_slots * self.d_mem
 
     def forward(self, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
-        check_tensor(x, "x", where="RAMKVMemory", shape=(None, None, self.q_addr.in_features), dims="[B, T, d_model]")
+        check_tensor(x, "x", where="RAMKVMemory", shape=(None, None, self.q_addr.in_features),
+                     dims="[B, T, d_model]")
         qi, qw = product_topk(self.q_addr(x).unflatten(-1, (self.G, self.S)), self.topk)
         ki, kw = product_topk(self.k_addr(x).unflatten(-1, (self.G, self.S)), self.topk)
         v = self.v_proj(x)

@@ -42,7 +42,8 @@ def _best_positions(score, k, last: bool):
         return torch.arange(n, device=score.device).expand(score.shape)
     if last:
         top = score.topk(k + 1, -1)
-        if bool((top.values[..., k - 1] == top.values[..., k]).any()):  # a tie straddles the cut: settle it exactly
+        # a tie straddles the cut: settle it exactly
+        if bool((top.values[..., k - 1] == top.values[..., k]).any()):
             return torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k].sort(-1).values
         return top.indices[..., :k].sort(-1).values
     top = score.topk(min(n, 2 * k), -1)
@@ -54,7 +55,8 @@ def _best_positions(score, k, last: bool):
     return top.indices[..., :keep].sort(-1).values
 
 def _beam(probs, k):
-    "The top-k virtual indices, best first (ties: lower index first); the beam stays in index order between groups."
+    """The top-k virtual indices, best first (ties: lower index first); the beam stays in index order
+    between groups."""
     S, G = probs.shape[-1], probs.shape[-2]
     score = probs[..., 0, :]
     idx = torch.arange(S, device=probs.device).expand(score.shape)
@@ -64,7 +66,8 @@ def _beam(probs, k):
             idx = (idx[..., :, None] * S + torch.arange(S, device=probs.device)).flatten(-2)
         best = _best_positions(score, k, last=g == G - 1)
         score, idx = score.gather(-1, best), idx.gather(-1, best)
-    return idx.gather(-1, torch.sort(score, dim=-1, descending=True, stable=True).indices)  # ties: lower index
+    # ties: lower index
+    return idx.gather(-1, torch.sort(score, dim=-1, descending=True, stable=True).indices)
 
 @functools.lru_cache(maxsize=None)
 def _rank_tuples(S: int, G: int, k: int):
@@ -90,7 +93,8 @@ def _ranked(probs, positions, C, k):
     """Top-k digits from the rank tuples: `(digits [..., k, G], settled [...])`. A row is not `settled` when a tie
     leaves its order to the tie rule, which the fixed candidate set cannot apply."""
     S, G = probs.shape[-1], probs.shape[-2]
-    sorted_p, digit = probs.sort(dim=-1, descending=True)     # any order of equal digits will do: ties go unsettled
+    # any order of equal digits will do: ties go unsettled
+    sorted_p, digit = probs.sort(dim=-1, descending=True)
     flat = sorted_p.flatten(-2)
     cand = flat.gather(-1, positions.flatten().expand(*flat.shape[:-1], -1)).unflatten(-1, positions.shape)
     score = cand[..., 0]
@@ -99,14 +103,16 @@ def _ranked(probs, positions, C, k):
     v = score[..., :C].topk(min(k + 1, C), -1)
     settled = (v.values[..., :k - 1] > v.values[..., 1:k]).all(-1)             # winners strictly ordered,
     if C > k:
-        settled &= v.values[..., k - 1] > v.values[..., k]                      # strictly above the next candidate
+        # strictly above the next candidate
+        settled &= v.values[..., k - 1] > v.values[..., k]
     if score.shape[-1] > C:
         settled &= v.values[..., k - 1] > score[..., C:].amax(-1)               # and above every slot outside
     win = positions.index_select(0, v.indices[..., :k].flatten()).view(*v.indices.shape[:-1], k, G)
     return digit.flatten(-2).gather(-1, win.flatten(-2)).view(win.shape), settled
 
 def _top_digits(probs, k):
-    "The exact top-k slots' digits `[..., k, G]`, best first: by rank tuples where they are few, else and for ties by `_beam`."
+    """The exact top-k slots' digits `[..., k, G]`, best first: by rank tuples where they are few, else and
+    for ties by `_beam`."""
     S, G = probs.shape[-1], probs.shape[-2]
     ranks = _rank_tuples(S, G, k)
     if ranks is None:
@@ -124,12 +130,14 @@ def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
     G, S = logits.shape[-2:]
     if not isinstance(k, int) or not 1 <= k <= S ** G:
         raise ValueError(f"product_topk: k must be an int in [1, S**G = {S ** G}], got {k!r}")
-    check_finite(logits, "logits", "product_topk")   # a NaN would leave the search no winners: a bad step, not a crash
+    # a NaN would leave the search no winners: a bad step, not a crash
+    check_finite(logits, "logits", "product_topk")
     lg = logits if logits.dtype == torch.float64 else logits.float()
     with torch.no_grad():
         digits = _top_digits(torch.softmax(lg, -1), k)                     # [..., k, G]
     # prod_g p_g[d_g] renormalised over the k winners = a softmax of sum_g logit_g[d_g] (each group's normaliser cancels)
-    score = lg.flatten(-2).gather(-1, (digits + torch.arange(G, device=lg.device) * S).flatten(-2)).view(digits.shape).sum(-1)
+    score = lg.flatten(-2).gather(-1,
+            (digits + torch.arange(G, device=lg.device) * S).flatten(-2)).view(digits.shape).sum(-1)
     idx = (digits * S ** torch.arange(G - 1, -1, -1, device=lg.device)).sum(-1)
     return idx, torch.softmax(score, -1).to(logits.dtype)
 
@@ -152,7 +160,8 @@ def pkm_topk(query: torch.Tensor,    # [..., H, Dq]
     H, two, n, half = subkeys.shape
     check_tensor(query, "query", where="pkm_topk", min_ndim=2, dims="[..., H, Dq]")
     if two != 2 or query.shape[-2:] != (H, 2 * half):
-        raise ValueError(f"pkm_topk: need subkeys [H, 2, n, Dq/2] and query [..., H, Dq] with matching H, Dq; got {tuple(subkeys.shape)} and {tuple(query.shape)}")
+        raise ValueError("pkm_topk: need subkeys [H, 2, n, Dq/2] and query [..., H, Dq] with matching H, "
+                         f"Dq; got {tuple(subkeys.shape)} and {tuple(query.shape)}")
     if not 1 <= k <= n:
         raise ValueError(f"pkm_topk: k must be in [1, n = {n}], got {k}")
     if query_norm:
@@ -176,7 +185,8 @@ class AddressingStats:
 
 def addressing_stats(idx: torch.Tensor, weights: torch.Tensor, n_slots: int) -> AddressingStats:
     "Slot-usage statistics of an addressing (idx, weights `[..., k]`) over `n_slots` slots."
-    load = torch.zeros(n_slots, dtype=torch.float64, device=idx.device).index_add_(0, idx.reshape(-1), weights.detach().reshape(-1).double())
+    load = torch.zeros(n_slots, dtype=torch.float64, device=idx.device).index_add_(0, idx.reshape(-1),
+            weights.detach().reshape(-1).double())
     p = load / load.sum().clamp_min(1e-30)
     kl = (p * (p.clamp_min(1e-30) * n_slots).log()).sum().item()
     x = load.sort().values
@@ -193,13 +203,15 @@ class RAMState:
     pos: int = 0           # tokens of the current chunk already seen
 
     def final_memory(self, decay: float) -> torch.Tensor:
-        "The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial last chunk included."
+        """The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial
+        last chunk included."""
         return decay * self.memory + self.pending if self.pos else self.memory
 
 def _check_ram(idx, weights, values, initial_state, chunk, decay):
     where = "ram_memory"   # dtypes may differ: everything is accumulated in float32 (float64 stays)
     if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{where}: `idx` must be an int64 or int32 tensor [B, T, k], got {getattr(idx, 'dtype', type(idx).__name__)}")
+        raise TypeError(f"{where}: `idx` must be an int64 or int32 tensor [B, T, k], got "
+                        f"{getattr(idx, 'dtype', type(idx).__name__)}")
     check_tensor(idx, "idx", where=where, shape=(None, None, None), dims="[B, T, k]", floating=False)
     check_tensor(weights, "weights", where=where, shape=idx.shape, dims="[B, T, k] like `idx`")
     check_tensor(values, "values", where=where, shape=(*idx.shape[:2], None), dims="[B, T, Dm]")
@@ -213,7 +225,8 @@ def _check_ram(idx, weights, values, initial_state, chunk, decay):
         if x.device != values.device:
             raise ValueError(f"{where}: `{name}` must be on {values.device} like `values`, got {x.device}")
     if idx.numel() and debug_checks(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N):   # host reads
-        raise ValueError(f"{where}: `idx` must lie in [0, N = {N}), got range [{int(idx.min())}, {int(idx.max())}]")
+        raise ValueError(f"{where}: `idx` must lie in [0, N = {N}), got range [{int(idx.min())}, "
+                         f"{int(idx.max())}]")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"{where}: chunk must be a positive int, got {chunk!r}")
     if not 0.0 <= decay <= 1.0:
@@ -223,7 +236,8 @@ def _weighted_gather_torch(memory, idx, weights):
     "`out[b, t] = sum_j weights[b, t, j] * memory[b, idx[b, t, j]]` as one embedding bag."
     B, N, Dm = memory.shape
     flat = (idx + torch.arange(B, device=idx.device)[:, None, None] * N).reshape(-1, idx.shape[-1])
-    out = F.embedding_bag(flat, memory.reshape(B * N, Dm), per_sample_weights=weights.reshape(-1, idx.shape[-1]), mode="sum")
+    out = F.embedding_bag(flat, memory.reshape(B * N, Dm),
+                          per_sample_weights=weights.reshape(-1, idx.shape[-1]), mode="sum")
     return out.view(*idx.shape[:2], Dm)
 
 def _outer(w, x):
@@ -239,7 +253,8 @@ def _scatter_writes(idx, weights, values, N):
 
 # %% ../nbs/04_ramnet.ipynb #4263ca0a
 def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
-    "Chunk by chunk: read from the memory at the chunk's start; writes wait in `pending` until the chunk ends."
+    """Chunk by chunk: read from the memory at the chunk's start; writes wait in `pending` until the chunk
+    ends."""
     N, reads, t, T = M.shape[1], [], 0, idx.shape[1]
     while t < T:
         end = min(T, t + chunk - pos)
@@ -259,7 +274,8 @@ def _chunk_blocks(T, chunk, per_state):
     return [(t0, min(T, t0 + span), (min(T, t0 + span) - t0) // chunk) for t0 in range(0, T, span)]
 
 def _state_rows(idx, chunk, B, N):
-    "Row of `[states, B, N]` each (token, j) reads: the memory at the start of the token's chunk (block-relative)."
+    """Row of `[states, B, N]` each (token, j) reads: the memory at the start of the token's chunk
+    (block-relative)."""
     c = torch.arange(idx.shape[1], device=idx.device) // chunk
     return idx + ((c[None, :] * B + torch.arange(B, device=idx.device)[:, None]) * N)[..., None]
 
@@ -278,7 +294,8 @@ class _RAMChunk(torch.autograd.Function):
             rows = _state_rows(idx[:, t0:t1], chunk, B, N)
             if full:
                 w = full * chunk
-                mem[1:].zero_().view(-1, Dm).index_add_(0, rows[:, :w].reshape(-1), _outer(weights[:, t0:t0 + w], values[:, t0:t0 + w]))
+                mem[1:].zero_().view(-1, Dm).index_add_(0, rows[:, :w].reshape(-1),
+                                                        _outer(weights[:, t0:t0 + w], values[:, t0:t0 + w]))
                 for c in range(full):
                     mem[c + 1].add_(mem[c], alpha=decay)
             Gs.append(mem.view(-1, Dm).index_select(0, rows.view(-1)).view(B, t1 - t0, k, Dm))
@@ -312,7 +329,8 @@ class _RAMChunk(torch.autograd.Function):
             carry = adj[0]
         return None, dw, dv, (carry.sum(0) if len(ctx.M0_shape) == 2 else carry), None, None
 
-@torch.compiler.disable   # in-place index ops in a Python loop: inside a torch.compile'd model it runs eagerly
+# in-place index ops in a Python loop: inside a torch.compile'd model it runs eagerly
+@torch.compiler.disable
 def _ram_chunk(idx, weights, values, memory0, chunk, decay):
     return _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
 
@@ -322,7 +340,8 @@ def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99)
     M = (memory0.expand(B, *memory0.shape[-2:]) if memory0.ndim == 2 else memory0).clone()
     start, out = M.clone(), []
     for t in range(T):
-        out.append(torch.stack([sum(weights[b, t, j] * start[b, idx[b, t, j]] for j in range(k)) for b in range(B)]))
+        out.append(torch.stack([sum(weights[b, t, j] * start[b, idx[b, t, j]]
+                                    for j in range(k)) for b in range(B)]))
         for b in range(B):
             for j in range(k):
                 M[b, idx[b, t, j]] = M[b, idx[b, t, j]] + weights[b, t, j] * values[b, t]
@@ -333,7 +352,8 @@ def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99)
 
 # %% ../nbs/04_ramnet.ipynb #dec4c263
 def _ram_start(initial_state, B: int, acc) -> RAMState:
-    "The decode state to start from, in `acc`: a `RAMState`, or a memory `[N, Dm]`/`[B, N, Dm]` (a chunk's start)."
+    """The decode state to start from, in `acc`: a `RAMState`, or a memory `[N, Dm]`/`[B, N, Dm]` (a
+    chunk's start)."""
     if isinstance(initial_state, RAMState):
         return RAMState(initial_state.memory.to(acc), initial_state.pending.to(acc), initial_state.pos)
     M = initial_state.to(acc)
@@ -350,11 +370,13 @@ def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_sta
             return reads, None
         tail = T % chunk
         last = slice(T - tail, T)
-        pending = _scatter_writes(idx[:, last], weights[:, last], values[:, last], M.shape[1]) if tail else torch.zeros_like(M)
+        pending = _scatter_writes(idx[:, last], weights[:, last], values[:, last],
+                                  M.shape[1]) if tail else torch.zeros_like(M)
         return reads, RAMState(M.clone(), pending, tail)   # M views the block's table: keep only its own rows
     state = _ram_start(initial_state, B, values.dtype)
     gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
-    reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk, decay,
+    reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk,
+                                       decay,
                                        gather)
     return reads, RAMState(M, pending, pos)
 
@@ -393,7 +415,8 @@ if triton_available():
         r64 = i_r.to(tl.int64)
         rows = tl.load(IDX + r64 * k + rj, mask=mj, other=0).to(tl.int64)
         w = tl.load(W + r64 * k + rj, mask=mj, other=0.0).to(tl.float32)
-        vals = tl.load(M + rows[:, None] * Dm + rd[None, :], mask=mj[:, None] & md[None, :], other=0.0).to(tl.float32)
+        vals = tl.load(M + rows[:, None] * Dm + rd[None, :], mask=mj[:, None] & md[None, :],
+                       other=0.0).to(tl.float32)
         tl.store(OUT + r64 * Dm + rd, tl.sum(w[:, None] * vals, 0).to(OUT.dtype.element_ty), mask=md)
 
     @triton.jit
@@ -436,7 +459,8 @@ class _WeightedGatherTriton(torch.autograd.Function):
         dm = torch.zeros(mem.shape, device=mem.device, dtype=torch.float32)
         dw = torch.zeros(w.shape, device=w.device, dtype=torch.float32)
         grid, BK, BD = _gather_launch(mem, flat.shape[0], k, Dm, mem.device)
-        _gather_bwd_kernel[grid](mem, flat, w, dout.reshape(-1, Dm).contiguous(), dm, dw, mem.shape[0], k, Dm, BK=BK, BD=BD)
+        _gather_bwd_kernel[grid](mem, flat, w, dout.reshape(-1, Dm).contiguous(), dm, dw, mem.shape[0], k,
+                                 Dm, BK=BK, BD=BD)
         return dm.to(mem.dtype).view(ctx.shape), None, dw.to(w.dtype).view(*dout.shape[:2], k)
 
 def _weighted_gather_triton(memory, idx, weights):
@@ -467,7 +491,8 @@ class RAMNetMemory(nn.Module):
         gate, val = self.write(x).chunk(2, -1)
         u = torch.sigmoid(gate) * torch.tanh(val)
         reads, state = ram_memory(idx, w, u, self.memory0 if cache is None else cache, chunk=self.chunk,
-                                  decay=self.decay, output_final_state=use_cache or cache is not None, impl=self.impl)
+                                  decay=self.decay, output_final_state=use_cache or cache is not None,
+                                          impl=self.impl)
         return self.read_proj(reads), state
 
 class ProductKeyMemory(nn.Module):
@@ -483,12 +508,15 @@ class ProductKeyMemory(nn.Module):
 
     def forward(self, x):
         B, T, _ = x.shape
-        idx, w = pkm_topk(self.query(x).unflatten(-1, (self.heads, -1)), self.subkeys, self.topk, query_norm=self.query_norm)
-        out = self.values(idx.reshape(B * T, -1), per_sample_weights=w.reshape(B * T, -1).to(self.values.weight.dtype))
+        idx, w = pkm_topk(self.query(x).unflatten(-1, (self.heads, -1)), self.subkeys, self.topk,
+                          query_norm=self.query_norm)
+        out = self.values(idx.reshape(B * T, -1),
+                          per_sample_weights=w.reshape(B * T, -1).to(self.values.weight.dtype))
         return out.view(B, T, -1)
 
     def param_groups(self, lr: float, value_lr: float):
-        "Optimiser groups: the value table with its own learning rate (and no weight decay), the rest with `lr`."
+        """Optimiser groups: the value table with its own learning rate (and no weight decay), the rest
+        with `lr`."""
         values = [self.values.weight]
         rest = [p for p in self.parameters() if p is not self.values.weight]
         return [{"params": rest, "lr": lr}, {"params": values, "lr": value_lr, "weight_decay": 0.0}]

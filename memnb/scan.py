@@ -43,14 +43,16 @@ def linear_scan_recurrent(a, b, initial_state=None):
 def _chunk_scan(a, b, h0, chunk: int, reverse: bool = False):
     "The chunked scan on contiguous `[B, T, F]` inputs (no autograd); `h0` is `[B, F]` or None."
     B, T, Fd = b.shape
-    (a, n), (b, _) = pad_to_chunks(a, chunk, value=1.0), pad_to_chunks(b, chunk)   # padding steps keep the state
+    # padding steps keep the state
+    (a, n), (b, _) = pad_to_chunks(a, chunk, value=1.0), pad_to_chunks(b, chunk)
     a, b = a.view(B, n, chunk, Fd), b.view(B, n, chunk, Fd)
     steps = range(chunk - 1, -1, -1) if reverse else range(chunk)
     entering = None if h0 is None else h0[:, None]
     if n > 1:
         local = torch.zeros_like(b[:, :, 0])
         for i in steps:  # sweep 1: every chunk's local result, all chunks at once
-            if torch.compiler.is_compiling(): local = torch.addcmul(b[:, :, i], a[:, :, i], local)   # no `out=`
+            # no `out=`
+            if torch.compiler.is_compiling(): local = torch.addcmul(b[:, :, i], a[:, :, i], local)
             else: torch.addcmul(b[:, :, i], a[:, :, i], local, out=local)
         leaving = _chunk_scan(a.prod(2), local, h0, chunk, reverse)  # the chunk-level recurrence
         start = torch.zeros_like(local[:, :1]) if h0 is None else h0[:, None]
@@ -72,10 +74,12 @@ def _shift(x, toward_future: bool, fill=None):
 
 def _times_shifted(g, h, fill, toward_future: bool):
     "`g * _shift(h, toward_future, fill)`, without the shifted copy when no graph is being recorded."
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # double backward; a graph takes no `out=` views
+    # double backward; a graph takes no `out=` views
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return g * _shift(h, toward_future, fill)
     out = torch.empty_like(g)
-    dst, src, edge = (slice(1, None), slice(None, -1), 0) if toward_future else (slice(None, -1), slice(1, None), -1)
+    dst, src, edge = (slice(1, None), slice(None, -1), 0) if toward_future else (slice(None, -1),
+                                                                                 slice(1, None), -1)
     torch.mul(g[:, dst], h[:, src], out=out[:, dst])
     if fill is None: out[:, edge] = 0
     else: torch.mul(g[:, edge], fill, out=out[:, edge])
@@ -118,7 +122,8 @@ if triton_available():
 # %% ../nbs/01_scan.ipynb #dd135f6f
 if triton_available():
     @triton.jit
-    def _scan_fwd_kernel(A, Bx, H0, H, T, Fd, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr):
+    def _scan_fwd_kernel(A, Bx, H0, H, T, Fd, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr,
+                         BLOCK_F: tl.constexpr):
         i_b, i_f = tl.program_id(0), tl.program_id(1)
         acc = tl.float64 if H.dtype.element_ty == tl.float64 else tl.float32
         cols = i_f * BLOCK_F + tl.arange(0, BLOCK_F)

@@ -15,11 +15,13 @@ import torch
 __all__ = ['TASKS', 'mqar', 'selective_copying', 'induction_heads', 'TaskData', 'Curriculum']
 
 # %% ../nbs/21_tasks.ipynb #ec2bc544
-def mqar(n: int, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, power_a: float = 0.01, seed: int = 0,
+def mqar(n: int, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, power_a: float = 0.01,
+         seed: int = 0,
          random_non_queries: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     "`n` MQAR sequences: `(inputs, labels)` `[n, seq_len]`, labels -100 except at the queries."
     if seq_len % 2 or 4 * n_kv > seq_len or vocab_size <= seq_len or n_kv >= vocab_size // 2:
-        raise ValueError(f"mqar: need an even seq_len >= 4 * n_kv and vocab_size > seq_len, got seq_len={seq_len}, "
+        raise ValueError("mqar: need an even seq_len >= 4 * n_kv and vocab_size > seq_len, got "
+                         f"seq_len={seq_len}, "
                          f"n_kv={n_kv}, vocab_size={vocab_size}")
     rng = np.random.default_rng(seed)
     half, ctx = vocab_size // 2, 2 * n_kv
@@ -40,9 +42,11 @@ def mqar(n: int, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, 
 
 # %% ../nbs/21_tasks.ipynb #e78af30f
 def selective_copying(n: int, seq_len: int = 256, n_tokens: int = 16, vocab_size: int = 16, *, seed: int = 0):
-    "`(inputs, labels)`: content tokens among noise, then a separator, then the content to reproduce in order."
+    """`(inputs, labels)`: content tokens among noise, then a separator, then the content to reproduce in
+    order."""
     if vocab_size < 4 or seq_len < 3 * n_tokens + 1:
-        raise ValueError(f"selective_copying: need vocab_size >= 4 and seq_len >= 3 * n_tokens + 1, got {vocab_size}, {seq_len}")
+        raise ValueError("selective_copying: need vocab_size >= 4 and seq_len >= 3 * n_tokens + 1, got "
+                         f"{vocab_size}, {seq_len}")
     rng = np.random.default_rng(seed)
     sep, body = vocab_size - 1, seq_len - n_tokens      # body: the separator's position
     inputs = np.zeros((n, seq_len), dtype=np.int64)
@@ -56,7 +60,8 @@ def selective_copying(n: int, seq_len: int = 256, n_tokens: int = 16, vocab_size
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 def induction_heads(n: int, seq_len: int = 256, vocab_size: int = 64, *, seed: int = 0):
-    "`(inputs, labels)`: a trigger, its target somewhere in the sequence; the trigger again at the end; label = target."
+    """`(inputs, labels)`: a trigger, its target somewhere in the sequence; the trigger again at the end;
+    label = target."""
     rng = np.random.default_rng(seed)
     trigger = vocab_size - 1
     inputs = rng.integers(0, vocab_size - 1, (n, seq_len))
@@ -80,7 +85,8 @@ class TaskData:
     name: str = "task"
 
     @classmethod
-    def make(cls, task: str = "mqar", n_train: int = 20_000, n_test: int = 1_000, *, seed: int = 0, **kw) -> "TaskData":
+    def make(cls, task: str = "mqar", n_train: int = 20_000, n_test: int = 1_000, *, seed: int = 0,
+             **kw) -> "TaskData":
         if task not in TASKS:
             raise ValueError(f"TaskData: unknown task {task!r}; choose from {sorted(TASKS)}")
         fn = TASKS[task]
@@ -99,27 +105,32 @@ class TaskData:
     def batches(self, split: str, batch_size: int, device="cpu"):
         "Every example of `split` once, in order (for evaluation)."
         for s in range(0, len(self.inputs[split]), batch_size):
-            yield self.inputs[split][s:s + batch_size].to(device), self.labels[split][s:s + batch_size].to(device)
+            yield self.inputs[split][s:s + batch_size].to(device), self.labels[split][s:s
+                                                                                      + batch_size].to(device)
 
 # %% ../nbs/21_tasks.ipynb #000123ef
 @dataclass
 class Curriculum:
-    "Training batches from `stages` in order (stage i until progress `until[i]`); validation on the last stage."
+    """Training batches from `stages` in order (stage i until progress `until[i]`); validation on the last
+    stage."""
     stages: list
     until: list
     progress: float = 0.0
 
     def __post_init__(self):
         if len(self.until) != len(self.stages) - 1 or list(self.until) != sorted(self.until) or not all(0 < u < 1 for u in self.until):
-            raise ValueError(f"Curriculum: need len(stages) - 1 increasing fractions in (0, 1), got until={self.until} "
+            raise ValueError("Curriculum: need len(stages) - 1 increasing fractions in (0, 1), got "
+                             f"until={self.until} "
                              f"for {len(self.stages)} stages")
         if len({s.vocab_size for s in self.stages}) != 1:
             raise ValueError("Curriculum: every stage must share one vocabulary")
 
     @classmethod
-    def mqar(cls, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, levels: int = 3, n_train: int = 20_000,
+    def mqar(cls, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, levels: int = 3,
+             n_train: int = 20_000,
              n_test: int = 1_000, seed: int = 0, **kw) -> "Curriculum":
-        "MQAR at `(seq_len, n_kv)` preceded by `levels - 1` halvings of both, each stage an equal share of training."
+        """MQAR at `(seq_len, n_kv)` preceded by `levels - 1` halvings of both, each stage an equal share
+        of training."""
         shapes = [(seq_len >> i, max(1, n_kv >> i)) for i in reversed(range(levels))]
         stages = [TaskData.make("mqar", n_train, n_test if t == seq_len else 1, seed=seed, seq_len=t, n_kv=n,
                                 vocab_size=vocab_size, **kw) for t, n in shapes]

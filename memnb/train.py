@@ -539,7 +539,8 @@ def _set_lr(run):
     run.rec = {"step": run.step + 1, "lr": c.lr * mult}
 
 def _accumulate(run) -> float:
-    "Forward and backward `grad_accum` micro-batches; the summed loss (NaN: the forward met non-finite input)."
+    """Forward and backward `grad_accum` micro-batches; the summed loss (NaN: the forward met non-finite
+    input)."""
     c, total = run.cfg, 0.0
     if hasattr(run.data, "set_progress"):     # a curriculum moves through its stages with the budget
         run.data.set_progress(_fraction(run))
