@@ -19,7 +19,7 @@ import torch
 
 # %% auto #0
 __all__ = ['IMPLS', 'BACKENDS', 'DECODE_TOKENS', 'triton_available', 'triton_interpreting', 'triton_runs_on', 'backend_for',
-           'resolve_impl', 'check_tensor', 'seed_everything', 'NonFiniteError', 'check_finite', 'acc_dtype',
+           'resolve_impl', 'check_tensor', 'seed_everything', 'patch', 'NonFiniteError', 'check_finite', 'acc_dtype',
            'full_precision', 'debug_checks', 'pad_to_chunks', 'rel_err', 'assert_rel_close', 'median_times',
            'median_time', 'torch_threads', 'peak_memory']
 
@@ -152,6 +152,15 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #3ca9091a
+def patch(f):
+    "Add `f` to the class its first argument is annotated with (`def forward(self: Foo, ...)`) and return it."
+    cls = f.__annotations__[f.__code__.co_varnames[0]]
+    if isinstance(cls, str): cls = eval(cls, f.__globals__)   # `from __future__ import annotations` leaves strings
+    f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    setattr(cls, f.__name__, f)
+    return f
 
 # %% ../nbs/00_core.ipynb #3a648d33
 class NonFiniteError(FloatingPointError):
