@@ -14,13 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import (check_tensor, debug_checks, resolve_impl, triton_available, acc_dtype, full_precision,
-                        check_finite)
+                        check_finite, patch)
 
 # %% auto #0
-__all__ = ['product_topk', 'product_topk_dense', 'pkm_topk', 'AddressingStats', 'addressing_stats', 'RAMState',
+__all__ = ['product_topk_dense', 'product_topk', 'pkm_topk', 'AddressingStats', 'addressing_stats', 'RAMState',
            'ram_memory_reference', 'ram_memory', 'RAMNetMemory', 'ProductKeyMemory']
 
-# %% ../nbs/04_ramnet.ipynb #77fe5875
+# %% ../nbs/04_ramnet.ipynb #0c48ddb9
 def _topk_lowest_index_first(scores, index, k):
     "Top-k of `scores` along the last dim, ties broken towards the smaller `index` (deterministic)."
     order = index.argsort(dim=-1)
@@ -28,24 +28,36 @@ def _topk_lowest_index_first(scores, index, k):
     top = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
     return scores.gather(-1, top), index.gather(-1, top)
 
+# %% ../nbs/04_ramnet.ipynb #bce02cd2
+def product_topk_dense(logits, k):
+    "Reference: form all S**G products, then the top-k (same tie rule)."
+    G, S = logits.shape[-2:]
+    probs = torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
+    full = probs[..., 0, :]
+    for g in range(1, G):
+        full = (full[..., :, None] * probs[..., g, None, :]).flatten(-2)
+    w, idx = _topk_lowest_index_first(full, torch.arange(S ** G, device=logits.device).expand_as(full), k)
+    return idx, (w / w.sum(-1, keepdim=True)).to(logits.dtype)
+
+# %% ../nbs/04_ramnet.ipynb #2f0e0afa
 def _digits(idx, S, G):
     "Virtual index -> its G digits, most significant first: `[..., k]` -> `[..., k, G]`."
     powers = S ** torch.arange(G - 1, -1, -1, device=idx.device)
     return (idx[..., None] // powers) % S
 
-def _best_positions(score, k, last: bool):
-    """Positions (in index order) to keep from an index-ordered `score`. The last group keeps exactly the k best
-    (ties towards lower positions); earlier groups also keep everything within a 1e-4 relative band below the k-th
-    best, so that a prefix whose products only *round* level with the winners is never pruned."""
+# %% ../nbs/04_ramnet.ipynb #86af459c
+def _best_last(score, k):
+    "Positions (in index order) of exactly the k best of an index-ordered `score` (ties: lower positions)."
+    top = score.topk(k + 1, -1)
+    # a tie straddles the cut: settle it exactly
+    if bool((top.values[..., k - 1] == top.values[..., k]).any()):
+        return torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k].sort(-1).values
+    return top.indices[..., :k].sort(-1).values
+
+# %% ../nbs/04_ramnet.ipynb #fce6e82d
+def _best_band(score, k):
+    "Positions (in index order) of the k best of an index-ordered `score` and of all within 1e-4 of the k-th."
     n = score.shape[-1]
-    if k >= n:
-        return torch.arange(n, device=score.device).expand(score.shape)
-    if last:
-        top = score.topk(k + 1, -1)
-        # a tie straddles the cut: settle it exactly
-        if bool((top.values[..., k - 1] == top.values[..., k]).any()):
-            return torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k].sort(-1).values
-        return top.indices[..., :k].sort(-1).values
     top = score.topk(min(n, 2 * k), -1)
     band = top.values >= top.values[..., k - 1:k] * (1 - 1e-4)
     keep = int(band.sum(-1).max())
@@ -54,6 +66,17 @@ def _best_positions(score, k, last: bool):
         top = score.topk(keep, -1)
     return top.indices[..., :keep].sort(-1).values
 
+# %% ../nbs/04_ramnet.ipynb #cf87929b
+def _best_positions(score, k, last: bool):
+    """Positions (in index order) to keep from an index-ordered `score`. The last group keeps exactly the k
+    best (ties towards lower positions); earlier groups also keep everything within a 1e-4 relative band below
+    the k-th best, so that a prefix whose products only *round* level with the winners is never pruned."""
+    n = score.shape[-1]
+    if k >= n:
+        return torch.arange(n, device=score.device).expand(score.shape)
+    return _best_last(score, k) if last else _best_band(score, k)
+
+# %% ../nbs/04_ramnet.ipynb #502ac6dc
 def _beam(probs, k):
     """The top-k virtual indices, best first (ties: lower index first); the beam stays in index order
     between groups."""
@@ -69,11 +92,9 @@ def _beam(probs, k):
     # ties: lower index
     return idx.gather(-1, torch.sort(score, dim=-1, descending=True, stable=True).indices)
 
-@functools.lru_cache(maxsize=None)
-def _rank_tuples(S: int, G: int, k: int):
-    """Flat positions `g * S + r_g` `[C + F, G]` of the rank tuples (r_g = 0: a group's most probable digit) that can
-    hold a top-k slot, prod_g (r_g + 1) <= k, followed by the minimal tuples outside, which bound every slot outside;
-    and C. None when the (C + F) G numbers would exceed the beam's O(k S G) budget."""
+# %% ../nbs/04_ramnet.ipynb #d9a6a7e1
+def _tuples_inside(S: int, G: int, k: int):
+    "The rank tuples with prod_g (r_g + 1) <= k, in lexicographic order; the search stops past k S of them."
     inside, budget = [], k * S
     def extend(prefix, size):
         if len(prefix) == G:
@@ -81,17 +102,44 @@ def _rank_tuples(S: int, G: int, k: int):
         for r in range(min(S, k // size)):
             if len(inside) <= budget: extend(prefix + (r,), size * (r + 1))
     extend((), 1)
+    return inside
+
+# %% ../nbs/04_ramnet.ipynb #6a8d3fc8
+def _frontier(inside, S: int, G: int):
+    "The minimal rank tuples outside `inside`, sorted: every slot outside weighs no more than one of them."
     members = set(inside)
     step_up = {c[:g] + (c[g] + 1,) + c[g + 1:] for c in inside for g in range(G) if c[g] + 1 < S}
-    frontier = sorted(f for f in step_up - members
-                      if all(f[h] == 0 or f[:h] + (f[h] - 1,) + f[h + 1:] in members for h in range(G)))
-    if len(inside) + len(frontier) > budget:
+    return sorted(f for f in step_up - members
+                  if all(f[h] == 0 or f[:h] + (f[h] - 1,) + f[h + 1:] in members for h in range(G)))
+
+# %% ../nbs/04_ramnet.ipynb #62579764
+@functools.lru_cache(maxsize=None)
+def _rank_tuples(S: int, G: int, k: int):
+    """Flat positions `g * S + r_g` `[C + F, G]` of the rank tuples (r_g = 0: a group's most probable digit)
+    that can hold a top-k slot, prod_g (r_g + 1) <= k, followed by the minimal tuples outside, which bound
+    every slot outside; and C. None when the (C + F) G numbers would exceed the beam's O(k S G) budget."""
+    inside = _tuples_inside(S, G, k)
+    frontier = _frontier(inside, S, G)
+    if len(inside) + len(frontier) > k * S:
         return None
     return torch.tensor(inside + frontier).view(-1, G) + torch.arange(G) * S, len(inside)
 
+# %% ../nbs/04_ramnet.ipynb #b61fe067
+def _settled(top, score, C, k):
+    """Rows whose k winners are strictly ordered and strictly heavier than the rest: `top` holds the best
+    k + 1 of the C candidates inside (fewer if C <= k), `score[..., C:]` the minimal tuples outside."""
+    settled = (top[..., :k - 1] > top[..., 1:k]).all(-1)             # winners strictly ordered,
+    if C > k:
+        # strictly above the next candidate
+        settled &= top[..., k - 1] > top[..., k]
+    if score.shape[-1] > C:
+        settled &= top[..., k - 1] > score[..., C:].amax(-1)         # and above every slot outside
+    return settled
+
+# %% ../nbs/04_ramnet.ipynb #80fd6ec4
 def _ranked(probs, positions, C, k):
-    """Top-k digits from the rank tuples: `(digits [..., k, G], settled [...])`. A row is not `settled` when a tie
-    leaves its order to the tie rule, which the fixed candidate set cannot apply."""
+    """Top-k digits from the rank tuples: `(digits [..., k, G], settled [...])`. A row is not `settled` when a
+    tie leaves its order to the tie rule, which the fixed candidate set cannot apply."""
     S, G = probs.shape[-1], probs.shape[-2]
     # any order of equal digits will do: ties go unsettled
     sorted_p, digit = probs.sort(dim=-1, descending=True)
@@ -101,15 +149,11 @@ def _ranked(probs, positions, C, k):
     for g in range(1, G):          # the dense product's order of multiplication, so equal slots round equally
         score = score * cand[..., g]
     v = score[..., :C].topk(min(k + 1, C), -1)
-    settled = (v.values[..., :k - 1] > v.values[..., 1:k]).all(-1)             # winners strictly ordered,
-    if C > k:
-        # strictly above the next candidate
-        settled &= v.values[..., k - 1] > v.values[..., k]
-    if score.shape[-1] > C:
-        settled &= v.values[..., k - 1] > score[..., C:].amax(-1)               # and above every slot outside
+    settled = _settled(v.values, score, C, k)
     win = positions.index_select(0, v.indices[..., :k].flatten()).view(*v.indices.shape[:-1], k, G)
     return digit.flatten(-2).gather(-1, win.flatten(-2)).view(win.shape), settled
 
+# %% ../nbs/04_ramnet.ipynb #6f91e581
 def _top_digits(probs, k):
     """The exact top-k slots' digits `[..., k, G]`, best first: by rank tuples where they are few, else and
     for ties by `_beam`."""
@@ -122,6 +166,7 @@ def _top_digits(probs, k):
         digits[~settled] = _digits(_beam(probs[~settled], k), S, G)
     return digits
 
+# %% ../nbs/04_ramnet.ipynb #77fe5875
 def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
                  k: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,27 +180,16 @@ def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
     lg = logits if logits.dtype == torch.float64 else logits.float()
     with torch.no_grad():
         digits = _top_digits(torch.softmax(lg, -1), k)                     # [..., k, G]
-    # prod_g p_g[d_g] renormalised over the k winners = a softmax of sum_g logit_g[d_g] (each group's normaliser cancels)
+    # prod_g p_g[d_g] renormalised over the k winners = a softmax of sum_g logit_g[d_g]
+    # (each group's normaliser cancels)
     score = lg.flatten(-2).gather(-1,
             (digits + torch.arange(G, device=lg.device) * S).flatten(-2)).view(digits.shape).sum(-1)
     idx = (digits * S ** torch.arange(G - 1, -1, -1, device=lg.device)).sum(-1)
     return idx, torch.softmax(score, -1).to(logits.dtype)
 
-def product_topk_dense(logits, k):
-    "Reference: form all S**G products, then the top-k (same tie rule)."
-    G, S = logits.shape[-2:]
-    probs = torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
-    full = probs[..., 0, :]
-    for g in range(1, G):
-        full = (full[..., :, None] * probs[..., g, None, :]).flatten(-2)
-    w, idx = _topk_lowest_index_first(full, torch.arange(S ** G, device=logits.device).expand_as(full), k)
-    return idx, (w / w.sum(-1, keepdim=True)).to(logits.dtype)
-
 # %% ../nbs/04_ramnet.ipynb #1a3d8e90
-def pkm_topk(query: torch.Tensor,    # [..., H, Dq]
-             subkeys: torch.Tensor,  # [H, 2, n, Dq/2]: two sub-key tables per head, N = n**2 keys
-             k: int, *, query_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    "Product-key top-k: (idx `[..., H, k]` in [0, n**2), weights `[..., H, k]` softmaxed over the k winners)."
+def _check_pkm(query, subkeys, k):
+    "The layouts `pkm_topk` needs, subkeys `[H, 2, n, Dq/2]` and query `[..., H, Dq]`, and k in [1, n]."
     check_tensor(subkeys, "subkeys", where="pkm_topk", min_ndim=4, dims="[H, 2, n, Dq/2]")
     H, two, n, half = subkeys.shape
     check_tensor(query, "query", where="pkm_topk", min_ndim=2, dims="[..., H, Dq]")
@@ -164,6 +198,14 @@ def pkm_topk(query: torch.Tensor,    # [..., H, Dq]
                          f"Dq; got {tuple(subkeys.shape)} and {tuple(query.shape)}")
     if not 1 <= k <= n:
         raise ValueError(f"pkm_topk: k must be in [1, n = {n}], got {k}")
+
+# %% ../nbs/04_ramnet.ipynb #024abbc0
+def pkm_topk(query: torch.Tensor,    # [..., H, Dq]
+             subkeys: torch.Tensor,  # [H, 2, n, Dq/2]: two sub-key tables per head, N = n**2 keys
+             k: int, *, query_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    "Product-key top-k: (idx `[..., H, k]` in [0, n**2), weights `[..., H, k]` softmaxed over the k winners)."
+    _check_pkm(query, subkeys, k)
+    n, half = subkeys.shape[-2:]
     if query_norm:
         query = F.layer_norm(query, query.shape[-1:])
     q1, q2 = query.split(half, -1)
@@ -183,6 +225,7 @@ class AddressingStats:
     kl_uniform: float   # KL(usage || uniform), nats
     gini: float         # Gini coefficient of per-slot weight
 
+# %% ../nbs/04_ramnet.ipynb #85aa3f4f
 def addressing_stats(idx: torch.Tensor, weights: torch.Tensor, n_slots: int) -> AddressingStats:
     "Slot-usage statistics of an addressing (idx, weights `[..., k]`) over `n_slots` slots."
     load = torch.zeros(n_slots, dtype=torch.float64, device=idx.device).index_add_(0, idx.reshape(-1),
@@ -207,15 +250,19 @@ class RAMState:
         last chunk included."""
         return decay * self.memory + self.pending if self.pos else self.memory
 
-def _check_ram(idx, weights, values, initial_state, chunk, decay):
-    where = "ram_memory"   # dtypes may differ: everything is accumulated in float32 (float64 stays)
+# %% ../nbs/04_ramnet.ipynb #aec728ce
+def _check_ram_inputs(idx, weights, values, where):
+    "idx `[B, T, k]` of int64/int32, weights like it, values `[B, T, Dm]`."
     if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{where}: `idx` must be an int64 or int32 tensor [B, T, k], got "
                         f"{getattr(idx, 'dtype', type(idx).__name__)}")
     check_tensor(idx, "idx", where=where, shape=(None, None, None), dims="[B, T, k]", floating=False)
     check_tensor(weights, "weights", where=where, shape=idx.shape, dims="[B, T, k] like `idx`")
     check_tensor(values, "values", where=where, shape=(*idx.shape[:2], None), dims="[B, T, Dm]")
-    mem = initial_state.memory if isinstance(initial_state, RAMState) else initial_state
+
+# %% ../nbs/04_ramnet.ipynb #3c8c04d6
+def _check_ram_memory(mem, idx, weights, values, where):
+    "The memory `[N, Dm]` or `[B, N, Dm]` fits `values`, everything is on one device, and idx lies in [0, N)."
     check_tensor(mem, "initial_state", where=where, min_ndim=2, dims="[N, Dm] or [B, N, Dm]")
     N, Dm = mem.shape[-2:]
     Dv = values.shape[-1]
@@ -227,113 +274,19 @@ def _check_ram(idx, weights, values, initial_state, chunk, decay):
     if idx.numel() and debug_checks(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N):   # host reads
         raise ValueError(f"{where}: `idx` must lie in [0, N = {N}), got range [{int(idx.min())}, "
                          f"{int(idx.max())}]")
+
+# %% ../nbs/04_ramnet.ipynb #e2fd4024
+def _check_ram(idx, weights, values, initial_state, chunk, decay):
+    where = "ram_memory"   # dtypes may differ: everything is accumulated in float32 (float64 stays)
+    _check_ram_inputs(idx, weights, values, where)
+    mem = initial_state.memory if isinstance(initial_state, RAMState) else initial_state
+    _check_ram_memory(mem, idx, weights, values, where)
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"{where}: chunk must be a positive int, got {chunk!r}")
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"{where}: decay must lie in [0, 1], got {decay}")
 
-def _weighted_gather_torch(memory, idx, weights):
-    "`out[b, t] = sum_j weights[b, t, j] * memory[b, idx[b, t, j]]` as one embedding bag."
-    B, N, Dm = memory.shape
-    flat = (idx + torch.arange(B, device=idx.device)[:, None, None] * N).reshape(-1, idx.shape[-1])
-    out = F.embedding_bag(flat, memory.reshape(B * N, Dm),
-                          per_sample_weights=weights.reshape(-1, idx.shape[-1]), mode="sum")
-    return out.view(*idx.shape[:2], Dm)
-
-def _outer(w, x):
-    "`w[..., j] * x[..., :]` as the `[-1, Dm]` rows an index_add_ takes."
-    return (w[..., None] * x[..., None, :]).view(-1, x.shape[-1])
-
-def _scatter_writes(idx, weights, values, N):
-    "`[B, N, Dm]` holding sum over tokens and j of weights * values in rows idx."
-    B, T, k = idx.shape
-    src = _outer(weights, values).view(B, T * k, -1)
-    return torch.zeros(B, N, values.shape[-1], dtype=values.dtype, device=values.device).scatter_add(
-        1, idx.reshape(B, T * k, 1).expand(-1, -1, values.shape[-1]), src)
-
-# %% ../nbs/04_ramnet.ipynb #4263ca0a
-def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
-    """Chunk by chunk: read from the memory at the chunk's start; writes wait in `pending` until the chunk
-    ends."""
-    N, reads, t, T = M.shape[1], [], 0, idx.shape[1]
-    while t < T:
-        end = min(T, t + chunk - pos)
-        reads.append(gather(M, idx[:, t:end], weights[:, t:end]))
-        pending = pending + _scatter_writes(idx[:, t:end], weights[:, t:end], values[:, t:end], N)
-        pos += end - t
-        if pos == chunk:
-            M, pending, pos = decay * M + pending, torch.zeros_like(pending), 0
-        t = end
-    return torch.cat(reads, 1), M, pending, pos
-
-_STATE_BUDGET = 1 << 22   # elements of the per-chunk memories held at once
-
-def _chunk_blocks(T, chunk, per_state):
-    "Token ranges of blocks of chunks whose memories fit the budget, with the number of full chunks in each."
-    span = max(1, _STATE_BUDGET // per_state - 1) * chunk
-    return [(t0, min(T, t0 + span), (min(T, t0 + span) - t0) // chunk) for t0 in range(0, T, span)]
-
-def _state_rows(idx, chunk, B, N):
-    """Row of `[states, B, N]` each (token, j) reads: the memory at the start of the token's chunk
-    (block-relative)."""
-    c = torch.arange(idx.shape[1], device=idx.device) // chunk
-    return idx + ((c[None, :] * B + torch.arange(B, device=idx.device)[:, None]) * N)[..., None]
-
-class _RAMChunk(torch.autograd.Function):
-    """The chunked memory with a hand-written backward. A block of chunks at a time: all writes of the block land by one
-    index_add_ in a table of per-chunk memories `[chunks + 1, B, N, Dm]`, a short scan over the chunks applies the decay,
-    and one index_select gathers every row any token reads."""
-    @staticmethod
-    def forward(ctx, idx, weights, values, M0, chunk, decay):
-        B, T, k = idx.shape
-        N, Dm = M0.shape[-2:]
-        M, Gs = M0.expand(B, N, Dm), []
-        for t0, t1, full in _chunk_blocks(T, chunk, B * N * Dm):
-            mem = values.new_empty(full + 1, B, N, Dm)
-            mem[0] = M
-            rows = _state_rows(idx[:, t0:t1], chunk, B, N)
-            if full:
-                w = full * chunk
-                mem[1:].zero_().view(-1, Dm).index_add_(0, rows[:, :w].reshape(-1),
-                                                        _outer(weights[:, t0:t0 + w], values[:, t0:t0 + w]))
-                for c in range(full):
-                    mem[c + 1].add_(mem[c], alpha=decay)
-            Gs.append(mem.view(-1, Dm).index_select(0, rows.view(-1)).view(B, t1 - t0, k, Dm))
-            M = mem[full]
-        G = Gs[0] if len(Gs) == 1 else torch.cat(Gs, 1)
-        ctx.save_for_backward(idx, weights, values, G)
-        ctx.chunk, ctx.decay, ctx.M0_shape = chunk, decay, M0.shape
-        return torch.matmul(weights[..., None, :], G).squeeze(-2), M
-
-    @staticmethod
-    def backward(ctx, dreads, dM_end):
-        idx, weights, values, G = ctx.saved_tensors
-        B, T, k = idx.shape
-        N, Dm = ctx.M0_shape[-2:]
-        dw = torch.linalg.vecdot(G, dreads[:, :, None])          # the reads' share
-        dv = values.new_zeros(B, T, Dm)                           # stays 0 where a write never landed
-        carry = dM_end
-        for t0, t1, full in reversed(_chunk_blocks(T, ctx.chunk, B * N * Dm)):
-            adj = values.new_zeros(full + 1, B, N, Dm)            # adjoint of each chunk's starting memory
-            if carry is not None:
-                adj[full] = carry
-            rows = _state_rows(idx[:, t0:t1], ctx.chunk, B, N)
-            adj.view(-1, Dm).index_add_(0, rows.view(-1), _outer(weights[:, t0:t1], dreads[:, t0:t1]))
-            for c in range(full - 1, -1, -1):
-                adj[c].add_(adj[c + 1], alpha=ctx.decay)
-            if full:   # a write of chunk c lands in memory c + 1: its rows of that adjoint
-                w = full * ctx.chunk
-                Gd = adj[1:].view(-1, Dm).index_select(0, rows[:, :w].reshape(-1)).view(B, w, k, Dm)
-                dw[:, t0:t0 + w] += torch.linalg.vecdot(Gd, values[:, t0:t0 + w, None])
-                dv[:, t0:t0 + w] = torch.matmul(weights[:, t0:t0 + w, None, :], Gd).squeeze(-2)
-            carry = adj[0]
-        return None, dw, dv, (carry.sum(0) if len(ctx.M0_shape) == 2 else carry), None, None
-
-# in-place index ops in a Python loop: inside a torch.compile'd model it runs eagerly
-@torch.compiler.disable
-def _ram_chunk(idx, weights, values, memory0, chunk, decay):
-    return _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
-
+# %% ../nbs/04_ramnet.ipynb #19cc08f8
 def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99):
     "Token-by-token reference with a full per-chunk copy of the memory (clear, slow): (reads, final memory)."
     B, T, k = idx.shape
@@ -350,6 +303,142 @@ def ram_memory_reference(idx, weights, values, memory0, *, chunk=32, decay=0.99)
             start = M.clone()
     return torch.stack(out, 1), M
 
+# %% ../nbs/04_ramnet.ipynb #57a8a25a
+def _weighted_gather_torch(memory, idx, weights):
+    "`out[b, t] = sum_j weights[b, t, j] * memory[b, idx[b, t, j]]` as one embedding bag."
+    B, N, Dm = memory.shape
+    flat = (idx + torch.arange(B, device=idx.device)[:, None, None] * N).reshape(-1, idx.shape[-1])
+    out = F.embedding_bag(flat, memory.reshape(B * N, Dm),
+                          per_sample_weights=weights.reshape(-1, idx.shape[-1]), mode="sum")
+    return out.view(*idx.shape[:2], Dm)
+
+# %% ../nbs/04_ramnet.ipynb #5a695ec6
+def _outer(w, x):
+    "`w[..., j] * x[..., :]` as the `[-1, Dm]` rows an index_add_ takes."
+    return (w[..., None] * x[..., None, :]).view(-1, x.shape[-1])
+
+# %% ../nbs/04_ramnet.ipynb #30c4ed57
+def _scatter_writes(idx, weights, values, N):
+    "`[B, N, Dm]` holding sum over tokens and j of weights * values in rows idx."
+    B, T, k = idx.shape
+    src = _outer(weights, values).view(B, T * k, -1)
+    return torch.zeros(B, N, values.shape[-1], dtype=values.dtype, device=values.device).scatter_add(
+        1, idx.reshape(B, T * k, 1).expand(-1, -1, values.shape[-1]), src)
+
+# %% ../nbs/04_ramnet.ipynb #d33bc04c
+def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
+    """Chunk by chunk: read from the memory at the chunk's start; writes wait in `pending` until the chunk
+    ends."""
+    N, reads, t, T = M.shape[1], [], 0, idx.shape[1]
+    while t < T:
+        end = min(T, t + chunk - pos)
+        reads.append(gather(M, idx[:, t:end], weights[:, t:end]))
+        pending = pending + _scatter_writes(idx[:, t:end], weights[:, t:end], values[:, t:end], N)
+        pos += end - t
+        if pos == chunk:
+            M, pending, pos = decay * M + pending, torch.zeros_like(pending), 0
+        t = end
+    return torch.cat(reads, 1), M, pending, pos
+
+# %% ../nbs/04_ramnet.ipynb #4263ca0a
+_STATE_BUDGET = 1 << 22   # elements of the per-chunk memories held at once
+
+def _chunk_blocks(T, chunk, per_state):
+    "Token ranges of blocks of chunks whose memories fit the budget, with the number of full chunks in each."
+    span = max(1, _STATE_BUDGET // per_state - 1) * chunk
+    return [(t0, min(T, t0 + span), (min(T, t0 + span) - t0) // chunk) for t0 in range(0, T, span)]
+
+# %% ../nbs/04_ramnet.ipynb #df9f7658
+def _state_rows(idx, chunk, B, N):
+    """Row of `[states, B, N]` each (token, j) reads: the memory at the start of the token's chunk
+    (block-relative)."""
+    c = torch.arange(idx.shape[1], device=idx.device) // chunk
+    return idx + ((c[None, :] * B + torch.arange(B, device=idx.device)[:, None]) * N)[..., None]
+
+# %% ../nbs/04_ramnet.ipynb #02a5cd74
+def _block_memories(M, rows, weights, values, full, chunk, decay):
+    "Memories `[full + 1, B, N, Dm]` at the start of a block's chunks: `M` first, then each after its writes."
+    B, N, Dm = M.shape
+    mem = values.new_empty(full + 1, B, N, Dm)
+    mem[0] = M
+    if full:
+        w = full * chunk
+        mem[1:].zero_().view(-1, Dm).index_add_(0, rows[:, :w].reshape(-1),
+                                                _outer(weights[:, :w], values[:, :w]))
+        for c in range(full):
+            mem[c + 1].add_(mem[c], alpha=decay)
+    return mem
+
+# %% ../nbs/04_ramnet.ipynb #291d62b8
+def _ram_chunk_forward(idx, weights, values, M0, chunk, decay):
+    "(reads, the memory after the last full chunk, the rows read `G [B, T, k, Dm]`), a block at a time."
+    B, T, k = idx.shape
+    N, Dm = M0.shape[-2:]
+    M, Gs = M0.expand(B, N, Dm), []
+    for t0, t1, full in _chunk_blocks(T, chunk, B * N * Dm):
+        rows = _state_rows(idx[:, t0:t1], chunk, B, N)
+        mem = _block_memories(M, rows, weights[:, t0:t1], values[:, t0:t1], full, chunk, decay)
+        Gs.append(mem.view(-1, Dm).index_select(0, rows.view(-1)).view(B, t1 - t0, k, Dm))
+        M = mem[full]
+    G = Gs[0] if len(Gs) == 1 else torch.cat(Gs, 1)
+    return torch.matmul(weights[..., None, :], G).squeeze(-2), M, G
+
+# %% ../nbs/04_ramnet.ipynb #ff5e1385
+def _block_adjoint(carry, rows, weights, dreads, full, decay, like, shape):
+    "Adjoints `[full + 1, B, N, Dm]` of a block's chunk-start memories: the reads' scatter, a reverse scan."
+    adj = like.new_zeros(full + 1, *shape)            # adjoint of each chunk's starting memory
+    if carry is not None:
+        adj[full] = carry
+    adj.view(-1, shape[-1]).index_add_(0, rows.view(-1), _outer(weights, dreads))
+    for c in range(full - 1, -1, -1):
+        adj[c].add_(adj[c + 1], alpha=decay)
+    return adj
+
+# %% ../nbs/04_ramnet.ipynb #71b7a1ac
+def _ram_chunk_backward(idx, weights, values, G, dreads, dM_end, chunk, decay, M0_shape):
+    "Adjoints of the weights, the values and the initial memory (summed over the batch if it was shared)."
+    B, T, k = idx.shape
+    N, Dm = M0_shape[-2:]
+    dw = torch.linalg.vecdot(G, dreads[:, :, None])          # the reads' share
+    dv = values.new_zeros(B, T, Dm)                           # stays 0 where a write never landed
+    carry = dM_end
+    for t0, t1, full in reversed(_chunk_blocks(T, chunk, B * N * Dm)):
+        rows = _state_rows(idx[:, t0:t1], chunk, B, N)
+        adj = _block_adjoint(carry, rows, weights[:, t0:t1], dreads[:, t0:t1], full, decay, values,
+                             (B, N, Dm))
+        if full:   # a write of chunk c lands in memory c + 1: its rows of that adjoint
+            w = full * chunk
+            Gd = adj[1:].view(-1, Dm).index_select(0, rows[:, :w].reshape(-1)).view(B, w, k, Dm)
+            dw[:, t0:t0 + w] += torch.linalg.vecdot(Gd, values[:, t0:t0 + w, None])
+            dv[:, t0:t0 + w] = torch.matmul(weights[:, t0:t0 + w, None, :], Gd).squeeze(-2)
+        carry = adj[0]
+    return dw, dv, (carry.sum(0) if len(M0_shape) == 2 else carry)
+
+# %% ../nbs/04_ramnet.ipynb #18420d88
+class _RAMChunk(torch.autograd.Function):
+    """The chunked memory with a hand-written backward. A block of chunks at a time: all writes of the block
+    land by one index_add_ in a table of per-chunk memories `[chunks + 1, B, N, Dm]`, a short scan over the
+    chunks applies the decay, and one index_select gathers every row any token reads."""
+    @staticmethod
+    def forward(ctx, idx, weights, values, M0, chunk, decay):
+        reads, M, G = _ram_chunk_forward(idx, weights, values, M0, chunk, decay)
+        ctx.save_for_backward(idx, weights, values, G)
+        ctx.chunk, ctx.decay, ctx.M0_shape = chunk, decay, M0.shape
+        return reads, M
+
+    @staticmethod
+    def backward(ctx, dreads, dM_end):
+        idx, weights, values, G = ctx.saved_tensors
+        dw, dv, dM0 = _ram_chunk_backward(idx, weights, values, G, dreads, dM_end, ctx.chunk, ctx.decay,
+                                          ctx.M0_shape)
+        return None, dw, dv, dM0, None, None
+
+# %% ../nbs/04_ramnet.ipynb #a0fe1c12
+# in-place index ops in a Python loop: inside a torch.compile'd model it runs eagerly
+@torch.compiler.disable
+def _ram_chunk(idx, weights, values, memory0, chunk, decay):
+    return _RAMChunk.apply(idx, weights, values, memory0, chunk, decay)
+
 # %% ../nbs/04_ramnet.ipynb #dec4c263
 def _ram_start(initial_state, B: int, acc) -> RAMState:
     """The decode state to start from, in `acc`: a `RAMState`, or a memory `[N, Dm]`/`[B, N, Dm]` (a
@@ -360,26 +449,33 @@ def _ram_start(initial_state, B: int, acc) -> RAMState:
     M = M.expand(B, *M.shape[-2:]) if M.ndim == 2 else M
     return RAMState(M, torch.zeros_like(M), 0)
 
+# %% ../nbs/04_ramnet.ipynb #5abb6b76
+def _ram_run_chunked(idx, weights, values, memory0, chunk, decay, output_final_state):
+    "The chunked path from a memory: (reads, final state or None)."
+    reads, M = _ram_chunk(idx, weights, values, memory0, chunk, decay)
+    if not output_final_state:
+        return reads, None
+    T = idx.shape[1]
+    tail = T % chunk
+    last = slice(T - tail, T)
+    pending = _scatter_writes(idx[:, last], weights[:, last], values[:, last],
+                              M.shape[1]) if tail else torch.zeros_like(M)
+    return reads, RAMState(M.clone(), pending, tail)   # M views the block's table: keep only its own rows
+
+# %% ../nbs/04_ramnet.ipynb #d5b10fa5
 def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_state, impl):
     "`ram_memory` on contiguous inputs in the accumulation dtype, at least one token: (reads, final state)."
-    B, T, _ = idx.shape
+    B = idx.shape[0]
     decoding = isinstance(initial_state, RAMState)
     if impl == "chunk" and not decoding and not (output_final_state and torch.is_grad_enabled()):
-        reads, M = _ram_chunk(idx, weights, values, initial_state, chunk, decay)
-        if not output_final_state:
-            return reads, None
-        tail = T % chunk
-        last = slice(T - tail, T)
-        pending = _scatter_writes(idx[:, last], weights[:, last], values[:, last],
-                                  M.shape[1]) if tail else torch.zeros_like(M)
-        return reads, RAMState(M.clone(), pending, tail)   # M views the block's table: keep only its own rows
+        return _ram_run_chunked(idx, weights, values, initial_state, chunk, decay, output_final_state)
     state = _ram_start(initial_state, B, values.dtype)
     gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
     reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk,
-                                       decay,
-                                       gather)
+                                       decay, gather)
     return reads, RAMState(M, pending, pos)
 
+# %% ../nbs/04_ramnet.ipynb #d88d141b
 def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
                weights: torch.Tensor,  # their weights [B, T, k]
                values: torch.Tensor,   # written values [B, T, Dm]
@@ -438,6 +534,7 @@ def _gather_launch(M, T_rows, k, Dm, device):
     BD = min(triton.next_power_of_2(Dm), 64 if torch.device(device).type == "cuda" else 16)
     return (T_rows, triton.cdiv(Dm, BD)), triton.next_power_of_2(k), BD
 
+# %% ../nbs/04_ramnet.ipynb #1afa954a
 class _WeightedGatherTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, memory, idx, weights):
@@ -463,6 +560,7 @@ class _WeightedGatherTriton(torch.autograd.Function):
                                  Dm, BK=BK, BD=BD)
         return dm.to(mem.dtype).view(ctx.shape), None, dw.to(w.dtype).view(*dout.shape[:2], k)
 
+# %% ../nbs/04_ramnet.ipynb #63ddac87
 def _weighted_gather_triton(memory, idx, weights):
     return _WeightedGatherTriton.apply(memory, idx, weights)
 
@@ -472,7 +570,8 @@ class RAMNetMemory(nn.Module):
     def __init__(self, d_model: int, n_groups: int = 3, group_size: int = 8, topk: int = 8, d_mem: int = 64,
                  chunk: int = 32, decay: float = 0.99, impl: str = "auto"):
         super().__init__()
-        self.G, self.S, self.topk, self.chunk, self.decay, self.impl = n_groups, group_size, topk, chunk, decay, impl
+        self.G, self.S, self.topk = n_groups, group_size, topk
+        self.chunk, self.decay, self.impl = chunk, decay, impl
         self.n_slots = group_size ** n_groups
         if not 1 <= topk <= self.n_slots:
             raise ValueError(f"RAMNetMemory: topk must be in [1, {self.n_slots}], got {topk}")
@@ -482,19 +581,25 @@ class RAMNetMemory(nn.Module):
         self.read_proj = nn.Linear(d_mem, d_model, bias=False)
         self.memory0 = nn.Parameter(torch.zeros(self.n_slots, d_mem))
 
-    def address(self, x):
-        "Addressed slots and weights `[B, T, topk]` for input x."
-        return product_topk(self.addr(self.norm(x)).unflatten(-1, (self.G, self.S)), self.topk)
+# %% ../nbs/04_ramnet.ipynb #19567b8f
+@patch
+def address(self: RAMNetMemory, x):
+    "Addressed slots and weights `[B, T, topk]` for input x."
+    return product_topk(self.addr(self.norm(x)).unflatten(-1, (self.G, self.S)), self.topk)
 
-    def forward(self, x, cache: RAMState | None = None, *, use_cache: bool = False):
-        idx, w = self.address(x)
-        gate, val = self.write(x).chunk(2, -1)
-        u = torch.sigmoid(gate) * torch.tanh(val)
-        reads, state = ram_memory(idx, w, u, self.memory0 if cache is None else cache, chunk=self.chunk,
-                                  decay=self.decay, output_final_state=use_cache or cache is not None,
-                                          impl=self.impl)
-        return self.read_proj(reads), state
+# %% ../nbs/04_ramnet.ipynb #ca2400b6
+@patch
+def forward(self: RAMNetMemory, x, cache: RAMState | None = None, *, use_cache: bool = False):
+    "The memory's reads projected to `d_model`, and the decode state when `use_cache` or a `cache` is given."
+    idx, w = self.address(x)
+    gate, val = self.write(x).chunk(2, -1)
+    u = torch.sigmoid(gate) * torch.tanh(val)
+    reads, state = ram_memory(idx, w, u, self.memory0 if cache is None else cache, chunk=self.chunk,
+                              decay=self.decay, output_final_state=use_cache or cache is not None,
+                              impl=self.impl)
+    return self.read_proj(reads), state
 
+# %% ../nbs/04_ramnet.ipynb #8b853cc9
 class ProductKeyMemory(nn.Module):
     "Lample et al.'s product-key memory layer: `n_keys**2` values, `heads` x `topk` reads per token."
     def __init__(self, d_model: int, n_keys: int = 128, heads: int = 4, topk: int = 16, d_key: int = 128,
@@ -506,17 +611,22 @@ class ProductKeyMemory(nn.Module):
         self.values = nn.EmbeddingBag(n_keys ** 2, d_value or d_model, mode="sum")
         nn.init.normal_(self.values.weight, std=(d_value or d_model) ** -0.5)
 
-    def forward(self, x):
-        B, T, _ = x.shape
-        idx, w = pkm_topk(self.query(x).unflatten(-1, (self.heads, -1)), self.subkeys, self.topk,
-                          query_norm=self.query_norm)
-        out = self.values(idx.reshape(B * T, -1),
-                          per_sample_weights=w.reshape(B * T, -1).to(self.values.weight.dtype))
-        return out.view(B, T, -1)
+# %% ../nbs/04_ramnet.ipynb #8f2bd88d
+@patch
+def forward(self: ProductKeyMemory, x):
+    "`heads` x `topk` weighted reads of the value table per token, summed: `[B, T, d_value]`."
+    B, T, _ = x.shape
+    idx, w = pkm_topk(self.query(x).unflatten(-1, (self.heads, -1)), self.subkeys, self.topk,
+                      query_norm=self.query_norm)
+    out = self.values(idx.reshape(B * T, -1),
+                      per_sample_weights=w.reshape(B * T, -1).to(self.values.weight.dtype))
+    return out.view(B, T, -1)
 
-    def param_groups(self, lr: float, value_lr: float):
-        """Optimiser groups: the value table with its own learning rate (and no weight decay), the rest
-        with `lr`."""
-        values = [self.values.weight]
-        rest = [p for p in self.parameters() if p is not self.values.weight]
-        return [{"params": rest, "lr": lr}, {"params": values, "lr": value_lr, "weight_decay": 0.0}]
+# %% ../nbs/04_ramnet.ipynb #99ad960a
+@patch
+def param_groups(self: ProductKeyMemory, lr: float, value_lr: float):
+    """Optimiser groups: the value table with its own learning rate (and no weight decay), the rest
+    with `lr`."""
+    values = [self.values.weight]
+    rest = [p for p in self.parameters() if p is not self.values.weight]
+    return [{"params": rest, "lr": lr}, {"params": values, "lr": value_lr, "weight_decay": 0.0}]
