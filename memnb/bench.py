@@ -47,8 +47,10 @@ def cpu_name() -> str:
     name = re.search(r"model name\s*:\s*(.*)", info)
     flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
     keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{name.group(1).strip() if name else platform.machine()} ({', '.join(keep) or 'no AVX2'}), {os.cpu_count()} cores"
+    model = name.group(1).strip() if name else platform.machine()
+    return f"{model} ({', '.join(keep) or 'no AVX2'}), {os.cpu_count()} cores"
 
+# %% ../nbs/50_bench.ipynb #eb05e249
 def _interleaved(runs: dict, repeats: int) -> tuple[dict, dict]:
     "First-call seconds of each run (compiling, if it does), then the median of `repeats` interleaved calls."
     first = {}
@@ -60,10 +62,19 @@ def _interleaved(runs: dict, repeats: int) -> tuple[dict, dict]:
             t0 = time.perf_counter(); fn(); times[name].append(time.perf_counter() - t0)
     return first, {n: statistics.median(ts) for n, ts in times.items()}
 
+# %% ../nbs/50_bench.ipynb #d06fef86
 def _result(setting: dict, seconds: dict, peak_mib: dict, baseline: str, **extra) -> dict:
     "The one result schema of every memnb benchmark."
     return {"setting": setting, "seconds": seconds, "peak_mib": peak_mib, "baseline": baseline,
             "ratio": {n: seconds[baseline] / s for n, s in seconds.items()}, **extra}
+
+# %% ../nbs/50_bench.ipynb #249cd0ce
+def _measure(runs: dict, repeats: int, threads: int | None, device) -> tuple[dict, dict]:
+    "Median seconds of interleaved repeats, then the peak MiB, of every run, on `threads` threads."
+    with torch_threads(threads):
+        secs = median_times(runs, repeats=repeats)
+        mem = {name: peak_memory(run, device) / 2**20 for name, run in runs.items()}
+    return secs, mem
 
 # %% ../nbs/50_bench.ipynb #072ecda5
 def _associative_scan_fn():
@@ -77,6 +88,18 @@ def _associative_scan_fn():
         return associative_scan(compose, (a, b), dim=1, combine_mode="generic")[1]
     return run
 
+# %% ../nbs/50_bench.ipynb #90b3ad1a
+def _scan_candidates(a, b, device, chunk_size: int) -> dict:
+    "`linear_scan`'s implementations (and PyTorch's `associative_scan`) on `a`, `b`, as zero-argument calls."
+    fns = {"loop (unbind)": lambda: linear_scan(a, b, impl="recurrent")[0],
+           "chunk": lambda: linear_scan(a, b, impl="chunk", chunk_size=chunk_size)[0]}
+    if (assoc := _associative_scan_fn()) is not None:
+        fns["torch associative_scan"] = lambda: assoc(a, b)
+    if torch.device(device).type == "cuda" and triton_available():
+        fns["triton"] = lambda: linear_scan(a, b, impl="triton")[0]
+    return fns
+
+# %% ../nbs/50_bench.ipynb #7190545b
 def bench_linear_scan(B: int = 4, T: int = 4096, D: int = 256, *,
                       dtype: torch.dtype = torch.float32, device: str = "cpu",
                       threads: int | None = 2, repeats: int = 5, chunk_size: int = 64) -> dict:
@@ -84,58 +107,61 @@ def bench_linear_scan(B: int = 4, T: int = 4096, D: int = 256, *,
     gen = torch.Generator(device).manual_seed(0)
     a = torch.rand(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
     b = torch.randn(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
-    fns = {"loop (unbind)": lambda: linear_scan(a, b, impl="recurrent")[0],
-           "chunk": lambda: linear_scan(a, b, impl="chunk", chunk_size=chunk_size)[0]}
-    if (assoc := _associative_scan_fn()) is not None:
-        fns["torch associative_scan"] = lambda: assoc(a, b)
-    if torch.device(device).type == "cuda" and triton_available():
-        fns["triton"] = lambda: linear_scan(a, b, impl="triton")[0]
     def fwd_bwd(fn):
         a.grad = b.grad = None
         fn().sum().backward()
+    fns = _scan_candidates(a, b, device, chunk_size)
     runs = {name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in fns.items()}
-    with torch_threads(threads):
-        times = median_times(runs, repeats=repeats)
-        mem = {name: peak_memory(run, device) / 2**20 for name, run in runs.items()}
+    times, mem = _measure(runs, repeats, threads, device)
     return _result(dict(B=B, T=T, D=D, dtype=str(dtype), device=str(device), threads=threads, repeats=repeats,
                         torch=torch.__version__), times, mem, "loop (unbind)")
 
 # %% ../nbs/50_bench.ipynb #b4f7e8eb
+def _fla_naive(gated: bool):
+    "fla's pure-PyTorch chunk-wise reference, in our argument layout (ImportError without fla)."
+    if gated:
+        from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule as naive
+        return lambda q, k, v, beta, g: naive(q, k, v, g, beta, 64)[0]
+    from fla.ops.delta_rule.naive import delta_rule_chunkwise as naive
+    hf = lambda x: x.transpose(1, 2)
+    return lambda q, k, v, beta, g: naive(hf(q), hf(k), hf(v), hf(beta), 32)[0]
+
+# %% ../nbs/50_bench.ipynb #efb50956
+def _fla_triton(gated: bool):
+    "flash-linear-attention's Triton chunk kernel in our argument layout (ImportError without fla)."
+    if gated:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk
+        return lambda q, k, v, beta, g: fla_chunk(q, k, v, g, beta)[0]
+    from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
+    return lambda q, k, v, beta, g: fla_chunk(q, k, v, beta)[0]
+
+# %% ../nbs/50_bench.ipynb #ca1a9d0f
 def _fla_candidates(gated: bool, device) -> dict:
     "flash-linear-attention's implementations to compare with, where fla is installed (our argument layout)."
     out = {}
     with warnings.catch_warnings():  # fla warns its Triton kernels cannot run on a CPU; its naive ones do
         warnings.simplefilter("ignore")
         try:
-            if gated:
-                from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule as naive
-                out["fla naive chunk"] = lambda q, k, v, beta, g: naive(q, k, v, g, beta, 64)[0]
-            else:
-                from fla.ops.delta_rule.naive import delta_rule_chunkwise as naive
-                hf = lambda x: x.transpose(1, 2)
-                out["fla naive chunk"] = lambda q, k, v, beta, g: naive(hf(q), hf(k), hf(v), hf(beta), 32)[0]
+            out["fla naive chunk"] = _fla_naive(gated)
             if torch.device(device).type == "cuda":
-                if gated:
-                    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk
-                    out["fla triton chunk"] = lambda q, k, v, beta, g: fla_chunk(q, k, v, g, beta)[0]
-                else:
-                    from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
-                    out["fla triton chunk"] = lambda q, k, v, beta, g: fla_chunk(q, k, v, beta)[0]
+                out["fla triton chunk"] = _fla_triton(gated)
         except ImportError:
             pass
     return out
 
-def bench_delta_rule(B: int = 2, T: int = 1024, H: int = 4, D: int = 64, *, gated: bool = False,
-                     dtype: torch.dtype = torch.float32, device: str = "cpu", threads: int | None = 2,
-                     repeats: int = 5, recurrent: bool = True, fla: bool = True,
-                     chunk_size: int = 64) -> dict:
-    "`delta_rule` forward+backward per implementation (and fla's): median seconds, peak memory, ratios."
+# %% ../nbs/50_bench.ipynb #c8a33673
+def _delta_inputs(B, T, H, D, gated: bool, dtype, device) -> list:
+    "Seeded q, k (unit norm), v, beta (and the log-decay g if `gated`), in `dtype`, requiring gradients."
     gen = torch.Generator(device).manual_seed(0)
     rnd = lambda *s: torch.randn(*s, device=device, generator=gen)
     q, k, v = rnd(B, T, H, D), F.normalize(rnd(B, T, H, D), dim=-1), rnd(B, T, H, D)
     beta = torch.rand(B, T, H, device=device, generator=gen)
     g = F.logsigmoid(rnd(B, T, H) + 4.0) if gated else None
-    xs = [x.to(dtype).requires_grad_() for x in (q, k, v, beta) + ((g,) if gated else ())]
+    return [x.to(dtype).requires_grad_() for x in (q, k, v, beta) + ((g,) if gated else ())]
+
+# %% ../nbs/50_bench.ipynb #0e8ee044
+def _delta_candidates(gated: bool, device, recurrent: bool, fla: bool, chunk_size: int) -> dict:
+    "The chunked path (Triton on CUDA, the loop if `recurrent`, fla's if `fla`), as `fn(q, k, v, beta, g)`."
     run = lambda impl: lambda *x: delta_rule(*x, impl=impl, chunk_size=chunk_size)[0]
     cands = {"chunk": run("chunk")}
     if torch.device(device).type == "cuda" and triton_available():
@@ -144,13 +170,21 @@ def bench_delta_rule(B: int = 2, T: int = 1024, H: int = 4, D: int = 64, *, gate
         cands["recurrent"] = lambda q, k, v, beta, g: delta_rule(q, k, v, beta, g, impl="recurrent")[0]
     if fla:
         cands.update(_fla_candidates(gated, device))
+    return cands
+
+# %% ../nbs/50_bench.ipynb #6885e3bd
+def bench_delta_rule(B: int = 2, T: int = 1024, H: int = 4, D: int = 64, *, gated: bool = False,
+                     dtype: torch.dtype = torch.float32, device: str = "cpu", threads: int | None = 2,
+                     repeats: int = 5, recurrent: bool = True, fla: bool = True,
+                     chunk_size: int = 64) -> dict:
+    "`delta_rule` forward+backward per implementation (and fla's): median seconds, peak memory, ratios."
+    xs = _delta_inputs(B, T, H, D, gated, dtype, device)
+    cands = _delta_candidates(gated, device, recurrent, fla, chunk_size)
     def fwd_bwd(fn):
         for x in xs: x.grad = None
         fn(*xs[:4], xs[4] if gated else None).float().sum().backward()
     runs = {name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in cands.items()}
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-        mem = {name: peak_memory(run, device) / 2**20 for name, run in runs.items()}
+    secs, mem = _measure(runs, repeats, threads, device)
     return _result(dict(B=B, T=T, H=H, D=D, gated=gated, dtype=str(dtype), device=str(device),
                         threads=threads, repeats=repeats, chunk_size=chunk_size, torch=torch.__version__),
                    secs, mem, "recurrent" if recurrent else "chunk")
@@ -170,11 +204,9 @@ class _AttentionBaseline(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.o(o.transpose(1, 2).reshape(B, T, D))
 
-def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: str = "cpu",
-              threads: int | None = 2,
-              repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
-    """Forward+backward of the CDM readout (loop, chunk [, Triton]) and layer (vs attention): time, peak
-    memory."""
+# %% ../nbs/50_bench.ipynb #4251122e
+def _cdm_readout_runs(B, T, D, K, device, dtype) -> dict:
+    "Forward+backward of `dock_readout` per implementation (loop, chunk [, Triton on CUDA]) on seeded inputs."
     gen = torch.Generator(device).manual_seed(0)
     p = torch.softmax(2 * torch.randn(B, T, K, device=device, generator=gen), -1)
     write = 0.5 * p
@@ -184,43 +216,55 @@ def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: st
     gpu = torch.device(device).type == "cuda" and triton_available()
     impls = ["recurrent", "chunk"] + (["triton"] if gpu else [])
     loss = lambda impl: dock_readout(*xs, exclusive=True, impl=impl)[0].sum()
-    readout = {f"readout {impl}": (lambda impl=impl: loss(impl).backward())
-               for impl in impls}
+    return {f"readout {impl}": (lambda impl=impl: loss(impl).backward()) for impl in impls}
+
+# %% ../nbs/50_bench.ipynb #5f96d34b
+def _cdm_layers(D: int, K: int) -> dict:
+    "The attention layer and the CDM layers (gate and cross-attention readouts) at width `D`, `K` slots."
+    return {"layer attention (SDPA)": _AttentionBaseline(D, max(1, D // 64)),
+            "layer CDM gate": CompetitiveDockingMemory(D, K, readout="gate"),
+            "layer CDM xattn": CompetitiveDockingMemory(D, K, readout="xattn", n_heads=max(1, D // 64))}
+
+# %% ../nbs/50_bench.ipynb #feef8b35
+def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: str = "cpu",
+              threads: int | None = 2,
+              repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
+    """Forward+backward of the CDM readout (loop, chunk [, Triton]) and layer (vs attention): time, peak
+    memory."""
+    readout = _cdm_readout_runs(B, T, D, K, device, dtype)
     x = torch.randn(B, T, D, device=device, dtype=dtype, generator=None).requires_grad_()
-    layers = {"layer attention (SDPA)": _AttentionBaseline(D, max(1, D // 64)),
-              "layer CDM gate": CompetitiveDockingMemory(D, K, readout="gate"),
-              "layer CDM xattn": CompetitiveDockingMemory(D, K, readout="xattn", n_heads=max(1, D // 64))}
-    def layer_run(m):
+    layers = _cdm_layers(D, K)
+    def layer_run(m):   # a tensor, a mixer's `(y, cache)` or an output with `.y`
         y = m(x)
-        (y if isinstance(y, torch.Tensor) else y.y).sum().backward()
+        (y if isinstance(y, torch.Tensor) else y[0] if isinstance(y, tuple) else y.y).sum().backward()
     runs = dict(readout, **{n: (lambda m=m.to(device, dtype): layer_run(m)) for n, m in layers.items()})
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-        mem = {n: peak_memory(r, device) / 2**20 for n, r in runs.items()}
+    secs, mem = _measure(runs, repeats, threads, device)
     return _result(dict(B=B, T=T, D=D, K=K, dtype=str(dtype), device=str(device), threads=threads,
                         repeats=repeats, torch=torch.__version__), secs, mem, "readout recurrent",
                    layer_time_vs_attention={n: secs[n] / secs["layer attention (SDPA)"] for n in layers})
 
 # %% ../nbs/50_bench.ipynb #a1aaa9d3
+def _ramscan_step(x, d_model: int, d_ff: int, memory: bool, device, **memory_kw):
+    "A training step (forward, backward, AdamW) of a freshly seeded RAMScanBlock on `x`, as a closure."
+    torch.manual_seed(0)
+    block = RAMScanBlock(d_model, d_ff, memory=memory, **memory_kw).to(device)
+    opt = torch.optim.AdamW(block.parameters(), lr=1e-3)
+    def step():
+        opt.zero_grad(set_to_none=True)
+        block(x)[0].square().mean().backward()
+        opt.step()
+    return step
+
+# %% ../nbs/50_bench.ipynb #77e21f96
 def bench_ramscan(B: int = 4, T: int = 256, d_model: int = 256, *, d_ff: int | None = None,
                   threads: int | None = 2,
                   repeats: int = 7, device: str = "cpu", **memory_kw) -> dict:
     "Training steps of a RAMScanBlock with and without its RAM-Net memory: seconds, peak memory, tokens/s."
     gen = torch.Generator(device).manual_seed(0)
     x = torch.randn(B, T, d_model, device=device, generator=gen)
-    runs = {}
-    for name, mem in (("without memory", False), ("with memory", True)):
-        torch.manual_seed(0)
-        block = RAMScanBlock(d_model, d_ff or 4 * d_model, memory=mem, **memory_kw).to(device)
-        opt = torch.optim.AdamW(block.parameters(), lr=1e-3)
-        def step(block=block, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            block(x)[0].square().mean().backward()
-            opt.step()
-        runs[name] = step
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-        mem = {n: peak_memory(r, device) / 2**20 for n, r in runs.items()}
+    runs = {name: _ramscan_step(x, d_model, d_ff or 4 * d_model, mem, device, **memory_kw)
+            for name, mem in (("without memory", False), ("with memory", True))}
+    secs, mem = _measure(runs, repeats, threads, device)
     return _result(dict(B=B, T=T, d_model=d_model, threads=threads, repeats=repeats, device=str(device),
                         torch=torch.__version__), secs, mem, "without memory",
                    tokens_per_s={n: B * T / s for n, s in secs.items()})
@@ -242,53 +286,80 @@ def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False
             "cdm": bench_cdm(repeats=7, **kw),
             "ramscan": bench_ramscan(repeats=7, **kw)}
 
+# %% ../nbs/50_bench.ipynb #961e2239
+def _note(res: dict, cand: str) -> str:
+    "A candidate's ratio to the baseline, and its peak memory where one was measured."
+    mib = (res.get("peak_mib") or {}).get(cand)
+    note = f"{res['ratio'][cand]:.2f}x the speed of {res['baseline']}"
+    return note + (f", {mib:.0f} MiB peak" if mib == mib and mib else "")
+
+# %% ../nbs/50_bench.ipynb #cda92527
 def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
     """(benchmark, candidate, time, note) rows of results in the one schema: the ratio to the baseline,
     peak memory."""
     rows = []
     for name, res in results.items():
         if not isinstance(res, dict) or "seconds" not in res: continue   # "machine" and other context
-        for cand, s in res["seconds"].items():
-            mib = (res.get("peak_mib") or {}).get(cand)
-            note = f"{res['ratio'][cand]:.2f}x the speed of {res['baseline']}"
-            rows.append((name, cand, f"{1e3 * s:.1f} ms", note
-                         + (f", {mib:.0f} MiB peak" if mib == mib and mib else "")))
+        rows += [(name, cand, f"{1e3 * s:.1f} ms", _note(res, cand)) for cand, s in res["seconds"].items()]
     return rows
 
+# %% ../nbs/50_bench.ipynb #90fc3714
 def markdown_table(results: dict) -> str:
     "The results as a markdown table."
     lines = ["| benchmark | candidate | time per step | note |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)]
     return "\n".join(lines)
 
-# %% ../nbs/50_bench.ipynb #66119fe3
-def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3,
-                   prompt_len: int = 16,
-                   full_recompute: bool = False, threads: int | None = 2, seed: int = 0, memory: bool = True,
-                   model=None) -> dict:
-    """Greedy generation of `new_tokens` tokens: eager and compiled cached decoding (and full
-    recomputation), tokens checked."""
-    from memnb.presets import build
-    torch.manual_seed(seed)
-    model = (model if model is not None else build(preset, seq_len=prompt_len + new_tokens)).eval()
-    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len),
-                           generator=torch.Generator().manual_seed(seed))
+# %% ../nbs/50_bench.ipynb #fdd34344
+def _measure_first(runs: dict, repeats: int, threads: int | None, memory: bool) -> tuple[dict, dict, dict]:
+    "First-call and median seconds of interleaved calls, then the peak MiB (None unless `memory`)."
+    with torch_threads(threads):
+        first, secs = _interleaved(runs, repeats)
+        peak = {n: peak_memory(r) / 2**20 for n, r in runs.items()} if memory else {n: None for n in runs}
+    return first, secs, peak
+
+# %% ../nbs/50_bench.ipynb #527739d5
+def _compile_seconds(first: dict, secs: dict, compiled) -> dict:
+    "Each candidate in `compiled`: its first call's seconds minus its median call's (at least 0); else None."
+    return {n: max(0.0, first[n] - secs[n]) if n in compiled else None for n in secs}
+
+# %% ../nbs/50_bench.ipynb #58aef958
+def _speed(secs: dict, first: dict, compiled, tokens: int) -> dict:
+    "Tokens/s, first-call seconds and compile seconds (`_compile_seconds`) of every candidate."
+    return dict(tokens_per_s={n: tokens / s for n, s in secs.items()}, first_seconds=first,
+                compile_seconds=_compile_seconds(first, secs, compiled))
+
+# %% ../nbs/50_bench.ipynb #10ec9335
+def _generate_runs(model, prompt, new_tokens: int, compile, full_recompute: bool) -> tuple[dict, dict]:
+    "One greedy generation per mode (eager/compiled cached, full recomputation), every run's tokens kept."
     modes = {("compiled" if c else "eager"): dict(compile=c) for c in compile}
     if full_recompute:
         modes["full recompute"] = dict(use_cache=False)
     outs = {m: [] for m in modes}
     runs = {m: (lambda m=m: outs[m].append(generate(model, prompt, new_tokens, **modes[m]))) for m in modes}
-    with torch_threads(threads):
-        first, secs = _interleaved(runs, repeats)
-        peak = {m: peak_memory(r) / 2**20 for m, r in runs.items()} if memory else {m: None for m in runs}
+    return runs, outs
+
+# %% ../nbs/50_bench.ipynb #e4498441
+def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3,
+                   prompt_len: int = 16,
+                   full_recompute: bool = False, threads: int | None = 2, seed: int = 0, memory: bool = True,
+                   model=None) -> dict:
+    """Greedy generation of `new_tokens` tokens: eager and compiled cached decoding (and full
+    recomputation), tokens checked. `compile_seconds` (the compiled mode only, None for the others): its
+    first call's time minus the median of its later calls."""
+    from memnb.presets import build
+    torch.manual_seed(seed)
+    model = (model if model is not None else build(preset, seq_len=prompt_len + new_tokens)).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len),
+                           generator=torch.Generator().manual_seed(seed))
+    runs, outs = _generate_runs(model, prompt, new_tokens, compile, full_recompute)
+    first, secs, peak = _measure_first(runs, repeats, threads, memory)
     ref = outs[next(iter(outs))][0]
     return _result(dict(preset=preset, new_tokens=new_tokens, prompt_len=prompt_len, repeats=repeats,
-                        threads=threads,
-                        cpu=cpu_name(), torch=torch.__version__),
+                        threads=threads, cpu=cpu_name(), torch=torch.__version__),
                    secs, peak, "eager" if "eager" in secs else next(iter(secs)),
                    ms_per_token={m: 1e3 * s / new_tokens for m, s in secs.items()},
-                   tokens_per_s={m: new_tokens / s for m, s in secs.items()},
-                   first_seconds=first, compile_seconds={m: max(0.0, first[m] - secs[m]) for m in secs},
+                   **_speed(secs, first, {"compiled"}, new_tokens),
                    identical=all(torch.equal(ref, o) for os in outs.values() for o in os))
 
 # %% ../nbs/50_bench.ipynb #5293736f
@@ -300,61 +371,68 @@ def _train_step(model, idx, opt, precision: str):
     F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten()).backward()
     opt.step()
 
-def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, True), B: int = 4, T: int = 256,
-                steps: int = 2, repeats: int = 3, threads: int | None = 2, seed: int = 0, memory: bool = True,
-                model=None) -> dict:
-    """Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the
-    same process."""
-    from memnb.presets import build
-    torch.manual_seed(seed)
-    base = model if model is not None else build(preset, seq_len=T)
-    idx = torch.randint(0, base.config.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(seed))
-    runs = {}
+# %% ../nbs/50_bench.ipynb #2398b6d5
+def _train_runs(base, idx, precisions, compile, steps: int) -> tuple[dict, set]:
+    "`steps` training steps per precision, eager/compiled, each on a copy of `base`; the compiled names."
+    runs, compiled = {}, set()
     for prec in precisions:
         for c in compile:
             m = copy.deepcopy(base).train()
             fwd, opt = (torch.compile(m) if c else m), torch.optim.AdamW(m.parameters(), lr=1e-4)
-            runs[f"{prec} {'compiled' if c else 'eager'}"] = lambda f=fwd, o=opt, p=prec: [
-                _train_step(f, idx, o, p) for _ in range(steps)]
-    with torch_threads(threads):
-        first, secs = _interleaved(runs, repeats)
-        peak = {n: peak_memory(r) / 2**20 for n, r in runs.items()} if memory else {n: None for n in runs}
+            name = f"{prec} {'compiled' if c else 'eager'}"
+            runs[name] = lambda f=fwd, o=opt, p=prec: [_train_step(f, idx, o, p) for _ in range(steps)]
+            if c: compiled.add(name)
+    return runs, compiled
+
+# %% ../nbs/50_bench.ipynb #cff0fa05
+def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, True), B: int = 4, T: int = 256,
+                steps: int = 2, repeats: int = 3, threads: int | None = 2, seed: int = 0, memory: bool = True,
+                model=None) -> dict:
+    """Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the
+    same process. Seconds are per step; `first_seconds` is each candidate's first step alone;
+    `compile_seconds` (compiled candidates only, None for eager ones) is the first call's time minus the
+    median of the later calls."""
+    from memnb.presets import build
+    torch.manual_seed(seed)
+    base = model if model is not None else build(preset, seq_len=T)
+    idx = torch.randint(0, base.config.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(seed))
+    runs, compiled = _train_runs(base, idx, precisions, compile, steps)
+    first, secs, peak = _measure_first(runs, repeats, threads, memory)
     one = {n: s / steps for n, s in secs.items()}                                  # seconds per step
     first = {n: f - (steps - 1) * one[n] for n, f in first.items()}               # the first step alone
     return _result(dict(preset=preset, B=B, T=T, steps=steps, repeats=repeats, threads=threads,
-                        cpu=cpu_name(),
-                        torch=torch.__version__), one, peak, "fp32 eager" if "fp32 eager" in one
-                                else next(iter(one)),
-                   tokens_per_s={n: B * T / s for n, s in one.items()}, first_seconds=first,
-                   compile_seconds={n: max(0.0, first[n] - one[n]) for n in one})
+                        cpu=cpu_name(), torch=torch.__version__),
+                   one, peak, "fp32 eager" if "fp32 eager" in one else next(iter(one)),
+                   **_speed(one, first, compiled, B * T))
 
 # %% ../nbs/50_bench.ipynb #3aee9ca6
+def _lm_train_run(model, B: int, T: int, device, seed: int):
+    "A training step (forward, cross-entropy, backward, AdamW) of `model` on seeded tokens, as a closure."
+    model = model.to(device).train()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, model.config.vocab_size, (B, T + 1), generator=g).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(idx[:, :-1])
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).backward()
+        opt.step()
+    return step
+
+# %% ../nbs/50_bench.ipynb #a23d485a
 def bench_train_step(models: dict, *, B: int = 4, T: int = 256, threads: int | None = 2, repeats: int = 3,
                      device: str = "cpu", seed: int = 0) -> dict:
     "Training steps of each `{name: MemLM}` (forward, backward, AdamW), interleaved; ratios to the first."
-    runs = {}
-    for name, model in models.items():
-        model = model.to(device).train()
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randint(0, model.config.vocab_size, (B, T + 1), generator=g).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        def step(model=model, idx=idx, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            logits = model(idx[:, :-1])
-            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).backward()
-            opt.step()
-        runs[name] = step
-    with torch_threads(threads):
-        secs = median_times(runs, repeats=repeats)
-        mem = {n: peak_memory(r, device) / 2**20 for n, r in runs.items()}
+    runs = {name: _lm_train_run(model, B, T, device, seed) for name, model in models.items()}
+    secs, mem = _measure(runs, repeats, threads, device)
     return _result(dict(B=B, T=T, threads=threads, repeats=repeats, device=str(device), cpu=cpu_name()),
                    secs, mem, next(iter(secs)), tokens_per_s={n: B * T / s for n, s in secs.items()})
 
 # %% ../nbs/50_bench.ipynb #ac944e37
 SM90_SHARED_BYTES = 227 * 1024   # the most shared memory one block may use on an H100/H200
 
-def ptxas_stats(ptx: str, arch: str = "sm_90a") -> dict:
-    "Assemble `ptx` with the Triton wheel's ptxas: ok, registers, spilled bytes (stores + loads), log."
+def _ptxas(ptx: str, arch: str) -> subprocess.CompletedProcess:
+    "Run the Triton wheel's ptxas with `-v` on `ptx` for `arch`, in a temporary directory."
     from triton.backends.nvidia.compiler import get_ptxas
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "kernel.ptx"
@@ -362,7 +440,12 @@ def ptxas_stats(ptx: str, arch: str = "sm_90a") -> dict:
         # the register-allocation flag Triton itself assembles with, so the figures are those of a launch
         cmd = [get_ptxas(int(re.sub(r"\D", "", arch))).path, f"-arch={arch}", "-v",
                "--regAllocOptLevel=2", str(src), "-o", f"{src}.cubin"]
-        run = subprocess.run(cmd, capture_output=True, text=True)
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+# %% ../nbs/50_bench.ipynb #b1c98ce6
+def ptxas_stats(ptx: str, arch: str = "sm_90a") -> dict:
+    "Assemble `ptx` with the Triton wheel's ptxas: ok, registers, spilled bytes (stores + loads), log."
+    run = _ptxas(ptx, arch)
     log = run.stdout + run.stderr
     regs = re.search(r"Used (\d+) registers", log)
     spills = sum(int(b) for b in re.findall(r"(\d+) bytes spill (?:stores|loads)", log))
@@ -370,6 +453,17 @@ def ptxas_stats(ptx: str, arch: str = "sm_90a") -> dict:
             "log": "" if run.returncode == 0 else log[-400:]}
 
 # %% ../nbs/50_bench.ipynb #572be730
+def _kernel_row(k, cap: int, row: dict) -> dict:
+    "`row` for a compiled kernel `k`: ptxas's registers and spills, shared memory, an error if too big."
+    st = ptxas_stats(k.asm["ptx"], f"sm_{cap}a")
+    row.update(regs=st["regs"], spill_bytes=st["spill_bytes"], shared_bytes=k.metadata.shared)
+    if not st["ok"]:
+        row["error"] = "ptxas: " + st["log"]
+    elif k.metadata.shared > SM90_SHARED_BYTES:
+        row["error"] = f"shared memory {k.metadata.shared} B > {SM90_SHARED_BYTES} B"
+    return {**row, "ok": row["error"] is None}
+
+# %% ../nbs/50_bench.ipynb #87c8e5d1
 def compile_kernel(fn, signature: dict, constexprs: dict, *, num_warps: int = 4, num_stages: int = 3,
                    arch: str = "sm_90") -> dict:
     "Compile a `@triton.jit` function for `arch`, no GPU needed: ok, error, registers, spills, shared memory."
@@ -386,13 +480,7 @@ def compile_kernel(fn, signature: dict, constexprs: dict, *, num_warps: int = 4,
                            options=dict(num_warps=num_warps, num_stages=num_stages))
     except Exception as e:   # a kernel that does not compile is a row of the report, not a crash
         return {**row, "error": f"{type(e).__name__}: {e}"[:400]}
-    st = ptxas_stats(k.asm["ptx"], f"sm_{cap}a")
-    row.update(regs=st["regs"], spill_bytes=st["spill_bytes"], shared_bytes=k.metadata.shared)
-    if not st["ok"]:
-        row["error"] = "ptxas: " + st["log"]
-    elif k.metadata.shared > SM90_SHARED_BYTES:
-        row["error"] = f"shared memory {k.metadata.shared} B > {SM90_SHARED_BYTES} B"
-    return {**row, "ok": row["error"] is None}
+    return _kernel_row(k, cap, row)
 
 # %% ../nbs/50_bench.ipynb #42efec69
 _TRITON_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64",
@@ -421,8 +509,8 @@ def _scan_specs(dtype, D):
             ("scan bwd", scan._scan_bwd_kernel, ints, {}, c, *LAUNCH_DEFAULTS)]
 
 # %% ../nbs/50_bench.ipynb #e868e19c
-def _delta_specs(dtype, D):
-    "The delta-rule kernels at K = V = D: state kernels at each autotuning candidate, fused recurrent kernel."
+def _delta_state_specs(dtype, D):
+    "The delta-rule state kernels (forward, backward) at K = V = D, at each of their autotuning candidates."
     dr, f32 = _module("delta_rule"), torch.float32
     op = dtype if dtype in (torch.bfloat16, torch.float16) else f32
     BK, rows = dr._state_blocks(D, D, 64), []
@@ -433,11 +521,17 @@ def _delta_specs(dtype, D):
             prec = "tf32x3" if op == f32 else "ieee"
             c = dict(K=D, C=64, BK=BK, BV=bv, HAS_EC=True, PREC=prec, **{flag: True})
             rows.append((f"delta_rule state {name}", fn, dict(n="i32", M="i32", V="i32"), ptrs, c, w, s))
-    BK, BV = dr._recurrent_blocks(D, D)
-    rows.append(("delta_rule fused recurrent", dr._dr_recurrent_fwd_kernel,
-                 dict(T="i32", H="i32", K="i32", V="i32", scale="fp32"), dict(G=f32, H0=f32, S_FIN=f32),
-                 dict(BK=BK, BV=BV, HAS_G=True, HAS_H0=True), *LAUNCH_DEFAULTS))
     return rows
+
+# %% ../nbs/50_bench.ipynb #346528bb
+def _delta_specs(dtype, D):
+    "The delta-rule kernels at K = V = D: state kernels at each autotuning candidate, fused recurrent kernel."
+    dr, f32 = _module("delta_rule"), torch.float32
+    BK, BV = dr._recurrent_blocks(D, D)
+    return _delta_state_specs(dtype, D) + [
+        ("delta_rule fused recurrent", dr._dr_recurrent_fwd_kernel,
+         dict(T="i32", H="i32", K="i32", V="i32", scale="fp32"), dict(G=f32, H0=f32, S_FIN=f32),
+         dict(BK=BK, BV=BV, HAS_G=True, HAS_H0=True), *LAUNCH_DEFAULTS)]
 
 # %% ../nbs/50_bench.ipynb #e769d3c1
 def _cdm_specs(dtype, D, K: int = 16):
@@ -450,6 +544,7 @@ def _cdm_specs(dtype, D, K: int = 16):
     return [("cdm dock fwd", cdm._dock_fwd_kernel, ints, f32, c, *LAUNCH_DEFAULTS),
             ("cdm dock bwd", cdm._dock_bwd_kernel, ints, f32, {**c, "HAS_DS": True}, *LAUNCH_DEFAULTS)]
 
+# %% ../nbs/50_bench.ipynb #db456f87
 def _ram_specs(dtype, D, k: int = 8):
     "The RAM-Net weighted-gather kernels for D-wide memory rows and top-k reads."
     ram = _module("ramnet")
@@ -461,15 +556,19 @@ def _ram_specs(dtype, D, k: int = 8):
 # %% ../nbs/50_bench.ipynb #72c02c70
 FLA_CONFIGS = ((32, 4, 2), (64, 4, 3))   # (BV, num_warps, num_stages) from fla's Hopper autotuning space
 
+def _fla_constexprs(D, H: int) -> tuple[dict, dict]:
+    "fla's state kernels' constexprs at K = V = D, chunk 64, gate, initial and final state: (fwd, bwd)."
+    c = dict(H=H, HV=H, K=D, V=D, BT=64, USE_G=True, USE_GK=False, STATE_V_FIRST=False, IS_VARLEN=False,
+             gk=None, cu_seqlens=None, chunk_offsets=None, USE_INITIAL_STATE=True)
+    return dict(c, STORE_FINAL_STATE=True, SAVE_NEW_VALUE=True), dict(c, USE_FINAL_STATE_GRADIENT=True)
+
+# %% ../nbs/50_bench.ipynb #8a1bf6fb
 def _fla_specs(dtype, D, H: int = 8):
     "fla's gated delta rule state kernels at K = V = D, chunk 64, with gate, initial and final state."
     h = importlib.import_module("fla.ops.common.chunk_delta_h")
     jit = lambda f: f if hasattr(f, "params") else jit(f.fn)   # under fla's heuristics and autotuner
     f32 = torch.float32
-    c = dict(H=H, HV=H, K=D, V=D, BT=64, USE_G=True, USE_GK=False, STATE_V_FIRST=False, IS_VARLEN=False,
-             gk=None, cu_seqlens=None, chunk_offsets=None, USE_INITIAL_STATE=True)
-    fwd = dict(c, STORE_FINAL_STATE=True, SAVE_NEW_VALUE=True)
-    bwd = dict(c, USE_FINAL_STATE_GRADIENT=True)
+    fwd, bwd = _fla_constexprs(D, H)
     rows = []
     for bv, w, s in FLA_CONFIGS:
         rows += [("fla gated delta fwd_h", jit(h.chunk_gated_delta_rule_fwd_kernel_h_blockdim64),
@@ -479,6 +578,18 @@ def _fla_specs(dtype, D, H: int = 8):
     return rows
 
 # %% ../nbs/50_bench.ipynb #76380051
+def _compile_specs(specs, dtype, D: int, arch: str) -> list[dict]:
+    "One report row per kernel spec `(name, fn, scalars, pointers, constexprs, warps, stages)`."
+    rows = []
+    for name, fn, scalars, pointers, consts, warps, stages in specs:
+        sig = kernel_signature(fn, dtype, scalars, pointers, consts)
+        row = compile_kernel(fn, sig, consts, num_warps=warps, num_stages=stages, arch=arch)
+        block = " ".join(f"{k}={v}" for k, v in consts.items() if k[:2] in ("BV", "BK", "BD", "BL"))
+        dt = str(dtype).removeprefix("torch.")
+        rows.append(dict(kernel=name, dtype=dt, head_dim=D, **row, block=block))
+    return rows
+
+# %% ../nbs/50_bench.ipynb #e313ed2c
 def compile_report(arch: str = "sm_90", *, head_dims=(64, 128, 256), dtypes=(torch.float32, torch.bfloat16),
                    fla: bool = False) -> list[dict]:
     "Compile every memnb Triton kernel (`fla=True`: fla's gated delta rule state kernels) for `arch`, no GPU."
@@ -487,12 +598,7 @@ def compile_report(arch: str = "sm_90", *, head_dims=(64, 128, 256), dtypes=(tor
         for dtype in dtypes:
             families = (_fla_specs,) if fla else (_scan_specs, _delta_specs, _cdm_specs, _ram_specs)
             specs = [s for family in families for s in family(dtype, D)]
-            for name, fn, scalars, pointers, consts, warps, stages in specs:
-                sig = kernel_signature(fn, dtype, scalars, pointers, consts)
-                row = compile_kernel(fn, sig, consts, num_warps=warps, num_stages=stages, arch=arch)
-                block = " ".join(f"{k}={v}" for k, v in consts.items() if k[:2] in ("BV", "BK", "BD", "BL"))
-                dt = str(dtype).removeprefix("torch.")
-                rows.append(dict(kernel=name, dtype=dt, head_dim=D, **row, block=block))
+            rows += _compile_specs(specs, dtype, D, arch)
     return rows
 
 # %% ../nbs/50_bench.ipynb #257830b5

@@ -60,6 +60,7 @@ def test_bench_generate_compiled():
                        model=tiny(), memory=False)
     assert set(r["seconds"]) == {"eager", "compiled"} and r["identical"]
     assert r["first_seconds"]["compiled"] >= r["compile_seconds"]["compiled"] >= 0
+    assert r["compile_seconds"]["eager"] is None   # only a compiled mode has a compile time
 
 
 def test_bench_train_precisions():
@@ -68,6 +69,7 @@ def test_bench_train_precisions():
     assert set(r["seconds"]) == {"fp32 eager", "bf16 eager"} and r["baseline"] == "fp32 eager"
     assert r["tokens_per_s"]["bf16 eager"] == pytest.approx(16 / r["seconds"]["bf16 eager"])
     assert r["setting"]["steps"] == 2 and "cores" in r["setting"]["cpu"]
+    assert r["compile_seconds"] == {"fp32 eager": None, "bf16 eager": None}
 
 
 def test_bench_train_step_models():
