@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, median_times, torch_threads
+from .core import check_tensor, resolve_impl, median_times, torch_threads, patch
 from .ramnet import RAMNetMemory, RAMState
 from .scan import linear_scan
 
@@ -25,9 +25,11 @@ class CumScanState:
     num: torch.Tensor  # sum of k * v  [B, D]
     den: torch.Tensor  # sum of k      [B, D]
 
+# %% ../nbs/05_cumscan.ipynb #6d0b06a0
 def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
+# %% ../nbs/05_cumscan.ipynb #aa7b519a
 def cumsum_scan_step(q_t, k_t, v_t, state: CumScanState | None = None, eps: float = 1e-3):
     "One token `[B, D]` -> (o_t, new state)."
     acc = _acc_dtype(q_t)
@@ -36,6 +38,7 @@ def cumsum_scan_step(q_t, k_t, v_t, state: CumScanState | None = None, eps: floa
         num, den = state.num + num, state.den + den
     return (q_t.to(acc) * num / (den + eps)).to(q_t.dtype), CumScanState(num, den)
 
+# %% ../nbs/05_cumscan.ipynb #a6efe278
 def _running_sums(kv, kk, initial_state, impl: str):
     "The running sums (num, den) `[B, T, D]` of k v and of k, continuing `initial_state`."
     if impl == "chunk":
@@ -47,27 +50,43 @@ def _running_sums(kv, kk, initial_state, impl: str):
     h0 = (None, None) if initial_state is None else (initial_state.num, initial_state.den)
     return linear_scan(ones, kv, h0[0], impl="triton")[0], linear_scan(ones, kk, h0[1], impl="triton")[0]
 
+# %% ../nbs/05_cumscan.ipynb #e5fccbc0
+def _check_cumsum(q, k, v):
+    check_tensor(q, "q", where="cumsum_scan", shape=(None, None, None), dims="[B, T, D]")
+    for name, x in (("k", k), ("v", v)):
+        check_tensor(x, name, where="cumsum_scan", shape=q.shape, dims="[B, T, D] like `q`", like=(q, "q"))
+
+# %% ../nbs/05_cumscan.ipynb #a851838b
+def _cumsum_empty(q, initial_state, output_final_state, acc):
+    "No tokens: empty outputs, and the sums pass through (zeros when there were none)."
+    B, T, D = q.shape
+    zeros = q.new_zeros(B, D, dtype=acc)
+    state = initial_state if initial_state is not None else CumScanState(zeros, zeros.clone())
+    return q.new_zeros(q.shape), (state if output_final_state else None)
+
+# %% ../nbs/05_cumscan.ipynb #a816c6f0
+def _cumsum_recurrent(q, k, v, eps, initial_state, output_final_state):
+    "The reference loop over the tokens: (out, final state if asked)."
+    state, outs = initial_state, []
+    for t in range(q.shape[1]):
+        o, state = cumsum_scan_step(q[:, t], k[:, t], v[:, t], state, eps)
+        outs.append(o)
+    return torch.stack(outs, 1), (state if output_final_state else None)
+
+# %% ../nbs/05_cumscan.ipynb #0d9e19ae
 def cumsum_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-3, *,
                 initial_state: CumScanState | None = None, output_final_state: bool = False,
                 impl: str = "auto") -> tuple[torch.Tensor, CumScanState | None]:
     "`q * cumsum_t(k v) / (cumsum_t(k) + eps)` over dim 1 of `[B, T, D]`: (out, the running sums if asked)."
-    check_tensor(q, "q", where="cumsum_scan", shape=(None, None, None), dims="[B, T, D]")
-    for name, x in (("k", k), ("v", v)):
-        check_tensor(x, name, where="cumsum_scan", shape=q.shape, dims="[B, T, D] like `q`", like=(q, "q"))
+    _check_cumsum(q, k, v)
     auto, impl = impl == "auto", resolve_impl(impl, q.device, name="cumsum_scan")
     if auto and impl == "triton" and q.device.type == "cuda":   # torch.cumsum is one fused kernel already
         impl = "chunk"
     (B, T, D), acc = q.shape, _acc_dtype(q)
     if B == 0 or T == 0:   # no tokens: empty outputs, and the sums pass through
-        zeros = q.new_zeros(B, D, dtype=acc)
-        state = initial_state if initial_state is not None else CumScanState(zeros, zeros.clone())
-        return q.new_zeros(q.shape), (state if output_final_state else None)
+        return _cumsum_empty(q, initial_state, output_final_state, acc)
     if impl == "recurrent":
-        state, outs = initial_state, []
-        for t in range(T):
-            o, state = cumsum_scan_step(q[:, t], k[:, t], v[:, t], state, eps)
-            outs.append(o)
-        return torch.stack(outs, 1), (state if output_final_state else None)
+        return _cumsum_recurrent(q, k, v, eps, initial_state, output_final_state)
     num, den = _running_sums(k.to(acc) * v.to(acc), k.to(acc), initial_state, impl)
     out = (q.to(acc) * num / (den + eps)).to(q.dtype)
     return out, (CumScanState(num[:, -1], den[:, -1]) if output_final_state else None)
@@ -79,11 +98,14 @@ class CumStepPos(nn.Module):
         super().__init__()
         self.steps = nn.Parameter(torch.randn(max_len, d_model) * init_std)
 
-    def forward(self, x, offset: int = 0):
-        T = x.shape[1]
-        if offset + T > self.steps.shape[0]:
-            raise ValueError(f"CumStepPos: positions up to {offset + T} exceed max_len={self.steps.shape[0]}")
-        return x + self.steps.cumsum(0)[offset:offset + T].to(x.dtype)
+# %% ../nbs/05_cumscan.ipynb #f9af6fb5
+@patch
+def forward(self: CumStepPos, x, offset: int = 0):
+    "`x` plus the position code of positions `offset` to `offset + T - 1`."
+    T = x.shape[1]
+    if offset + T > self.steps.shape[0]:
+        raise ValueError(f"CumStepPos: positions up to {offset + T} exceed max_len={self.steps.shape[0]}")
+    return x + self.steps.cumsum(0)[offset:offset + T].to(x.dtype)
 
 # %% ../nbs/05_cumscan.ipynb #6adf6f42
 @dataclass
@@ -91,6 +113,7 @@ class RAMScanCache:
     scan: CumScanState | None = None
     memory: RAMState | None = None
 
+# %% ../nbs/05_cumscan.ipynb #68d4d5b8
 class RAMScanBlock(nn.Module):
     "CPUFlow v9.7 block: x + W_o(cumsum_scan + RAM-Net read), then x + FFN(x) with ReLU."
     def __init__(self, d_model: int, d_ff: int, *, memory: bool = True, eps: float = 1e-3,
@@ -103,18 +126,21 @@ class RAMScanBlock(nn.Module):
         self.memory = RAMNetMemory(d_model, impl=impl, **memory_kw) if memory else None
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
 
-    def forward(self, x, cache: RAMScanCache | None = None, *, use_cache: bool = False):
-        want = use_cache or cache is not None
-        cache = cache or RAMScanCache()
-        h = self.norm1(x)
-        q, k, v = self.qkv(h).chunk(3, -1)
-        mixed, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps,
-                                        initial_state=cache.scan,
-                                        output_final_state=True, impl=self.impl)
-        mem_state = None
-        if self.memory is not None:
-            read, mem_state = self.memory(x, cache.memory, use_cache=want)
-            mixed = mixed + read
-        x = x + self.out(mixed)
-        x = x + self.ffn(self.norm2(x))
-        return x, (RAMScanCache(scan_state, mem_state) if want else None)
+# %% ../nbs/05_cumscan.ipynb #55ac6802
+@patch
+def forward(self: RAMScanBlock, x, cache: RAMScanCache | None = None, *, use_cache: bool = False):
+    "The block's output `[B, T, d_model]` and, when `use_cache` or a `cache` is given, its `RAMScanCache`."
+    want = use_cache or cache is not None
+    cache = cache or RAMScanCache()
+    h = self.norm1(x)
+    q, k, v = self.qkv(h).chunk(3, -1)
+    mixed, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps,
+                                    initial_state=cache.scan,
+                                    output_final_state=True, impl=self.impl)
+    mem_state = None
+    if self.memory is not None:
+        read, mem_state = self.memory(x, cache.memory, use_cache=want)
+        mixed = mixed + read
+    x = x + self.out(mixed)
+    x = x + self.ffn(self.norm2(x))
+    return x, (RAMScanCache(scan_state, mem_state) if want else None)
