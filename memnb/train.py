@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from .evaluate import evaluate, scored_loss
 from .objectives import objective_losses, word_dropout
+from .core import patch
 from .model import CheckpointError, MemLM, load, read_json, save, verify_manifest, write_manifest
 try:
     from memnb.core import NonFiniteError          # raised by mechanisms that meet non-finite input
@@ -45,6 +46,7 @@ class OptimConfig:
     betas: tuple = (0.9, 0.95)
     clip: float = 1.0                  # gradient-norm clip (0: none)
 
+# %% ../nbs/30_train.ipynb #3a25e5b6
 @dataclass
 class ScheduleConfig:
     schedule: str = "cosine"           # "cosine", "wsd" (warmup-stable-decay) or "constant"
@@ -52,6 +54,7 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.1
     decay_fraction: float = 0.2        # WSD: the last fraction of the budget decays linearly
 
+# %% ../nbs/30_train.ipynb #10414c72
 @dataclass
 class BudgetConfig:
     max_steps: int = 1000
@@ -67,6 +70,7 @@ class ObjectiveConfig:
     word_dropout: float = 0.0
     dropout_token: int = 0
 
+# %% ../nbs/30_train.ipynb #acff6dc0
 @dataclass
 class CheckpointConfig:
     # run folder: checkpoints, log.jsonl, memnb-run.json; None: keep nothing
@@ -77,6 +81,7 @@ class CheckpointConfig:
     from_step: int | None = None       # resume from this step's checkpoint instead of the last
     overwrite: bool = False            # write into a non-empty folder memnb did not make
 
+# %% ../nbs/30_train.ipynb #fbea77fa
 @dataclass
 class GuardConfig:
     max_bad_steps: int = 20            # non-finite steps tolerated in all
@@ -90,6 +95,7 @@ _GROUPS = {"optim": OptimConfig, "sched": ScheduleConfig, "budget": BudgetConfig
            "ckpt": CheckpointConfig, "guard": GuardConfig}
 _FLAT = {f.name: g for g, cls in _GROUPS.items() for f in fields(cls)}
 
+# %% ../nbs/30_train.ipynb #3b0cfd65
 @dataclass(init=False)
 class TrainConfig:
     "Every training choice; group fields may be given (and read) flat: `TrainConfig(lr=3e-3).optim.lr`."
@@ -119,13 +125,13 @@ class TrainConfig:
             setattr(self, k, v)
         self._validate()
 
-
 # %% ../nbs/30_train.ipynb #f33eac04
 def _get(self, name):                  # only for names that are not top-level fields: a group's field
     if name not in _FLAT:
         raise AttributeError(f"TrainConfig has no field {name!r}")
     return getattr(getattr(self, _FLAT[name]), name)
 
+# %% ../nbs/30_train.ipynb #81987d88
 def _set(self, name, value):
     if name == "bf16":                 # the older switch: True = autocast where it pays, False = fp32
         name, value = "precision", "auto" if value else "fp32"
@@ -135,35 +141,55 @@ def _set(self, name, value):
 TrainConfig.__getattr__, TrainConfig.__setattr__ = _get, _set
 
 # %% ../nbs/30_train.ipynb #9d687754
-def _config_errors(c: TrainConfig):
-    "Each broken rule of a `TrainConfig` as a sentence."
+def _choice_errors(c: TrainConfig):
+    "A field that must be one of a few names."
     for name, ok in (("optimizer", ("adamw", "muon")), ("schedule", ("cosine", "wsd", "constant")),
                      ("precision", ("auto", "bf16", "fp32")), ("on_blowup", ("rollback", "stop"))):
         if getattr(c, name) not in ok:
             yield f"{name} must be one of {ok}, got {getattr(c, name)!r}"
+
+# %% ../nbs/30_train.ipynb #6ad1d410
+def _count_errors(c: TrainConfig):
+    "A field that must be a whole number (at least 1, or 0 for `max_bad_steps`)."
     if not isinstance(c.max_bad_steps, int) or c.max_bad_steps < 0:
         yield f"max_bad_steps must be an integer >= 0, got {c.max_bad_steps!r}"
     for name in ("max_steps", "grad_accum", "batch_size", "eval_every", "eval_batches", "keep", "bad_streak"):
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             yield f"{name} must be an integer >= 1, got {getattr(c, name)!r}"
+
+# %% ../nbs/30_train.ipynb #b5f62870
+def _budget_errors(c: TrainConfig):
+    "The wall-clock budget, the learning rate and the steps to stop at or resume from."
     if c.minutes is not None and not (c.minutes > 0 and math.isfinite(c.minutes)):
         yield f"minutes must be a positive number (a wall-clock budget), got {c.minutes}"
     if not (c.lr > 0 and math.isfinite(c.lr)):
         yield f"lr must be positive, got {c.lr}"
     if c.stop_at is not None and c.stop_at < 1 or c.from_step is not None and c.from_step < 0:
         yield f"stop_at must be >= 1 and from_step >= 0, got {c.stop_at}, {c.from_step}"
+
+# %% ../nbs/30_train.ipynb #c726305e
+def _loss_errors(c: TrainConfig):
+    "A loss named twice, and the word-dropout rate."
     if set(c.objectives) & set(c.aux_weights):
         twice = sorted(set(c.objectives) & set(c.aux_weights))
         yield f"{twice} in both objectives and aux_weights would be counted twice; name each loss once"
     if not 0 <= c.word_dropout < 1:
         yield f"word_dropout must be in [0, 1), got {c.word_dropout}"
 
-def _validate(self):
+# %% ../nbs/30_train.ipynb #6afb6ef4
+def _config_errors(c: TrainConfig):
+    "Each broken rule of a `TrainConfig` as a sentence."
+    yield from _choice_errors(c)
+    yield from _count_errors(c)
+    yield from _budget_errors(c)
+    yield from _loss_errors(c)
+
+# %% ../nbs/30_train.ipynb #35425fbf
+@patch
+def _validate(self: TrainConfig):
     errors = list(_config_errors(self))
     if errors:
         raise ValueError("TrainConfig: " + "; ".join(errors))
-
-TrainConfig._validate = _validate
 
 # %% ../nbs/30_train.ipynb #b72c19b6
 @functools.lru_cache(None)
@@ -175,6 +201,7 @@ def cpu_has_bf16() -> bool:
         return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
+# %% ../nbs/30_train.ipynb #38ae3191
 def autocast_dtype(precision: str, device) -> torch.dtype | None:
     "The autocast dtype for `precision` on `device`: bfloat16, or None for float32."
     kind = torch.device(device).type
@@ -182,6 +209,7 @@ def autocast_dtype(precision: str, device) -> torch.dtype | None:
         return torch.bfloat16
     return None
 
+# %% ../nbs/30_train.ipynb #2d89ba29
 def autocast(precision: str, device):
     "The forward's autocast context for `precision` (a no-op for float32)."
     dtype = autocast_dtype(precision, device)
@@ -200,15 +228,22 @@ def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
         return 1.0 if u < start else 1 - (1 - r) * (u - start) / cfg.decay_fraction
     return 1.0
 
+# %% ../nbs/30_train.ipynb #05ab5a47
+def _muon_split(model: nn.Module) -> tuple[list, list]:
+    "The blocks' 2-D weights (for Muon), and the rest: embeddings, the head, gains and biases (for AdamW)."
+    outer = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    outer |= {id(p) for p in getattr(model, "head", nn.Identity()).parameters()}
+    hidden = [p for p in model.parameters() if p.ndim == 2 and id(p) not in outer]
+    rest = [p for p in model.parameters() if p.ndim != 2 or id(p) in outer]
+    return hidden, rest
+
+# %% ../nbs/30_train.ipynb #a8ad2c52
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     "AdamW for everything, or Muon for the blocks' 2-D weights and AdamW for the rest."
     if cfg.optimizer == "adamw":
         return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                   weight_decay=cfg.weight_decay)]
-    outer = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    outer |= {id(p) for p in getattr(model, "head", nn.Identity()).parameters()}
-    hidden = [p for p in model.parameters() if p.ndim == 2 and id(p) not in outer]
-    rest = [p for p in model.parameters() if p.ndim != 2 or id(p) in outer]
+    hidden, rest = _muon_split(model)
     return [torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay,
                              adjust_lr_fn="match_rms_adamw"),
             torch.optim.AdamW(rest, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)]
@@ -219,11 +254,13 @@ RUN_MANIFEST = "memnb-run.json"
 class RunDirError(ValueError):
     "An output folder memnb may not, or cannot, write into."
 
+# %% ../nbs/30_train.ipynb #4441be27
 def _atomic_write_text(path: Path, text: str):
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
+# %% ../nbs/30_train.ipynb #65706f31
 def _older_run(out: Path) -> bool:
     "A folder written by a memnb from before run manifests: `last.json` names a checkpoint."
     try:
@@ -231,18 +268,19 @@ def _older_run(out: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
-# %% ../nbs/30_train.ipynb #84c8bdcd
-def claim_run_dir(out_dir, command: list | None = None, *, overwrite: bool = False) -> dict:
-    "Make `out_dir` this run's (new, empty, an earlier memnb run, or `overwrite`); returns its run manifest."
-    out = Path(out_dir)
-    if (out / RUN_MANIFEST).is_file():
-        return read_json(out / RUN_MANIFEST, "run manifest")
+# %% ../nbs/30_train.ipynb #96f9991b
+def _refuse(out: Path, overwrite: bool):
+    "Raise `RunDirError` for a file, or for a folder holding someone else's files (unless `overwrite`)."
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (overwrite or _older_run(out)):
         raise RunDirError(f"{out} is not empty and is not a memnb run folder (no {RUN_MANIFEST}); give a new "
                           "or empty folder, or pass --overwrite to write into it (memnb deletes nothing it "
                           "did not write)")
+
+# %% ../nbs/30_train.ipynb #9c35cd20
+def _new_manifest(out: Path, command) -> dict:
+    "Write a fresh run manifest into `out`: memnb's version, a new run id, the command."
     from memnb import __version__
     info = {"memnb": __version__, "run_id": uuid.uuid4().hex[:12], "command": list(command or [])}
     try:
@@ -252,6 +290,16 @@ def claim_run_dir(out_dir, command: list | None = None, *, overwrite: bool = Fal
         raise RunDirError(f"cannot write to {out}: {e.strerror or e}") from None
     return info
 
+# %% ../nbs/30_train.ipynb #84c8bdcd
+def claim_run_dir(out_dir, command: list | None = None, *, overwrite: bool = False) -> dict:
+    "Make `out_dir` this run's (new, empty, an earlier memnb run, or `overwrite`); returns its run manifest."
+    out = Path(out_dir)
+    if (out / RUN_MANIFEST).is_file():
+        return read_json(out / RUN_MANIFEST, "run manifest")
+    _refuse(out, overwrite)
+    return _new_manifest(out, command)
+
+# %% ../nbs/30_train.ipynb #f38f5ca4
 # the names memnb's own interrupted writes leave: checkpoint folders, atomic text writes, token caches
 _STALE = re.compile(r"\.tmp-(step|old)-.+-\d+|.+\.tmp\d+|data/(train|val)\.bin\.tmp")
 
@@ -271,12 +319,14 @@ def _remove(d: Path):
     os.replace(d, gone)
     shutil.rmtree(gone, ignore_errors=True)
 
+# %% ../nbs/30_train.ipynb #f14bcc51
 def _manifest(d: Path) -> dict:
     try:
         return json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError):
         return {}
 
+# %% ../nbs/30_train.ipynb #f0e02481
 def list_checkpoints(out_dir, run_id: str | None = None, good: bool = False) -> dict[int, Path]:
     "`{step: folder}` of the complete checkpoints in `out_dir` (of one run, or only the good ones, if asked)."
     found = {}
@@ -293,6 +343,7 @@ def _point(out: Path, names, final: Path, step: int):
     for name in names:
         _atomic_write_text(out / f"{name}.json", json.dumps({"dir": final.name, "step": step}))
 
+# %% ../nbs/30_train.ipynb #79a2b3e4
 def _prune(out: Path, keep: int, run_id: str):
     "Delete this run's checkpoints beyond the newest `keep` written, sparing the ones a pointer names."
     pinned = {d.name for d in (checkpoint_dir(out, n, strict=False) for n in ("last", "best")) if d}
@@ -301,23 +352,42 @@ def _prune(out: Path, keep: int, run_id: str):
         if d.name not in pinned:
             _remove(d)
 
+# %% ../nbs/30_train.ipynb #cdb28239
+def _write_tmp(tmp: Path, model: MemLM, state: dict, run_id: str, good: bool):
+    "A checkpoint's files under its temporary name: the model, the training state, then the checksums."
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(model, tmp)
+    torch.save(state, tmp / "train_state.pt")
+    write_manifest(tmp, step=state["step"], run_id=run_id, good=good, written=time.time_ns())
+
+# %% ../nbs/30_train.ipynb #4d5671aa
+def _clear(final: Path, run_id: str):
+    "Remove `final` if it exists: a step replayed after a rollback; replace only what this run wrote."
+    if final.exists():
+        if _manifest(final).get("run_id") != run_id:
+            raise RunDirError(f"{final} exists and was not written by this run; refusing to replace it")
+        _remove(final)
+
+# %% ../nbs/30_train.ipynb #e6d0fe84
 def save_checkpoint(out_dir, model: MemLM, state: dict, *, best: bool = False, keep: int = 3,
                     run_id: str = "", good: bool = True) -> Path:
     "Write `step-N/` atomically with its checksums, point `last.json` (and `best.json`) at it, prune."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     final, tmp = out / f"step-{state['step']}", out / f".tmp-step-{state['step']}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(model, tmp)
-    torch.save(state, tmp / "train_state.pt")
-    write_manifest(tmp, step=state["step"], run_id=run_id, good=good, written=time.time_ns())
-    if final.exists():              # a step replayed after a rollback: replace only what this run wrote
-        if _manifest(final).get("run_id") != run_id:
-            raise RunDirError(f"{final} exists and was not written by this run; refusing to replace it")
-        _remove(final)
+    _write_tmp(tmp, model, state, run_id, good)
+    _clear(final, run_id)
     os.replace(tmp, final)
     _point(out, ["last"] + (["best"] if best else []), final, state["step"])
     _prune(out, keep, run_id)
     return final
+
+# %% ../nbs/30_train.ipynb #94011c36
+def _corrupt(ptr: Path, out_dir) -> CheckpointError:
+    "The error for a pointer file that cannot be read: the checkpoints one could resume from instead."
+    steps = list(list_checkpoints(out_dir))
+    listed = "steps " + ", ".join(map(str, steps)) if steps else "there are none"
+    return CheckpointError(f"{ptr}: empty or corrupt (an interrupted write?); resume from a checkpoint "
+                           f"with --from-step N ({listed})")
 
 # %% ../nbs/30_train.ipynb #f8dfa6fa
 def checkpoint_dir(out_dir, which: str = "last", *, strict: bool = True) -> Path | None:
@@ -329,14 +399,12 @@ def checkpoint_dir(out_dir, which: str = "last", *, strict: bool = True) -> Path
         d = Path(out_dir) / json.loads(ptr.read_text())["dir"]
     except (OSError, ValueError, KeyError, TypeError):
         if not strict: return None
-        steps = list(list_checkpoints(out_dir))
-        listed = "steps " + ", ".join(map(str, steps)) if steps else "there are none"
-        raise CheckpointError(f"{ptr}: empty or corrupt (an interrupted write?); resume from a checkpoint "
-                              f"with --from-step N ({listed})") from None
+        raise _corrupt(ptr, out_dir) from None
     if strict and not (d / "config.json").is_file():
         raise CheckpointError(f"{ptr} names {d.name}, which is not a complete checkpoint")
     return d
 
+# %% ../nbs/30_train.ipynb #ee42ad4c
 def load_checkpoint(out_dir, which: str = "best", map_location: str = "cpu") -> MemLM:
     "The model of a training run's best (or last) checkpoint, its checksums verified."
     d = checkpoint_dir(out_dir, which)
@@ -356,9 +424,11 @@ class TrainResult:
     rollbacks: int = 0     # times a run of bad steps sent training back to a checkpoint
     events: list = field(default_factory=list)   # resume / rollback records, as in log.jsonl
 
+# %% ../nbs/30_train.ipynb #917ee567
 class TrainingDiverged(RuntimeError):
     "Training stopped: too many steps had a non-finite loss, gradient or forward."
 
+# %% ../nbs/30_train.ipynb #1b777f62
 def _ddp():
     if dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -372,18 +442,20 @@ class _Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
 
-    def forward(self, x, y):
-        cfg = self.cfg
-        if cfg.word_dropout and self.training:
-            x = word_dropout(x, cfg.word_dropout, cfg.dropout_token)
-        if cfg.objectives:
-            loss, _ = objective_losses(self.model, x, y, cfg.objectives, options=cfg.objective_options)
-        else:
-            loss, _ = scored_loss(self.model, x, y)
-        aux = getattr(self.model, "aux", {})
-        for name, w in cfg.aux_weights.items():
-            if name in aux: loss = loss + w * aux[name]
-        return loss
+# %% ../nbs/30_train.ipynb #c6784c43
+@patch
+def forward(self: _Loss, x, y):
+    cfg = self.cfg
+    if cfg.word_dropout and self.training:
+        x = word_dropout(x, cfg.word_dropout, cfg.dropout_token)
+    if cfg.objectives:
+        loss, _ = objective_losses(self.model, x, y, cfg.objectives, options=cfg.objective_options)
+    else:
+        loss, _ = scored_loss(self.model, x, y)
+    aux = getattr(self.model, "aux", {})
+    for name, w in cfg.aux_weights.items():
+        if name in aux: loss = loss + w * aux[name]
+    return loss
 
 # %% ../nbs/30_train.ipynb #2b7a9311
 @dataclass
@@ -420,15 +492,18 @@ def _fraction(run) -> float:
     c = run.cfg
     return max(run.step / c.max_steps, (time.perf_counter() - run.t0) / 60 / c.minutes if c.minutes else 0.0)
 
+# %% ../nbs/30_train.ipynb #4bf8d24b
 def _done(run) -> bool:
     return run.step >= min(run.cfg.max_steps, run.cfg.stop_at or run.cfg.max_steps) or _fraction(run) >= 1.0
 
+# %% ../nbs/30_train.ipynb #c51d51e3
 def _log(run, rec: dict):
     "Append one record to `log.jsonl` (rank 0 of a run with a folder)."
     if run.cfg.out_dir and run.rank == 0:
         with open(Path(run.cfg.out_dir) / "log.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
 
+# %% ../nbs/30_train.ipynb #0130c668
 def _event(run, rec: dict):
     "A resume or rollback: logged, kept in the result, and shown."
     run.events.append(rec); _log(run, rec)
@@ -436,23 +511,33 @@ def _event(run, rec: dict):
         from tqdm.auto import tqdm
         tqdm.write("train: " + ", ".join(f"{k} {v}" for k, v in rec.items()))
 
-# %% ../nbs/30_train.ipynb #5f9f4660
-def _restore(run, d: Path) -> dict:
-    "Load model, optimisers, RNG and counters from checkpoint folder `d` (checksums verified first)."
-    verify_manifest(d)
+# %% ../nbs/30_train.ipynb #4d83f956
+def _check_same_model(run, d: Path):
+    "Refuse a checkpoint whose model configuration differs from the model being trained."
     saved = read_json(d / "config.json", "model config")
     here = asdict(run.model.config)
     diff = [f"{k} {saved[k]!r} there, {here[k]!r} here" for k in here if k in saved and saved[k] != here[k]]
     if diff:
         raise CheckpointError(f"{d} is a checkpoint of a different model ({'; '.join(diff[:3])}); use a new "
                               "folder or the same preset and overrides")
-    from safetensors.torch import load_model
-    load_model(run.model, str(d / "model.safetensors"), device=str(next(run.model.parameters()).device))
+
+# %% ../nbs/30_train.ipynb #898325ae
+def _train_state(d: Path) -> dict:
+    "`train_state.pt` of checkpoint `d`, tensors and plain data only; a one-line error if it cannot be read."
     try:
-        st = torch.load(d / "train_state.pt", weights_only=True)
+        return torch.load(d / "train_state.pt", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise CheckpointError(f"{d / 'train_state.pt'}: cannot load ({first})") from None
+
+# %% ../nbs/30_train.ipynb #5f9f4660
+def _restore(run, d: Path) -> dict:
+    "Load model, optimisers, RNG and counters from checkpoint folder `d` (checksums verified first)."
+    verify_manifest(d)
+    _check_same_model(run, d)
+    from safetensors.torch import load_model
+    load_model(run.model, str(d / "model.safetensors"), device=str(next(run.model.parameters()).device))
+    st = _train_state(d)
     for o, s in zip(run.opts, st["optimizers"]): o.load_state_dict(s)
     torch.set_rng_state(st["torch_rng"]); run.gen.set_state(st["data_rng"])
     run.step, run.best, run.history = st["step"], st.get("best_val", math.inf), st.get("history", [])
@@ -467,36 +552,54 @@ def _flat(config: dict) -> dict:
     groups = [config[g] for g in _GROUPS if isinstance(config.get(g), dict)]
     return {**config, **{k: v for g in groups for k, v in g.items()}}
 
-def _resume(run):
-    "Continue from the last checkpoint, or `from_step`'s; log what the configuration given now changes."
+# %% ../nbs/30_train.ipynb #155aa1b4
+def _resume_dir(run) -> Path | None:
+    "The checkpoint to resume from: the last, or `from_step`'s (an error if there is none at that step)."
     out, cfg = Path(run.cfg.out_dir), run.cfg
     d = checkpoint_dir(out, "last") if cfg.from_step is None else list_checkpoints(out).get(cfg.from_step)
     if d is None and cfg.from_step is not None:
         steps = ", ".join(map(str, list_checkpoints(out))) or "none"
         raise CheckpointError(f"{out}: no checkpoint at step {cfg.from_step} (steps: {steps})")
+    return d
+
+# %% ../nbs/30_train.ipynb #573034a1
+def _rewrite_log(run, st: dict, d: Path):
+    "The log from the saved history (rank 0): no lost and no repeated lines; `from_step` moves the pointers."
+    out = Path(run.cfg.out_dir)
+    lines = [json.dumps(h) + "\n" for h in run.history + st.get("events", [])]
+    _atomic_write_text(out / "log.jsonl", "".join(lines))
+    if run.cfg.from_step is not None: _point(out, ("last", "best"), d, run.step)
+
+# %% ../nbs/30_train.ipynb #60433c44
+def _resume(run):
+    "Continue from the last checkpoint, or `from_step`'s; log what the configuration given now changes."
+    cfg, d = run.cfg, _resume_dir(run)
     if d is None:
         return
     st = _restore(run, d)
     run.bad, run.lr_scale = st.get("bad_steps", 0), st.get("lr_scale", 1.0)
     run.elapsed0 = st.get("seconds", 0.0)
-    if run.rank == 0:               # the log from the saved history: no lost and no repeated lines
-        lines = [json.dumps(h) + "\n" for h in run.history + st.get("events", [])]
-        _atomic_write_text(out / "log.jsonl", "".join(lines))
-        if cfg.from_step is not None: _point(out, ("last", "best"), d, run.step)
+    if run.rank == 0: _rewrite_log(run, st, d)
     run.events = list(st.get("events", []))
     old = _flat(st.get("config", {}))
     changed = {k: [old[k], getattr(cfg, k)] for k in _RESUME_KEYS if k in old and old[k] != getattr(cfg, k)}
     _event(run, {"event": "resume", "step": run.step, "from": d.name, "applied": changed})
 
-# %% ../nbs/30_train.ipynb #60433c44
+# %% ../nbs/30_train.ipynb #74284774
+def _loss_module(model: MemLM, cfg: TrainConfig, world: int) -> nn.Module:
+    "The model and its loss (the model compiled if asked), wrapped in DDP on more than one process."
+    loss_mod = _Loss(torch.compile(model) if cfg.compile else model, cfg)
+    if world > 1:
+        loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
+    return loss_mod
+
+# %% ../nbs/30_train.ipynb #acf70619
 def _start(model: MemLM, data, cfg: TrainConfig) -> _Run:
     "Seed, build optimisers, claim the run folder, resume from a checkpoint if there is one."
     rank, world = _ddp()
     torch.manual_seed(cfg.seed)                                     # dropout and word dropout
     model.to(cfg.device).train()
-    loss_mod = _Loss(torch.compile(model) if cfg.compile else model, cfg)
-    if world > 1:
-        loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
+    loss_mod = _loss_module(model, cfg, world)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)     # data order
     run = _Run(model, data, cfg, make_optimizers(model, cfg), gen, loss_mod, rank, world)
     if cfg.out_dir:
@@ -520,9 +623,11 @@ def _bar(run):
     total = min(run.cfg.max_steps, run.cfg.stop_at or run.cfg.max_steps)
     return tqdm(total=total, initial=run.step, desc="train", unit="step", disable=off)
 
+# %% ../nbs/30_train.ipynb #c0dd0496
 def _tokens_per_s(run) -> float:
     return run.tokens * run.world / max(time.perf_counter() - run.t0 - run.elapsed0 - run.eval_secs, 1e-9)
 
+# %% ../nbs/30_train.ipynb #7188e33e
 def _show(run, loss: float):
     b = run.bar
     b.update((round(100 * min(_fraction(run), 1.0)) if run.cfg.minutes else run.step) - b.n)
@@ -538,22 +643,32 @@ def _set_lr(run):
         for g in o.param_groups: g["lr"] = base * mult
     run.rec = {"step": run.step + 1, "lr": c.lr * mult}
 
+# %% ../nbs/30_train.ipynb #d6257b29
+def _micro_batch(run) -> float | None:
+    "Forward and backward one micro-batch; its share of the loss (None: the forward met non-finite input)."
+    c = run.cfg
+    x, y = run.data.batch("train", c.batch_size, run.gen, device=c.device)
+    try:
+        with autocast(c.precision, c.device):
+            loss = run.loss_mod(x, y) / c.grad_accum
+    except (NonFiniteError, FloatingPointError):
+        return None
+    loss.backward()
+    run.tokens += x.numel()
+    return loss.item()
+
+# %% ../nbs/30_train.ipynb #f74c495b
 def _accumulate(run) -> float:
     """Forward and backward `grad_accum` micro-batches; the summed loss (NaN: the forward met non-finite
     input)."""
-    c, total = run.cfg, 0.0
+    total = 0.0
     if hasattr(run.data, "set_progress"):     # a curriculum moves through its stages with the budget
         run.data.set_progress(_fraction(run))
-    for _ in range(c.grad_accum):
-        x, y = run.data.batch("train", c.batch_size, run.gen, device=c.device)
-        try:
-            with autocast(c.precision, c.device):
-                loss = run.loss_mod(x, y) / c.grad_accum
-        except (NonFiniteError, FloatingPointError):
+    for _ in range(run.cfg.grad_accum):
+        loss = _micro_batch(run)
+        if loss is None:
             return math.nan
-        loss.backward()
-        total += loss.item()
-        run.tokens += x.numel()
+        total += loss
     return total
 
 # %% ../nbs/30_train.ipynb #6563e5cd
@@ -571,36 +686,47 @@ def _apply_step(run, loss: float) -> bool:
     _show(run, loss)
     return True
 
+# %% ../nbs/30_train.ipynb #ca71ad24
+def _advice(run, loss: float) -> str:
+    "Why training stopped, and what to try next."
+    return (f"stopping at step {run.step}: {run.bad} steps had a non-finite loss, gradient or forward "
+            f"(last "
+            f"loss {loss}). Lower the learning rate, resume from an earlier checkpoint (--from-step N or "
+            f"--rollback), or check the data.")
+
+# %% ../nbs/30_train.ipynb #e8468490
 def _bad_step(run, loss: float):
     "Count a bad step; after `bad_streak` in a row roll back (or stop); stop after `max_bad_steps` in all."
     c = run.cfg
     run.bad, run.streak = run.bad + 1, run.streak + 1
     run.bar.set_postfix(step=run.step, loss=f"{loss}", bad=run.bad)
-    advice = (f"stopping at step {run.step}: {run.bad} steps had a non-finite loss, gradient or forward "
-              f"(last "
-              f"loss {loss}). Lower the learning rate, resume from an earlier checkpoint (--from-step N or "
-              f"--rollback), or check the data.")
     if run.bad > c.max_bad_steps:
-        raise TrainingDiverged(advice)
+        raise TrainingDiverged(_advice(run, loss))
     if run.streak >= c.bad_streak and not _rollback(run):
-        raise TrainingDiverged(advice)
+        raise TrainingDiverged(_advice(run, loss))
+
+# %% ../nbs/30_train.ipynb #b650e489
+def _rollback_step(run) -> int | None:
+    "The newest good checkpoint at or before this step not tried yet (None: none left, or not allowed)."
+    c = run.cfg
+    if c.on_blowup != "rollback" or not c.out_dir or run.rollbacks >= c.max_rollbacks:
+        return None
+    good = reversed(list_checkpoints(c.out_dir, good=True))
+    steps = [s for s in good if s <= run.step and s not in run.tried]
+    return steps[0] if steps else None
 
 # %% ../nbs/30_train.ipynb #dba15fae
 def _rollback(run) -> bool:
     "Reload the newest good checkpoint not tried yet, learning rate scaled down; False if none is left."
-    c = run.cfg
-    if c.on_blowup != "rollback" or not c.out_dir or run.rollbacks >= c.max_rollbacks:
+    c, step = run.cfg, _rollback_step(run)
+    if step is None:
         return False
-    good = reversed(list_checkpoints(c.out_dir, good=True))
-    steps = [s for s in good if s <= run.step and s not in run.tried]
-    if not steps:
-        return False
-    run.tried.add(steps[0])
+    run.tried.add(step)
     bad = run.bad
-    _restore(run, Path(c.out_dir) / f"step-{steps[0]}")
+    _restore(run, Path(c.out_dir) / f"step-{step}")
     run.bad, run.streak, run.rollbacks = bad, 0, run.rollbacks + 1
     run.lr_scale *= c.rollback_lr_factor
-    _event(run, {"event": "rollback", "to_step": steps[0], "lr_scale": run.lr_scale, "bad_steps": run.bad})
+    _event(run, {"event": "rollback", "to_step": step, "lr_scale": run.lr_scale, "bad_steps": run.bad})
     return True
 
 # %% ../nbs/30_train.ipynb #d0470f5d
@@ -611,22 +737,28 @@ def _state(run) -> dict:
             "bad_steps": run.bad, "lr_scale": run.lr_scale, "seconds": run.rec["seconds"],
             "history": run.history, "events": run.events, "config": asdict(run.cfg)}
 
+# %% ../nbs/30_train.ipynb #1839f2b4
+def _evaluate_checkpoint(run):
+    "Evaluate, log the step with its validation figures, write a checkpoint; time spent is not training time."
+    c, rec = run.cfg, run.rec
+    t = time.perf_counter()
+    ev = evaluate(run.model, run.data, batch_size=c.batch_size, n_batches=c.eval_batches, seed=c.seed + 1,
+                  device=c.device)
+    rec.update({f"val_{k}": v for k, v in ev.items()})
+    is_best, run.best = ev["loss"] < run.best, min(run.best, ev["loss"])
+    run.history.append(rec); _log(run, rec)                       # logged first: a kill loses no line
+    if c.out_dir:
+        save_checkpoint(c.out_dir, run.model, _state(run), best=is_best, keep=c.keep, run_id=run.run_id,
+                        good=math.isfinite(ev["loss"]))
+    run.eval_secs += time.perf_counter() - t
+
+# %% ../nbs/30_train.ipynb #db5db78a
 def _evaluate_and_save(run):
     "Log the step; every `eval_every` steps and at the end, evaluate and write a checkpoint (rank 0)."
-    c, rec = run.cfg, run.rec
-    if run.rank == 0 and (run.step % c.eval_every == 0 or _done(run)):
-        t = time.perf_counter()
-        ev = evaluate(run.model, run.data, batch_size=c.batch_size, n_batches=c.eval_batches, seed=c.seed + 1,
-                      device=c.device)
-        rec.update({f"val_{k}": v for k, v in ev.items()})
-        is_best, run.best = ev["loss"] < run.best, min(run.best, ev["loss"])
-        run.history.append(rec); _log(run, rec)                       # logged first: a kill loses no line
-        if c.out_dir:
-            save_checkpoint(c.out_dir, run.model, _state(run), best=is_best, keep=c.keep, run_id=run.run_id,
-                            good=math.isfinite(ev["loss"]))
-        run.eval_secs += time.perf_counter() - t
+    if run.rank == 0 and (run.step % run.cfg.eval_every == 0 or _done(run)):
+        _evaluate_checkpoint(run)
     else:
-        run.history.append(rec); _log(run, rec)
+        run.history.append(run.rec); _log(run, run.rec)
 
 # %% ../nbs/30_train.ipynb #b7961e05
 def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
