@@ -8,32 +8,25 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .core import check_tensor, resolve_impl
+from .core import check_tensor, resolve_impl, patch
 from .ramnet import _weighted_gather_torch, _weighted_gather_triton, product_topk
 
 # %% auto #0
-__all__ = ['ram_kv', 'ram_kv_reference', 'ram_kv_step', 'RAMKVMemory']
+__all__ = ['ram_kv_reference', 'ram_kv', 'ram_kv_step', 'RAMKVMemory']
 
-# %% ../nbs/09_ramkv.ipynb #60939029
-def _check_kv(q_idx, q_w, k_idx, k_w, v, n_slots, state):
-    where = "ram_kv"
-    for name, t in (("q_idx", q_idx), ("k_idx", k_idx)):
-        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{where}: `{name}` must be an int64 or int32 tensor [B, T, k], got "
-                            f"{getattr(t, 'dtype', type(t).__name__)}")
-    check_tensor(k_idx, "k_idx", where=where, shape=(None, None, None), dims="[B, T, k]", floating=False)
-    check_tensor(q_idx, "q_idx", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, k]",
-                 floating=False)
-    check_tensor(k_w, "k_w", where=where, shape=k_idx.shape, dims="[B, T, k] like `k_idx`")
-    check_tensor(q_w, "q_w", where=where, shape=q_idx.shape, dims="[B, T, k] like `q_idx`", like=(k_w, "k_w"))
-    check_tensor(v, "v", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, Dv]", like=(k_w, "k_w"))
-    for name, t in (("q_idx", q_idx), ("k_idx", k_idx)):
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_slots):
-            raise ValueError(f"{where}: `{name}` must lie in [0, n_slots = {n_slots}), got [{int(t.min())}, "
-                             f"{int(t.max())}]")
-    if state is not None:
-        check_tensor(state, "initial_state", where=where, shape=(k_idx.shape[0], n_slots, v.shape[-1]),
-                     dims="[B, N, Dv]")
+# %% ../nbs/09_ramkv.ipynb #32b4bb21
+def ram_kv_reference(q_idx, q_w, k_idx, k_w, v, n_slots):
+    "Dense, loop-per-token reference: the full `[B, N, Dv]` memory, written then read with explicit sums."
+    B, T, k = k_idx.shape
+    M, out = v.new_zeros(B, n_slots, v.shape[-1]), []
+    for t in range(T):
+        M = M.clone()
+        for b in range(B):
+            for j in range(k):
+                M[b, k_idx[b, t, j]] += k_w[b, t, j] * v[b, t]
+        out.append(torch.stack([sum(q_w[b, t, j] * M[b, q_idx[b, t, j]]
+                                    for j in range(k)) for b in range(B)]))
+    return torch.stack(out, 1), M
 
 # %% ../nbs/09_ramkv.ipynb #f5758176
 def _compact(q_idx, k_idx, n_slots):
@@ -48,6 +41,7 @@ def _compact(q_idx, k_idx, n_slots):
     nq = q_idx[0].numel()
     return inv[:, :nq].view_as(q_idx), inv[:, nq:].view_as(k_idx), max(int(counts.max()), 1) if B else 1
 
+# %% ../nbs/09_ramkv.ipynb #0721c79a
 def _ram_kv_recurrent(q_idx, q_w, k_idx, k_w, v, memory, gather):
     "Write, then read, token by token on `memory` `[B, U, Dv]` (differentiable; the reference)."
     B, T, _ = k_idx.shape
@@ -61,19 +55,31 @@ def _ram_kv_recurrent(q_idx, q_w, k_idx, k_w, v, memory, gather):
     return (torch.cat(outs, 1) if outs else v.new_zeros(B, 0, v.shape[-1])), memory
 
 # %% ../nbs/09_ramkv.ipynb #feb46bd9
+def _keys(idx, n_slots, device):
+    "The key `(b N + slot) T + t` of every address of `idx` `[B, T, k]`, flattened: ordered as (b, slot, t)."
+    B, T, _ = idx.shape
+    t = torch.arange(T, device=device)[None, :, None]
+    seq = torch.arange(B, device=device)[:, None, None] * n_slots
+    return ((idx.long() + seq) * T + t).flatten()
+
+# %% ../nbs/09_ramkv.ipynb #7383354a
+def _sorted_writes(k_idx, k_w, v, n_slots):
+    "Write keys sorted, and `csum [B T k + 1, Dv]` (float64): csum[i] sums the first i writes in that order."
+    Dv = v.shape[-1]
+    wkey, order = _keys(k_idx, n_slots, v.device).sort()
+    contrib = (k_w[..., None] * v[:, :, None, :]).reshape(-1, Dv)[order]
+    # csum[i]: first i
+    csum = torch.cat([contrib.new_zeros(1, Dv, dtype=torch.float64), contrib.double().cumsum(0)])
+    return wkey, csum
+
+# %% ../nbs/09_ramkv.ipynb #2afeb22f
 def _ram_kv_parallel(q_idx, q_w, k_idx, k_w, v, n_slots):
     "All reads at once: writes sorted by (sequence, slot, time), one prefix sum, a binary search per read."
     B, T, k = k_idx.shape
     Dv = v.shape[-1]
-    t = torch.arange(T, device=v.device)[None, :, None]
-    seq = torch.arange(B, device=v.device)[:, None, None] * n_slots
-    wkey = ((k_idx.long() + seq) * T + t).flatten()
-    wkey, order = wkey.sort()
-    contrib = (k_w[..., None] * v[:, :, None, :]).reshape(-1, Dv)[order]
-    # csum[i]: first i
-    csum = torch.cat([contrib.new_zeros(1, Dv, dtype=torch.float64), contrib.double().cumsum(0)])
+    wkey, csum = _sorted_writes(k_idx, k_w, v, n_slots)
     first = torch.searchsorted(wkey, wkey // T * T)                  # where each write's slot starts
-    rkey = ((q_idx.long() + seq) * T + t).flatten()
+    rkey = _keys(q_idx, n_slots, v.device)
     # writes with key <= rkey: slot's writes at s <= t
     last = torch.searchsorted(wkey, rkey, right=True)
     # the read slot's first write (== last: none)
@@ -81,7 +87,65 @@ def _ram_kv_parallel(q_idx, q_w, k_idx, k_w, v, n_slots):
     got = (csum[last] - csum[start]).to(v.dtype)
     return (q_w.reshape(-1, 1) * got).view(B, T, k, Dv).sum(2)
 
+# %% ../nbs/09_ramkv.ipynb #f12c08d6
+def _check_kv_types(q_idx, k_idx, where):
+    for name, t in (("q_idx", q_idx), ("k_idx", k_idx)):
+        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{where}: `{name}` must be an int64 or int32 tensor [B, T, k], got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+
+# %% ../nbs/09_ramkv.ipynb #02b7ee13
+def _check_kv_shapes(q_idx, q_w, k_idx, k_w, v, where):
+    check_tensor(k_idx, "k_idx", where=where, shape=(None, None, None), dims="[B, T, k]", floating=False)
+    check_tensor(q_idx, "q_idx", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, k]",
+                 floating=False)
+    check_tensor(k_w, "k_w", where=where, shape=k_idx.shape, dims="[B, T, k] like `k_idx`")
+    check_tensor(q_w, "q_w", where=where, shape=q_idx.shape, dims="[B, T, k] like `q_idx`", like=(k_w, "k_w"))
+    check_tensor(v, "v", where=where, shape=(*k_idx.shape[:2], None), dims="[B, T, Dv]", like=(k_w, "k_w"))
+
+# %% ../nbs/09_ramkv.ipynb #31909086
+def _check_kv_range(q_idx, k_idx, n_slots, where):
+    for name, t in (("q_idx", q_idx), ("k_idx", k_idx)):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_slots):
+            raise ValueError(f"{where}: `{name}` must lie in [0, n_slots = {n_slots}), got [{int(t.min())}, "
+                             f"{int(t.max())}]")
+
+# %% ../nbs/09_ramkv.ipynb #25e09883
+def _check_kv(q_idx, q_w, k_idx, k_w, v, n_slots, state):
+    where = "ram_kv"
+    _check_kv_types(q_idx, k_idx, where)
+    _check_kv_shapes(q_idx, q_w, k_idx, k_w, v, where)
+    _check_kv_range(q_idx, k_idx, n_slots, where)
+    if state is not None:
+        check_tensor(state, "initial_state", where=where, shape=(k_idx.shape[0], n_slots, v.shape[-1]),
+                     dims="[B, N, Dv]")
+
 # %% ../nbs/09_ramkv.ipynb #dbf59a78
+def _ram_kv_chunk(q_idx, q_w, k_idx, k_w, v, n_slots, initial_state, output_final_state):
+    "The parallel path: (out, the dense final memory `[B, N, Dv]` or None)."
+    B = k_idx.shape[0]
+    out = _ram_kv_parallel(q_idx, q_w, k_idx, k_w, v, n_slots)
+    if initial_state is not None:
+        out = out + _weighted_gather_torch(initial_state, q_idx, q_w)
+    if not output_final_state:
+        return out, None
+    M = initial_state if initial_state is not None else v.new_zeros(B, n_slots, v.shape[-1])
+    off = torch.arange(B, device=v.device)[:, None, None] * n_slots
+    src = (k_w[..., None] * v[:, :, None, :]).reshape(-1, v.shape[-1])
+    return out, M.reshape(B * n_slots, -1).index_add(0, (k_idx.long() + off).flatten(), src).view_as(M)
+
+# %% ../nbs/09_ramkv.ipynb #443c577e
+def _ram_kv_loop(q_idx, q_w, k_idx, k_w, v, n_slots, initial_state, output_final_state, gather):
+    "The recurrent path: (out, the final memory `[B, N, Dv]` or None)."
+    B = k_idx.shape[0]
+    if initial_state is None and not output_final_state:   # only the slots the sequence uses
+        ql, kl, U = _compact(q_idx, k_idx, n_slots)
+        return _ram_kv_recurrent(ql, q_w, kl, k_w, v, v.new_zeros(B, U, v.shape[-1]), gather)[0], None
+    M0 = initial_state if initial_state is not None else v.new_zeros(B, n_slots, v.shape[-1])
+    out, M = _ram_kv_recurrent(q_idx, q_w, k_idx, k_w, v, M0, gather)
+    return out, (M if output_final_state else None)
+
+# %% ../nbs/09_ramkv.ipynb #a9cb0516
 def ram_kv(q_idx: torch.Tensor,   # read addresses [B, T, k] (int)
            q_w: torch.Tensor,     # read weights [B, T, k]
            k_idx: torch.Tensor,   # write addresses [B, T, k]
@@ -94,37 +158,10 @@ def ram_kv(q_idx: torch.Tensor,   # read addresses [B, T, k] (int)
     final_state)`."""
     _check_kv(q_idx, q_w, k_idx, k_w, v, n_slots, initial_state)
     impl = resolve_impl(impl, v.device, name="ram_kv")
-    B, T, _ = k_idx.shape
     if impl == "chunk":
-        out = _ram_kv_parallel(q_idx, q_w, k_idx, k_w, v, n_slots)
-        if initial_state is not None:
-            out = out + _weighted_gather_torch(initial_state, q_idx, q_w)
-        if not output_final_state:
-            return out, None
-        M = initial_state if initial_state is not None else v.new_zeros(B, n_slots, v.shape[-1])
-        off = torch.arange(B, device=v.device)[:, None, None] * n_slots
-        src = (k_w[..., None] * v[:, :, None, :]).reshape(-1, v.shape[-1])
-        return out, M.reshape(B * n_slots, -1).index_add(0, (k_idx.long() + off).flatten(), src).view_as(M)
+        return _ram_kv_chunk(q_idx, q_w, k_idx, k_w, v, n_slots, initial_state, output_final_state)
     gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
-    if initial_state is None and not output_final_state:   # only the slots the sequence uses
-        ql, kl, U = _compact(q_idx, k_idx, n_slots)
-        return _ram_kv_recurrent(ql, q_w, kl, k_w, v, v.new_zeros(B, U, v.shape[-1]), gather)[0], None
-    M0 = initial_state if initial_state is not None else v.new_zeros(B, n_slots, v.shape[-1])
-    out, M = _ram_kv_recurrent(q_idx, q_w, k_idx, k_w, v, M0, gather)
-    return out, (M if output_final_state else None)
-
-def ram_kv_reference(q_idx, q_w, k_idx, k_w, v, n_slots):
-    "Dense, loop-per-token reference: the full `[B, N, Dv]` memory, written then read with explicit sums."
-    B, T, k = k_idx.shape
-    M, out = v.new_zeros(B, n_slots, v.shape[-1]), []
-    for t in range(T):
-        M = M.clone()
-        for b in range(B):
-            for j in range(k):
-                M[b, k_idx[b, t, j]] += k_w[b, t, j] * v[b, t]
-        out.append(torch.stack([sum(q_w[b, t, j] * M[b, q_idx[b, t, j]]
-                                    for j in range(k)) for b in range(B)]))
-    return torch.stack(out, 1), M
+    return _ram_kv_loop(q_idx, q_w, k_idx, k_w, v, n_slots, initial_state, output_final_state, gather)
 
 # %% ../nbs/09_ramkv.ipynb #1270a266
 @torch.no_grad()
@@ -142,9 +179,8 @@ def ram_kv_step(q_idx, q_w, k_idx, k_w, v, memory: torch.Tensor) -> torch.Tensor
 class RAMKVMemory(nn.Module):
     """RAM-Net's key-value memory on `[B, T, d_model]`: N = group_size**n_groups slots, `topk` per read and
     per write."""
-    def __init__(self, d_model: int, n_groups: int = 4, group_size: int = 16, topk: int = 8, d_mem: int
-                 | None = None,
-                 impl: str = "auto"):
+    def __init__(self, d_model: int, n_groups: int = 4, group_size: int = 16, topk: int = 8,
+                 d_mem: int | None = None, impl: str = "auto"):
         super().__init__()
         self.G, self.S, self.topk, self.impl = n_groups, group_size, topk, impl
         self.n_slots, self.d_mem = group_size ** n_groups, d_mem or d_model
@@ -155,24 +191,29 @@ class RAMKVMemory(nn.Module):
         self.v_proj = nn.Linear(d_model, self.d_mem, bias=False)
         self.o_proj = nn.Linear(self.d_mem, d_model, bias=False)
 
-    def state_numbers(self) -> int:
-        "Numbers in the recurrent state per sequence: the N x d_mem table."
-        return self.n_slots * self.d_mem
+# %% ../nbs/09_ramkv.ipynb #605d51d0
+@patch
+def state_numbers(self: RAMKVMemory) -> int:
+    "Numbers in the recurrent state per sequence: the N x d_mem table."
+    return self.n_slots * self.d_mem
 
-    def forward(self, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
-        check_tensor(x, "x", where="RAMKVMemory", shape=(None, None, self.q_addr.in_features),
-                     dims="[B, T, d_model]")
-        qi, qw = product_topk(self.q_addr(x).unflatten(-1, (self.G, self.S)), self.topk)
-        ki, kw = product_topk(self.k_addr(x).unflatten(-1, (self.G, self.S)), self.topk)
-        v = self.v_proj(x)
-        want = use_cache or cache is not None
-        if cache is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
-            cache = cache.clone()
-            out = ram_kv_step(qi[:, 0], qw[:, 0], ki[:, 0], kw[:, 0], v[:, 0], cache)[:, None]
-            return self.o_proj(out), cache
-        out, M = ram_kv(qi, qw.to(v.dtype), ki, kw.to(v.dtype), v, self.n_slots, initial_state=cache,
-                        output_final_state=want, impl=self.impl)
-        return self.o_proj(out), M
+# %% ../nbs/09_ramkv.ipynb #77a4e8ee
+@patch
+def forward(self: RAMKVMemory, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
+    "The mixer's output `[B, T, d_model]` and, when `use_cache` or a `cache` is given, the dense memory."
+    check_tensor(x, "x", where="RAMKVMemory", shape=(None, None, self.q_addr.in_features),
+                 dims="[B, T, d_model]")
+    qi, qw = product_topk(self.q_addr(x).unflatten(-1, (self.G, self.S)), self.topk)
+    ki, kw = product_topk(self.k_addr(x).unflatten(-1, (self.G, self.S)), self.topk)
+    v = self.v_proj(x)
+    want = use_cache or cache is not None
+    if cache is not None and x.shape[1] == 1 and not torch.is_grad_enabled():
+        cache = cache.clone()
+        out = ram_kv_step(qi[:, 0], qw[:, 0], ki[:, 0], kw[:, 0], v[:, 0], cache)[:, None]
+        return self.o_proj(out), cache
+    out, M = ram_kv(qi, qw.to(v.dtype), ki, kw.to(v.dtype), v, self.n_slots, initial_state=cache,
+                    output_final_state=want, impl=self.impl)
+    return self.o_proj(out), M
 
 # %% ../nbs/09_ramkv.ipynb #07f9c12d
 def _register():
