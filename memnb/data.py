@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .core import patch
+
 # %% auto #0
 __all__ = ['EOT', 'HUB', 'data_path', 'cache_root', 'read_documents', 'TextTokenizer', 'load_tokenizer', 'train_bpe',
            'build_cache', 'TokenData']
@@ -23,14 +25,20 @@ __all__ = ['EOT', 'HUB', 'data_path', 'cache_root', 'read_documents', 'TextToken
 # %% ../nbs/20_data.ipynb #11543d24
 EOT = "<|endoftext|>"
 
-def data_path(*parts: str) -> Path:
-    """A file under `$MEMNB_DATA`, else `shared/data` beside the repository (the offline samples); a clear
-    error if missing."""
+def _data_root() -> str:
+    "`$MEMNB_DATA`, else `shared/data` beside the repository; an error that says what to set if neither."
     beside = Path(sys.modules["memnb"].__file__).resolve().parents[2] / "shared" / "data"
     root = os.environ.get("MEMNB_DATA") or (str(beside) if beside.is_dir() else None)
     if not root:
         raise FileNotFoundError("data_path: set MEMNB_DATA to the folder of memnb's offline data (not found "
                                 f"at {beside})")
+    return root
+
+# %% ../nbs/20_data.ipynb #7421a0f1
+def data_path(*parts: str) -> Path:
+    """A file under `$MEMNB_DATA`, else `shared/data` beside the repository (the offline samples); a clear
+    error if missing."""
+    root = _data_root()
     p = Path(root).joinpath(*parts)
     if not p.exists():
         raise FileNotFoundError(f"data_path: {p} does not exist (MEMNB_DATA={root})")
@@ -56,33 +64,45 @@ def _read_file(p: Path) -> list[str]:
     text = p.read_text(encoding="utf-8", errors="replace")
     return [d.strip() for d in text.split(EOT) if d.strip()] if p.suffix == ".txt" else [text]
 
+# %% ../nbs/20_data.ipynb #95768032
+def _read_folder(p: Path) -> list[str]:
+    "The documents of every text, source and JSON-lines file under folder `p`, in path order."
+    files = sorted(f for f in p.rglob("*") if f.is_file()
+                   and f.name.endswith((".txt", ".md", ".py", ".jsonl", ".jsonl.gz")))
+    if not files:
+        raise FileNotFoundError(f"read_documents: no .txt/.md/.py/.jsonl files under {p}")
+    return [d for f in files for d in _read_file(f)]
+
+# %% ../nbs/20_data.ipynb #fe3e4123
 def _stdlib_files() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
     return sorted(p for p in root.rglob("*.py")
                   if not ({"test", "tests", "idle_test", "site-packages"} & set(p.relative_to(root).parts)))
 
+# %% ../nbs/20_data.ipynb #2a696197
+def _read_hub(source: str, split: str, max_docs: int | None) -> list[str]:
+    "A hub dataset's documents (streamed when `max_docs` is given); a path-like name is an error."
+    if any(c in source for c in "\\.~") or source.startswith("/"):
+        raise FileNotFoundError(f"read_documents: {source} is neither an existing path nor a hub dataset "
+                                "name")
+    import datasets
+    name, field_ = HUB.get(source, (source, "text"))
+    ds = datasets.load_dataset(name, split=split if split != "val" else "validation",
+                               streaming=max_docs is not None)
+    return [row[field_] for _, row in zip(range(max_docs or sys.maxsize), ds)]
+
+# %% ../nbs/20_data.ipynb #9878464b
 def read_documents(source: str, split: str = "train", max_docs: int | None = None) -> list[str]:
     "Documents from a local file or folder, the interpreter's standard library (`stdlib`), or a hub dataset."
     p = Path(source).expanduser()
     if p.is_file():
         docs = _read_file(p)
     elif p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file()
-                       and f.name.endswith((".txt", ".md", ".py", ".jsonl", ".jsonl.gz")))
-        if not files:
-            raise FileNotFoundError(f"read_documents: no .txt/.md/.py/.jsonl files under {p}")
-        docs = [d for f in files for d in _read_file(f)]
+        docs = _read_folder(p)
     elif source == "stdlib":
         docs = [f.read_text(encoding="utf-8", errors="replace") for f in _stdlib_files()[:max_docs]]
     elif "/" in source or source in HUB:
-        if any(c in source for c in "\\.~") or source.startswith("/"):
-            raise FileNotFoundError(f"read_documents: {source} is neither an existing path nor a hub dataset "
-                                    "name")
-        import datasets
-        name, field_ = HUB.get(source, (source, "text"))
-        ds = datasets.load_dataset(name, split=split if split != "val" else "validation",
-                                   streaming=max_docs is not None)
-        docs = [row[field_] for _, row in zip(range(max_docs or sys.maxsize), ds)]
+        docs = _read_hub(source, split, max_docs)
     else:
         raise FileNotFoundError(f"read_documents: {source!r} is not a file, a folder, 'stdlib', or a hub "
                                 f"name ({sorted(HUB)} or owner/name)")
@@ -101,6 +121,7 @@ def _byte_alphabet() -> dict[str, int]:
             chars[chr(256 + extra)] = b; extra += 1
     return chars
 
+# %% ../nbs/20_data.ipynb #ebcdb6c1
 class TextTokenizer:
     "One interface over a `tokenizers.Tokenizer` (`kind='bpe'`) or raw UTF-8 bytes (`kind='bytes'`)."
     def __init__(self, tok=None):
@@ -108,44 +129,61 @@ class TextTokenizer:
         self.eot = tok.token_to_id(EOT) if tok is not None else 256
         self.vocab_size = tok.get_vocab_size() if tok is not None else 257
 
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text).ids if self.tok is not None else list(text.encode("utf-8"))
+# %% ../nbs/20_data.ipynb #a3adbd82
+@patch
+def encode(self: TextTokenizer, text: str) -> list[int]:
+    return self.tok.encode(text).ids if self.tok is not None else list(text.encode("utf-8"))
 
-    def decode(self, ids) -> str:
-        ids = [int(i) for i in ids]
-        if self.tok is not None:
-            return self.tok.decode(ids, skip_special_tokens=False)
-        return b"".join(bytes([i]) if i < 256 else EOT.encode() for i in ids).decode("utf-8",
-                                                                                     errors="replace")
+# %% ../nbs/20_data.ipynb #de484e0b
+@patch
+def decode(self: TextTokenizer, ids) -> str:
+    ids = [int(i) for i in ids]
+    if self.tok is not None:
+        return self.tok.decode(ids, skip_special_tokens=False)
+    return b"".join(bytes([i]) if i < 256 else EOT.encode() for i in ids).decode("utf-8",
+                                                                                 errors="replace")
 
-    def token_bytes(self) -> torch.Tensor:
-        "UTF-8 bytes each token id stands for `[vocab_size]` (0 for special tokens)."
-        if self.tok is None:
-            return torch.tensor([1] * 256 + [0])
-        alphabet, out = _byte_alphabet(), torch.zeros(self.vocab_size, dtype=torch.long)
-        special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
-        for s, i in self.tok.get_vocab().items():
-            out[i] = 0 if s in special else (len(s) if all(c in alphabet for c in s)
-                                             else len(s.encode("utf-8")))
-        return out
+# %% ../nbs/20_data.ipynb #3a4c796e
+@patch
+def token_bytes(self: TextTokenizer) -> torch.Tensor:
+    "UTF-8 bytes each token id stands for `[vocab_size]` (0 for special tokens)."
+    if self.tok is None:
+        return torch.tensor([1] * 256 + [0])
+    alphabet, out = _byte_alphabet(), torch.zeros(self.vocab_size, dtype=torch.long)
+    special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
+    for s, i in self.tok.get_vocab().items():
+        out[i] = 0 if s in special else (len(s) if all(c in alphabet for c in s)
+                                         else len(s.encode("utf-8")))
+    return out
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256((self.tok.to_str() if self.tok is not None
-                               else "bytes").encode()).hexdigest()[:16]
+# %% ../nbs/20_data.ipynb #638fbdf3
+@patch
+def fingerprint(self: TextTokenizer) -> str:
+    return hashlib.sha256((self.tok.to_str() if self.tok is not None
+                           else "bytes").encode()).hexdigest()[:16]
 
-    def save(self, path):
-        Path(path).write_text(self.tok.to_str() if self.tok is not None else json.dumps({"memnb": "bytes"}))
+# %% ../nbs/20_data.ipynb #4a9d014c
+@patch
+def save(self: TextTokenizer, path):
+    Path(path).write_text(self.tok.to_str() if self.tok is not None else json.dumps({"memnb": "bytes"}))
 
+# %% ../nbs/20_data.ipynb #35139963
+def _gpt2() -> TextTokenizer:
+    "GPT-2's tokenizer: the offline sample wherever `data_path` finds it, else the hub's."
+    from tokenizers import Tokenizer
+    try: local = data_path("gpt2", "tokenizer.json")
+    except FileNotFoundError: local = Path("/nonexistent")
+    return TextTokenizer(Tokenizer.from_file(str(local)) if local.exists()
+                         else Tokenizer.from_pretrained("gpt2"))
+
+# %% ../nbs/20_data.ipynb #9984afcc
 def load_tokenizer(spec: str) -> TextTokenizer:
     "`'bytes'`, `'gpt2'` (local sample, else the hub), or a `tokenizer.json` path."
     from tokenizers import Tokenizer
     if spec == "bytes":
         return TextTokenizer()
     if spec == "gpt2":
-        try: local = data_path("gpt2", "tokenizer.json")  # the offline sample, wherever data_path finds it
-        except FileNotFoundError: local = Path("/nonexistent")
-        return TextTokenizer(Tokenizer.from_file(str(local)) if local.exists()
-                             else Tokenizer.from_pretrained("gpt2"))
+        return _gpt2()
     p = Path(spec)
     if not p.is_file():
         raise FileNotFoundError(f"load_tokenizer: {spec!r} is not 'bytes', 'gpt2' or a tokenizer.json file")
@@ -153,6 +191,7 @@ def load_tokenizer(spec: str) -> TextTokenizer:
         return TextTokenizer()
     return TextTokenizer(Tokenizer.from_file(str(p)))
 
+# %% ../nbs/20_data.ipynb #2d636814
 def train_bpe(docs: list[str], vocab_size: int, *, min_frequency: int = 2,
               progress: bool = False) -> TextTokenizer:
     "A byte-level BPE of `vocab_size` tokens (with `<|endoftext|>`) trained on `docs` with `tokenizers`."
@@ -174,45 +213,81 @@ def _source_id(source: str) -> str:
         return json.dumps([[str(f.resolve()), f.stat().st_size, int(f.stat().st_mtime)] for f in files])
     return f"{source}@{sys.version_info[:3]}" if source == "stdlib" else source
 
+# %% ../nbs/20_data.ipynb #660a88c9
 def _is_val(i: int, seed: int, fraction: float) -> bool:
     h = int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little")
     return h / 2 ** 64 < fraction
 
-def build_cache(source: str, tokenizer, cache_dir, *, val_fraction: float = 0.05, max_docs: int | None = None,
-                seed: int = 0, seq_len: int = 256, progress: bool = True) -> "TokenData":
-    "Tokenise `source` into a memory-mapped train/val cache in `cache_dir` (reused when nothing changed)."
-    from tqdm.auto import tqdm
-    cache = Path(cache_dir); cache.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/20_data.ipynb #6f7b108c
+def _cache_key(source: str, tokenizer, val_fraction: float, max_docs: int | None, seed: int) -> str:
+    "What a cache is built from: the source's files, the tokenizer, the split and the document limit."
     tok_key = tokenizer if isinstance(tokenizer, str) else tokenizer.fingerprint()
-    key = hashlib.sha256(json.dumps([_source_id(source), tok_key, val_fraction, max_docs, seed]).encode()).hexdigest()[:16]
-    meta_file = cache / "meta.json"
-    if meta_file.exists() and json.loads(meta_file.read_text()).get("key") == key:
-        return TokenData(cache, seq_len)
-    docs = read_documents(source, max_docs=max_docs)
-    is_val = [_is_val(i, seed, val_fraction) for i in range(len(docs))]
+    key = json.dumps([_source_id(source), tok_key, val_fraction, max_docs, seed])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+# %% ../nbs/20_data.ipynb #3bca82b2
+def _make_tokenizer(tokenizer, docs: list[str], is_val: list[bool], progress: bool) -> TextTokenizer:
+    "`tokenizer` itself, a `load_tokenizer` spec loaded, or `bpe:N` trained on the training documents."
     if isinstance(tokenizer, str) and tokenizer.startswith("bpe:"):
         tokenizer = train_bpe([d for d, v in zip(docs, is_val) if not v], int(tokenizer[4:]),
                               progress=progress)
     elif isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)
+    return tokenizer
+
+# %% ../nbs/20_data.ipynb #30a1f05f
+def _write_split(cache: Path, split: str, docs, is_val, tokenizer, dtype, progress: bool) -> int:
+    "Tokenise `split`'s documents, each ended by end-of-text, into `{split}.bin` (via a temporary name)."
+    from tqdm.auto import tqdm
+    want, n = split == "val", 0
+    with open(cache / f"{split}.bin.tmp", "wb") as f:
+        for d, v in tqdm(list(zip(docs, is_val)), desc=f"tokenise {split}", disable=not progress):
+            if v == want:
+                ids = np.array(tokenizer.encode(d) + [tokenizer.eot], dtype=dtype)
+                ids.tofile(f)
+                n += len(ids)
+    os.replace(cache / f"{split}.bin.tmp", cache / f"{split}.bin")
+    return n
+
+# %% ../nbs/20_data.ipynb #5f92ea12
+def build_cache(source: str, tokenizer, cache_dir, *, val_fraction: float = 0.05, max_docs: int | None = None,
+                seed: int = 0, seq_len: int = 256, progress: bool = True) -> "TokenData":
+    "Tokenise `source` into a memory-mapped train/val cache in `cache_dir` (reused when nothing changed)."
+    cache = Path(cache_dir); cache.mkdir(parents=True, exist_ok=True)
+    key = _cache_key(source, tokenizer, val_fraction, max_docs, seed)
+    meta_file = cache / "meta.json"
+    if meta_file.exists() and json.loads(meta_file.read_text()).get("key") == key:
+        return TokenData(cache, seq_len)
+    docs = read_documents(source, max_docs=max_docs)
+    is_val = [_is_val(i, seed, val_fraction) for i in range(len(docs))]
+    tokenizer = _make_tokenizer(tokenizer, docs, is_val, progress)
     dtype = np.uint16 if tokenizer.vocab_size <= 65_536 else np.uint32
-    counts = {}
-    for split, want in (("train", False), ("val", True)):
-        with open(cache / f"{split}.bin.tmp", "wb") as f:
-            n = 0
-            for d, v in tqdm(list(zip(docs, is_val)), desc=f"tokenise {split}", disable=not progress):
-                if v == want:
-                    ids = np.array(tokenizer.encode(d) + [tokenizer.eot], dtype=dtype)
-                    ids.tofile(f)
-                    n += len(ids)
-        os.replace(cache / f"{split}.bin.tmp", cache / f"{split}.bin")
-        counts[split] = n
+    counts = {s: _write_split(cache, s, docs, is_val, tokenizer, dtype, progress) for s in ("train", "val")}
     tokenizer.save(cache / "tokenizer.json")
     meta = {"key": key, "source": source, "tokenizer": tokenizer.fingerprint(), "dtype": np.dtype(dtype).name,
             "vocab_size": tokenizer.vocab_size, "tokens": counts, "docs": len(docs),
-                    "val_fraction": val_fraction}
+            "val_fraction": val_fraction}
     meta_file.write_text(json.dumps(meta, indent=1))
     return TokenData(cache, seq_len)
+
+# %% ../nbs/20_data.ipynb #deee75be
+def _check_nonempty(cache: Path):
+    "An empty split is an error that says how to get one."
+    for s in ("train", "val"):
+        if (cache / f"{s}.bin").stat().st_size == 0:
+            raise ValueError(f"TokenData: the {s} split of {cache} is empty; the split is by "
+                             "document, so give a source with "
+                             f"more documents (or a larger val_fraction)")
+
+# %% ../nbs/20_data.ipynb #f796490a
+def _memmaps(cache: Path, dtype: str, seq_len: int) -> dict:
+    "Both splits as read-only memory maps; a split shorter than one window of `seq_len + 2` is an error."
+    tokens = {s: np.memmap(cache / f"{s}.bin", dtype=dtype, mode="r") for s in ("train", "val")}
+    for s, t in tokens.items():
+        if len(t) <= seq_len + 1:
+            raise ValueError(f"TokenData: the {s} split has {len(t)} tokens, fewer than seq_len + 2 = "
+                             f"{seq_len + 2}")
+    return tokens
 
 # %% ../nbs/20_data.ipynb #4745c64c
 class TokenData:
@@ -220,30 +295,26 @@ class TokenData:
     def __init__(self, cache_dir, seq_len: int = 256):
         self.dir, self.seq_len = Path(cache_dir), seq_len
         self.meta = json.loads((self.dir / "meta.json").read_text())
-        for s in ("train", "val"):
-            if (self.dir / f"{s}.bin").stat().st_size == 0:
-                raise ValueError(f"TokenData: the {s} split of {self.dir} is empty; the split is by "
-                                 "document, so give a source with "
-                                 f"more documents (or a larger val_fraction)")
-        self.tokens = {s: np.memmap(self.dir / f"{s}.bin", dtype=self.meta["dtype"], mode="r")
-                       for s in ("train", "val")}
-        for s, t in self.tokens.items():
-            if len(t) <= seq_len + 1:
-                raise ValueError(f"TokenData: the {s} split has {len(t)} tokens, fewer than seq_len + 2 = "
-                                 f"{seq_len + 2}")
+        _check_nonempty(self.dir)
+        self.tokens = _memmaps(self.dir, self.meta["dtype"], seq_len)
         self.tokenizer = load_tokenizer(str(self.dir / "tokenizer.json"))
         self.vocab_size, self.token_bytes = self.meta["vocab_size"], self.tokenizer.token_bytes()
 
-    def batch(self, split: str, batch_size: int, generator: torch.Generator | None = None, device="cpu"):
-        t = self.tokens[split]
-        starts = torch.randint(0, len(t) - self.seq_len - 1, (batch_size,), generator=generator).tolist()
-        w = torch.from_numpy(np.stack([t[s:s + self.seq_len + 1].astype(np.int64) for s in starts]))
-        return w[:, :-1].to(device), w[:, 1:].to(device)
+# %% ../nbs/20_data.ipynb #3101d0b4
+@patch
+def batch(self: TokenData, split: str, batch_size: int, generator: torch.Generator | None = None,
+          device="cpu"):
+    t = self.tokens[split]
+    starts = torch.randint(0, len(t) - self.seq_len - 1, (batch_size,), generator=generator).tolist()
+    w = torch.from_numpy(np.stack([t[s:s + self.seq_len + 1].astype(np.int64) for s in starts]))
+    return w[:, :-1].to(device), w[:, 1:].to(device)
 
-    def sequential(self, split: str, batch_size: int, device="cpu"):
-        "Consecutive non-overlapping windows covering the split, `batch_size` at a time."
-        t, T = self.tokens[split], self.seq_len
-        starts = list(range(0, len(t) - T - 1, T))
-        for i in range(0, len(starts), batch_size):
-            w = torch.from_numpy(np.stack([t[s:s + T + 1].astype(np.int64) for s in starts[i:i + batch_size]]))
-            yield w[:, :-1].to(device), w[:, 1:].to(device)
+# %% ../nbs/20_data.ipynb #3bd5daba
+@patch
+def sequential(self: TokenData, split: str, batch_size: int, device="cpu"):
+    "Consecutive non-overlapping windows covering the split, `batch_size` at a time."
+    t, T = self.tokens[split], self.seq_len
+    starts = list(range(0, len(t) - T - 1, T))
+    for i in range(0, len(starts), batch_size):
+        w = torch.from_numpy(np.stack([t[s:s + T + 1].astype(np.int64) for s in starts[i:i + batch_size]]))
+        yield w[:, :-1].to(device), w[:, 1:].to(device)
