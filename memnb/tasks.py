@@ -11,25 +11,43 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .core import patch
+
 # %% auto #0
 __all__ = ['TASKS', 'mqar', 'selective_copying', 'induction_heads', 'TaskData', 'Curriculum']
+
+# %% ../nbs/21_tasks.ipynb #77d65327
+def _check_mqar(seq_len: int, n_kv: int, vocab_size: int):
+    "An odd length, too few slots for the queries or too small a vocabulary for the pairs is an error."
+    if seq_len % 2 or 4 * n_kv > seq_len or vocab_size <= seq_len or n_kv >= vocab_size // 2:
+        raise ValueError("mqar: need an even seq_len >= 4 * n_kv and vocab_size > seq_len, got "
+                         f"seq_len={seq_len}, "
+                         f"n_kv={n_kv}, vocab_size={vocab_size}")
+
+# %% ../nbs/21_tasks.ipynb #82e16cb1
+def _mqar_pairs(rng: np.random.Generator, n: int, n_kv: int,
+                vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    "`[n, n_kv]` keys (distinct, from the lower half without 0) and values (distinct, from the upper half)."
+    half = vocab_size // 2
+    keys = np.stack([rng.choice(np.arange(1, half), n_kv, replace=False) for _ in range(n)])
+    values = np.stack([rng.choice(np.arange(half, vocab_size), n_kv, replace=False) for _ in range(n)])
+    return keys, values
+
+# %% ../nbs/21_tasks.ipynb #82894833
+def _query_gaps(rng: np.random.Generator, n: int, n_kv: int, space: int, power_a: float) -> np.ndarray:
+    "`[n, n_kv]` distinct query slots in `range(space)`, drawn from the power law `a * g ** (a - 1)`."
+    p = power_a * np.arange(1, space + 1) ** (power_a - 1)
+    return np.stack([rng.choice(space, n_kv, replace=False, p=p / p.sum()) for _ in range(n)])
 
 # %% ../nbs/21_tasks.ipynb #ec2bc544
 def mqar(n: int, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, power_a: float = 0.01,
          seed: int = 0,
          random_non_queries: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     "`n` MQAR sequences: `(inputs, labels)` `[n, seq_len]`, labels -100 except at the queries."
-    if seq_len % 2 or 4 * n_kv > seq_len or vocab_size <= seq_len or n_kv >= vocab_size // 2:
-        raise ValueError("mqar: need an even seq_len >= 4 * n_kv and vocab_size > seq_len, got "
-                         f"seq_len={seq_len}, "
-                         f"n_kv={n_kv}, vocab_size={vocab_size}")
-    rng = np.random.default_rng(seed)
-    half, ctx = vocab_size // 2, 2 * n_kv
-    keys = np.stack([rng.choice(np.arange(1, half), n_kv, replace=False) for _ in range(n)])
-    values = np.stack([rng.choice(np.arange(half, vocab_size), n_kv, replace=False) for _ in range(n)])
-    space = (seq_len - ctx) // 2
-    p = power_a * np.arange(1, space + 1) ** (power_a - 1)
-    gaps = np.stack([rng.choice(space, n_kv, replace=False, p=p / p.sum()) for _ in range(n)])
+    _check_mqar(seq_len, n_kv, vocab_size)
+    rng, ctx = np.random.default_rng(seed), 2 * n_kv
+    keys, values = _mqar_pairs(rng, n, n_kv, vocab_size)
+    gaps = _query_gaps(rng, n, n_kv, (seq_len - ctx) // 2, power_a)
     inputs = np.zeros((n, seq_len), dtype=np.int64)
     inputs[:, 0:ctx:2], inputs[:, 1:ctx:2] = keys, values
     np.put_along_axis(inputs, ctx + 2 * gaps, keys, axis=1)
@@ -59,6 +77,7 @@ def selective_copying(n: int, seq_len: int = 256, n_tokens: int = 16, vocab_size
     labels[:, body:body + n_tokens] = content
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
+# %% ../nbs/21_tasks.ipynb #786e620f
 def induction_heads(n: int, seq_len: int = 256, vocab_size: int = 64, *, seed: int = 0):
     """`(inputs, labels)`: a trigger, its target somewhere in the sequence; the trigger again at the end;
     label = target."""
@@ -98,15 +117,38 @@ class TaskData:
     def seq_len(self) -> int:
         return self.inputs["train"].shape[1]
 
-    def batch(self, split: str, batch_size: int, generator: torch.Generator | None = None, device="cpu"):
-        i = torch.randint(0, len(self.inputs[split]), (batch_size,), generator=generator)
-        return self.inputs[split][i].to(device), self.labels[split][i].to(device)
+# %% ../nbs/21_tasks.ipynb #998a7b70
+@patch
+def batch(self: TaskData, split: str, batch_size: int, generator: torch.Generator | None = None,
+          device="cpu"):
+    i = torch.randint(0, len(self.inputs[split]), (batch_size,), generator=generator)
+    return self.inputs[split][i].to(device), self.labels[split][i].to(device)
 
-    def batches(self, split: str, batch_size: int, device="cpu"):
-        "Every example of `split` once, in order (for evaluation)."
-        for s in range(0, len(self.inputs[split]), batch_size):
-            yield self.inputs[split][s:s + batch_size].to(device), self.labels[split][s:s
-                                                                                      + batch_size].to(device)
+# %% ../nbs/21_tasks.ipynb #3275a17d
+@patch
+def batches(self: TaskData, split: str, batch_size: int, device="cpu"):
+    "Every example of `split` once, in order (for evaluation)."
+    for s in range(0, len(self.inputs[split]), batch_size):
+        yield self.inputs[split][s:s + batch_size].to(device), self.labels[split][s:s
+                                                                                  + batch_size].to(device)
+
+# %% ../nbs/21_tasks.ipynb #36cfd461
+def _check_curriculum(stages: list, until: list):
+    "`len(stages) - 1` increasing fractions in (0, 1), and one vocabulary across the stages."
+    if len(until) != len(stages) - 1 or list(until) != sorted(until) or not all(0 < u < 1 for u in until):
+        raise ValueError("Curriculum: need len(stages) - 1 increasing fractions in (0, 1), got "
+                         f"until={until} "
+                         f"for {len(stages)} stages")
+    if len({s.vocab_size for s in stages}) != 1:
+        raise ValueError("Curriculum: every stage must share one vocabulary")
+
+# %% ../nbs/21_tasks.ipynb #ca00f4a7
+def _mqar_stages(seq_len: int, n_kv: int, vocab_size: int, levels: int, n_train: int, n_test: int, seed: int,
+                 **kw) -> list[TaskData]:
+    "MQAR at `(seq_len, n_kv)` preceded by `levels - 1` halvings of both; only the last stage has a test set."
+    shapes = [(seq_len >> i, max(1, n_kv >> i)) for i in reversed(range(levels))]
+    return [TaskData.make("mqar", n_train, n_test if t == seq_len else 1, seed=seed, seq_len=t, n_kv=n,
+                          vocab_size=vocab_size, **kw) for t, n in shapes]
 
 # %% ../nbs/21_tasks.ipynb #000123ef
 @dataclass
@@ -118,12 +160,7 @@ class Curriculum:
     progress: float = 0.0
 
     def __post_init__(self):
-        if len(self.until) != len(self.stages) - 1 or list(self.until) != sorted(self.until) or not all(0 < u < 1 for u in self.until):
-            raise ValueError("Curriculum: need len(stages) - 1 increasing fractions in (0, 1), got "
-                             f"until={self.until} "
-                             f"for {len(self.stages)} stages")
-        if len({s.vocab_size for s in self.stages}) != 1:
-            raise ValueError("Curriculum: every stage must share one vocabulary")
+        _check_curriculum(self.stages, self.until)
 
     @classmethod
     def mqar(cls, seq_len: int = 256, n_kv: int = 16, vocab_size: int = 8192, *, levels: int = 3,
@@ -131,9 +168,7 @@ class Curriculum:
              n_test: int = 1_000, seed: int = 0, **kw) -> "Curriculum":
         """MQAR at `(seq_len, n_kv)` preceded by `levels - 1` halvings of both, each stage an equal share
         of training."""
-        shapes = [(seq_len >> i, max(1, n_kv >> i)) for i in reversed(range(levels))]
-        stages = [TaskData.make("mqar", n_train, n_test if t == seq_len else 1, seed=seed, seq_len=t, n_kv=n,
-                                vocab_size=vocab_size, **kw) for t, n in shapes]
+        stages = _mqar_stages(seq_len, n_kv, vocab_size, levels, n_train, n_test, seed, **kw)
         return cls(stages, [i / levels for i in range(1, levels)])
 
     @property
@@ -143,17 +178,26 @@ class Curriculum:
     @property
     def name(self) -> str: return self.stages[-1].name
 
-    def set_progress(self, fraction: float):
-        self.progress = fraction
+# %% ../nbs/21_tasks.ipynb #6c431c9b
+@patch
+def set_progress(self: Curriculum, fraction: float):
+    self.progress = fraction
 
-    def stage(self) -> TaskData:
-        return self.stages[sum(self.progress >= u for u in self.until)]
+# %% ../nbs/21_tasks.ipynb #b2e767fa
+@patch
+def stage(self: Curriculum) -> TaskData:
+    return self.stages[sum(self.progress >= u for u in self.until)]
 
-    def batch(self, split: str, batch_size: int, generator: torch.Generator | None = None, device="cpu"):
-        if split != "train":
-            return self.stages[-1].batch(split, batch_size, generator, device)
-        s = self.stage()
-        return s.batch(split, max(1, batch_size * self.seq_len // s.seq_len), generator, device)
+# %% ../nbs/21_tasks.ipynb #e256c094
+@patch
+def batch(self: Curriculum, split: str, batch_size: int, generator: torch.Generator | None = None,
+          device="cpu"):
+    if split != "train":
+        return self.stages[-1].batch(split, batch_size, generator, device)
+    s = self.stage()
+    return s.batch(split, max(1, batch_size * self.seq_len // s.seq_len), generator, device)
 
-    def batches(self, split: str, batch_size: int, device="cpu"):
-        return self.stages[-1].batches(split, batch_size, device)
+# %% ../nbs/21_tasks.ipynb #c8fca2b3
+@patch
+def batches(self: Curriculum, split: str, batch_size: int, device="cpu"):
+    return self.stages[-1].batches(split, batch_size, device)
