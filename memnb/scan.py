@@ -10,7 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, triton_available, median_times, torch_threads, acc_dtype, pad_to_chunks
+from .core import (check_tensor, resolve_impl, triton_available, median_times, torch_threads, acc_dtype,
+                        pad_to_chunks)
 
 # %% auto #0
 __all__ = ['linear_scan_step', 'linear_scan_recurrent', 'linear_scan']
@@ -31,6 +32,7 @@ def linear_scan_step(a_t: torch.Tensor, # gate [B, ...]
     "One step of the recurrence, for decoding: returns $h_t = a_t h_{t-1} + b_t$ (the new state)."
     return b_t if state is None else torch.addcmul(b_t, a_t, state)
 
+# %% ../nbs/01_scan.ipynb #18487121
 def linear_scan_recurrent(a, b, initial_state=None):
     "Reference: $h_t = a_t h_{t-1} + b_t$ by a loop over time (dim 1)."
     h, out = initial_state, []
@@ -40,6 +42,35 @@ def linear_scan_recurrent(a, b, initial_state=None):
     return torch.stack(out, 1)
 
 # %% ../nbs/01_scan.ipynb #b8660fcf
+def _local_sweep(a, b, steps):
+    "Sweep 1: every chunk's local scan from zero, all chunks at once: `[B, n, F]` from `[B, n, C, F]` inputs."
+    local = torch.zeros_like(b[:, :, 0])
+    for i in steps:
+        # no `out=`
+        if torch.compiler.is_compiling(): local = torch.addcmul(b[:, :, i], a[:, :, i], local)
+        else: torch.addcmul(b[:, :, i], a[:, :, i], local, out=local)
+    return local
+
+# %% ../nbs/01_scan.ipynb #4930ca80
+def _output_sweep(a, b, entering, steps):
+    "Sweep 2: every output `[B, n, C, F]`, each chunk starting from the state `entering` it (None: zeros)."
+    h = torch.empty_like(b)
+    for i in steps:
+        if entering is None: h[:, :, i] = b[:, :, i]
+        elif torch.compiler.is_compiling():   # a traced graph takes no `out=` views: write the slice instead
+            h[:, :, i] = torch.addcmul(b[:, :, i], a[:, :, i], entering)
+        else: torch.addcmul(b[:, :, i], a[:, :, i], entering, out=h[:, :, i])
+        entering = h[:, :, i]
+    return h
+
+# %% ../nbs/01_scan.ipynb #b56ee5e7
+def _entering_states(a, local, h0, chunk, reverse):
+    "The state entering every chunk `[B, n, F]`: the chunk-level recurrence on total gates and local results."
+    leaving = _chunk_scan(a.prod(2), local, h0, chunk, reverse)  # the chunk-level recurrence
+    start = torch.zeros_like(local[:, :1]) if h0 is None else h0[:, None]
+    return torch.cat([leaving[:, 1:], start] if reverse else [start, leaving[:, :-1]], 1)
+
+# %% ../nbs/01_scan.ipynb #ce2f909f
 def _chunk_scan(a, b, h0, chunk: int, reverse: bool = False):
     "The chunked scan on contiguous `[B, T, F]` inputs (no autograd); `h0` is `[B, F]` or None."
     B, T, Fd = b.shape
@@ -49,22 +80,8 @@ def _chunk_scan(a, b, h0, chunk: int, reverse: bool = False):
     steps = range(chunk - 1, -1, -1) if reverse else range(chunk)
     entering = None if h0 is None else h0[:, None]
     if n > 1:
-        local = torch.zeros_like(b[:, :, 0])
-        for i in steps:  # sweep 1: every chunk's local result, all chunks at once
-            # no `out=`
-            if torch.compiler.is_compiling(): local = torch.addcmul(b[:, :, i], a[:, :, i], local)
-            else: torch.addcmul(b[:, :, i], a[:, :, i], local, out=local)
-        leaving = _chunk_scan(a.prod(2), local, h0, chunk, reverse)  # the chunk-level recurrence
-        start = torch.zeros_like(local[:, :1]) if h0 is None else h0[:, None]
-        entering = torch.cat([leaving[:, 1:], start] if reverse else [start, leaving[:, :-1]], 1)
-    h = torch.empty_like(b)
-    for i in steps:  # sweep 2: every output, starting each chunk from the state entering it
-        if entering is None: h[:, :, i] = b[:, :, i]
-        elif torch.compiler.is_compiling():   # a traced graph takes no `out=` views: write the slice instead
-            h[:, :, i] = torch.addcmul(b[:, :, i], a[:, :, i], entering)
-        else: torch.addcmul(b[:, :, i], a[:, :, i], entering, out=h[:, :, i])
-        entering = h[:, :, i]
-    return h.view(B, n * chunk, Fd)[:, :T]
+        entering = _entering_states(a, _local_sweep(a, b, steps), h0, chunk, reverse)
+    return _output_sweep(a, b, entering, steps).view(B, n * chunk, Fd)[:, :T]
 
 # %% ../nbs/01_scan.ipynb #08e49441
 def _shift(x, toward_future: bool, fill=None):
@@ -72,6 +89,7 @@ def _shift(x, toward_future: bool, fill=None):
     fill = torch.zeros_like(x[:, :1]) if fill is None else fill[:, None]
     return torch.cat([fill, x[:, :-1]] if toward_future else [x[:, 1:], fill], 1)
 
+# %% ../nbs/01_scan.ipynb #bc92db14
 def _times_shifted(g, h, fill, toward_future: bool):
     "`g * _shift(h, toward_future, fill)`, without the shifted copy when no graph is being recorded."
     # double backward; a graph takes no `out=` views
@@ -85,6 +103,7 @@ def _times_shifted(g, h, fill, toward_future: bool):
     else: torch.mul(g[:, edge], fill, out=out[:, edge])
     return out
 
+# %% ../nbs/01_scan.ipynb #2c2944ce
 class _LinearScanChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, h0, chunk, reverse):
@@ -184,6 +203,7 @@ def _triton_blocks(T, Fd, device):
         return 16, min(16, triton.next_power_of_2(Fd))
     return 64, min(64, triton.next_power_of_2(Fd))
 
+# %% ../nbs/01_scan.ipynb #4e259e2d
 class _LinearScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, h0):
@@ -224,6 +244,14 @@ def _scan_states(a, b, initial_state, impl: str, chunk_size: int) -> torch.Tenso
         h = _LinearScanTriton.apply(a3, b3, h0)
     return h.reshape(b.shape).to(b.dtype)
 
+# %% ../nbs/01_scan.ipynb #5e5cbbc6
+def _final_state(h, b, initial_state):
+    "The state after the last step: `h[:, -1]`, or with no steps the initial state (zeros if None)."
+    if b.shape[1]:
+        return h[:, -1]
+    return b.new_zeros(b.shape[0], *b.shape[2:]) if initial_state is None else initial_state
+
+# %% ../nbs/01_scan.ipynb #e0f15c28
 def linear_scan(a: torch.Tensor, # gates [B, T, ...]
                 b: torch.Tensor, # inputs [B, T, ...] (same shape and dtype as `a`)
                 initial_state: torch.Tensor | None = None, # h_{-1} [B, ...]; zeros if None
@@ -238,8 +266,4 @@ def linear_scan(a: torch.Tensor, # gates [B, T, ...]
     impl = resolve_impl(impl, b.device, name="linear_scan")
     # no steps, no batch or no channels: nothing to scan (an empty result, in the graph of both inputs)
     h = a * b if b.numel() == 0 else _scan_states(a, b, initial_state, impl, chunk_size)
-    if not output_final_state:
-        return h, None
-    if b.shape[1]:
-        return h, h[:, -1]
-    return h, (b.new_zeros(b.shape[0], *b.shape[2:]) if initial_state is None else initial_state)
+    return h, (_final_state(h, b, initial_state) if output_final_state else None)
