@@ -43,11 +43,13 @@ def machine_info() -> dict:
 class CLIError(Exception):
     "A user error: printed as one line, exit code 2."
 
+# %% ../nbs/90_cli.ipynb #5b1e0c7a
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     "Every default shown (an unset option or a switch says nothing), descriptions kept as written."
     def _get_help_string(self, action):
         return action.help if action.default in (None, False) else super()._get_help_string(action)
 
+# %% ../nbs/90_cli.ipynb #6e2f4d1b
 class _Parser(argparse.ArgumentParser):
     "argparse with one-line errors and the defaults in --help."
     def __init__(self, *a, **kw):
@@ -58,6 +60,7 @@ class _Parser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
+# %% ../nbs/90_cli.ipynb #0a8c3e2d
 def _checked(kind, ok, rule: str):
     def parse(text: str):
         try:
@@ -70,11 +73,25 @@ def _checked(kind, ok, rule: str):
     parse.__name__ = rule
     return parse
 
+# %% ../nbs/90_cli.ipynb #1f7b4e92
 positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
 nonneg_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
 nonneg_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+# %% ../nbs/90_cli.ipynb #aba19168
+def _preset_name(name: str) -> str:
+    from memnb.presets import PRESETS
+    if name not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return name
+
+# %% ../nbs/90_cli.ipynb #4a5b6c7d
+def _preset_help() -> str:
+    from memnb.presets import PRESETS
+    return "one of: " + ", ".join(f"{n} ({p.params / 1e6:.1f}M)" if p.params else n
+                                  for n, p in PRESETS.items())
 
 # %% ../nbs/90_cli.ipynb #56045cbe
 def _add(sub, name: str, help: str, func, **kw):
@@ -85,11 +102,13 @@ def _add(sub, name: str, help: str, func, **kw):
     p.set_defaults(func=func)
     return p
 
+# %% ../nbs/90_cli.ipynb #7a8b9c0d
 def _user_message(e: BaseException) -> str:
     "An exception's first line, without the internal function name some messages start with."
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return re.sub(r"^[A-Za-z_][\w.]*: (?=\S)", "", text) if not isinstance(e, OSError) else text
 
+# %% ../nbs/90_cli.ipynb #9c0d1e2f
 def _write_json(res: dict, path: str | None) -> int:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +121,7 @@ def _cmd_info(args) -> int:
     print(json.dumps(machine_info(), indent=2))
     return 0
 
+# %% ../nbs/90_cli.ipynb #1e2f3a4b
 def _cpu_name() -> str:
     try:
         return next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
@@ -109,11 +129,13 @@ def _cpu_name() -> str:
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
 
-def _cmd_doctor(args) -> int:
+# %% ../nbs/90_cli.ipynb #2f3a4b5c
+def _doctor_rows() -> dict:
+    "What `memnb doctor` reports: {row name: value}."
     from memnb.data import cache_root
     from memnb.train import cpu_has_bf16
     data = os.environ.get("MEMNB_DATA")
-    rows = {"memnb": memnb.__version__, "python": platform.python_version(), "torch": torch.__version__,
+    return {"memnb": memnb.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "triton": machine_info().get("triton", "not installed" if not triton_available() else "?"),
             "cpu": f"{_cpu_name()}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads",
             "cpu bf16": "native (AVX-512 BF16 or AMX): --precision auto trains in bf16" if cpu_has_bf16()
@@ -122,10 +144,14 @@ def _cmd_doctor(args) -> int:
             "data folder": (f"{data} ({'found' if Path(data).is_dir() else 'MISSING'})" if data
                             else "MEMNB_DATA not set"),
             "cache folder": f"{cache_root()} (MEMNB_CACHE to move it)"}
-    for k, v in rows.items():
+
+# %% ../nbs/90_cli.ipynb #3a4b5c6d
+def _cmd_doctor(args) -> int:
+    for k, v in _doctor_rows().items():
         print(f"{k:>13}: {v}")
     return 0
 
+# %% ../nbs/90_cli.ipynb #4b5c6d7e
 def _published_sources() -> dict:
     "{preset: the published repository, file and class it rebuilds}."
     import importlib
@@ -135,6 +161,7 @@ def _published_sources() -> dict:
         except ImportError: pass
     return {name: spec.source for name, spec in PUBLISHED.items()}
 
+# %% ../nbs/90_cli.ipynb #5c6d7e8f
 def _cmd_presets(args) -> int:
     from memnb.presets import PRESETS
     sources = _published_sources()
@@ -155,6 +182,7 @@ def _add_about(sub):
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "float16": torch.float16}
 
+# %% ../nbs/90_cli.ipynb #6d7e8f9a
 def _report(res: dict, args) -> int:
     "Attach the machine, print a line per candidate (time, peak memory, ratio to the baseline), write JSON."
     res["machine"] = machine_info()
@@ -165,30 +193,34 @@ def _report(res: dict, args) -> int:
         print(f"{name:>24}: {1e3 * sec:9.2f} ms{mem}   {ratio}")
     return _write_json(res, args.json)
 
+# %% ../nbs/90_cli.ipynb #bc8a9610
 def _cmd_bench_scan(args) -> int:
     from memnb.bench import bench_linear_scan
     return _report(bench_linear_scan(B=args.B, T=args.T, D=args.D, dtype=_DTYPES[args.dtype],
                                      device=args.device,
                                      threads=args.threads, repeats=args.repeats), args)
 
+# %% ../nbs/90_cli.ipynb #9a0b1c2d
 def _cmd_bench_delta_rule(args) -> int:
     from memnb.bench import bench_delta_rule
     return _report(bench_delta_rule(B=args.B, T=args.T, H=args.H, D=args.D, gated=args.gated,
                                     dtype=_DTYPES[args.dtype], device=args.device, threads=args.threads,
                                     repeats=args.repeats, recurrent=not args.no_recurrent), args)
 
+# %% ../nbs/90_cli.ipynb #0b1c2d3e
 def _cmd_bench_cdm(args) -> int:
     from memnb.bench import bench_cdm
     return _report(bench_cdm(B=args.B, T=args.T, D=args.D, K=args.K, dtype=_DTYPES[args.dtype],
                              device=args.device,
                              threads=args.threads, repeats=args.repeats), args)
 
-# %% ../nbs/90_cli.ipynb #bc8a9610
+# %% ../nbs/90_cli.ipynb #1c2d3e4f
 def _cmd_bench_ramscan(args) -> int:
     from memnb.bench import bench_ramscan
     return _report(bench_ramscan(B=args.B, T=args.T, d_model=args.D, device=args.device, threads=args.threads,
                                  repeats=args.repeats), args)
 
+# %% ../nbs/90_cli.ipynb #2d3e4f5a
 def _cmd_bench_all(args) -> int:
     from memnb.bench import markdown_table, run_all
     res = run_all(device=args.device, threads=args.threads, quick=args.quick)
@@ -196,6 +228,7 @@ def _cmd_bench_all(args) -> int:
     print(markdown_table(res))
     return _write_json(res, args.json)
 
+# %% ../nbs/90_cli.ipynb #3f4a5b6c
 def _bench_common(p, sizes):
     for name, default in sizes + [("repeats", 5)]:
         p.add_argument(f"--{name}", type=positive_int, default=default, help=f"{name} of the benchmark")
@@ -204,10 +237,9 @@ def _bench_common(p, sizes):
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--json", help="write the results (and the machine) to this file")
 
-# %% ../nbs/90_cli.ipynb #ef4ca1b1
-def _add_bench(sub):
-    which = _add(sub, "bench", "benchmarks (median of repeats, ratios to a baseline)", None)
-    which = which.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+# %% ../nbs/90_cli.ipynb #4f5a6b7c
+def _add_bench_kernels(which):
+    "`bench scan` and `bench delta-rule`: the scans' fast paths against their loops."
     scan = _add(which, "scan", "linear_scan forward+backward: chunk/Triton vs the per-step loop",
                 _cmd_bench_scan)
     _bench_common(scan, [("B", 4), ("T", 4096), ("D", 256)])
@@ -216,40 +248,31 @@ def _add_bench(sub):
     _bench_common(dr, [("B", 2), ("T", 1024), ("H", 4), ("D", 64)])
     dr.add_argument("--gated", action="store_true", help="the gated delta rule")
     dr.add_argument("--no-recurrent", action="store_true", help="skip the (slow) reference loop")
+
+# %% ../nbs/90_cli.ipynb #5a6b7c8d
+def _add_bench_layers(which):
+    "`bench cdm` and `bench ramscan`: the CDM readout and layer, RAMScanBlock with and without its memory."
     cdm = _add(which, "cdm", "CDM readout (loop vs chunk/Triton) and layer (vs attention) forward+backward",
                _cmd_bench_cdm)
     _bench_common(cdm, [("B", 8), ("T", 256), ("D", 384), ("K", 16)])
     ram = _add(which, "ramscan", "RAMScanBlock training tokens/s with vs without its RAM-Net memory",
                _cmd_bench_ramscan)
     _bench_common(ram, [("B", 4), ("T", 256), ("D", 256)])
+
+# %% ../nbs/90_cli.ipynb #6b7c8d9e
+def _add_bench_all(which):
     every = _add(which, "all", "every benchmark above, as one JSON for the benchmark page", _cmd_bench_all)
     every.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     every.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
     every.add_argument("--device", default="cpu", help="torch device")
     every.add_argument("--json", help="write the results (and the machine) to this file")
-    _add_bench_lm(which)
 
-# %% ../nbs/90_cli.ipynb #918371b9
-def _add_bench_lm(which):
-    "`bench compile` (Triton kernels for a GPU), `bench train` and `bench generate` (a preset's speed)."
-    p = _add(which, "compile",
-             "compile every Triton kernel for a GPU architecture (no GPU needed): registers, "
-             "spills, shared memory; exit 1 if any fails", _cmd_bench_compile)
-    p.add_argument("--arch", default="sm_90", help="the GPU architecture to compile for")
-    p.add_argument("--json", help="write the rows (and the machine) to this file")
-    for name, what in (("train", "training tokens/s per precision"), ("generate", "cached generation speed")):
-        p = _add(which, name, f"a preset's {what}, eager and compiled, with the ratio to eager fp32",
-                 _cmd_bench_preset)
-        p.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
-        p.add_argument("--no-compile", action="store_true", help="eager only (no torch.compile)")
-        p.add_argument("--repeats", type=positive_int, default=3,
-                       help="interleaved repeats (the median is reported)")
-        p.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
-        p.add_argument("--json", help="write the result (and the machine) to this file")
-    which.choices["train"].add_argument("--B", type=positive_int, default=4, help="batch size")
-    which.choices["train"].add_argument("--T", type=positive_int, default=256, help="sequence length")
-    which.choices["generate"].add_argument("--new-tokens", type=positive_int, default=512,
-                                           help="tokens generated")
+# %% ../nbs/90_cli.ipynb #ef4ca1b1
+def _add_bench(sub):
+    which = _add(sub, "bench", "benchmarks (median of repeats, ratios to a baseline)", None)
+    which = which.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    for add in (_add_bench_kernels, _add_bench_layers, _add_bench_all, _add_bench_lm):
+        add(which)
 
 # %% ../nbs/90_cli.ipynb #f9e18aa2
 def _cmd_bench_compile(args) -> int:
@@ -259,12 +282,44 @@ def _cmd_bench_compile(args) -> int:
     _write_json({"rows": rows, "machine": machine_info()}, args.json)
     return 0 if all(r["ok"] for r in rows) else 1
 
+# %% ../nbs/90_cli.ipynb #8d9e0f1a
 def _cmd_bench_preset(args) -> int:
     import memnb.bench as B
     opts = dict(compile=(False,) if args.no_compile else (False, True), repeats=args.repeats,
                 threads=args.threads or None)
     opts.update(dict(B=args.B, T=args.T) if args.bench == "train" else dict(new_tokens=args.new_tokens))
     return _report(getattr(B, f"bench_{args.bench}")(args.preset, **opts), args)
+
+# %% ../nbs/90_cli.ipynb #9e0f1a2b
+def _add_bench_compile(which):
+    p = _add(which, "compile",
+             "compile every Triton kernel for a GPU architecture (no GPU needed): registers, "
+             "spills, shared memory; exit 1 if any fails", _cmd_bench_compile)
+    p.add_argument("--arch", default="sm_90", help="the GPU architecture to compile for")
+    p.add_argument("--json", help="write the rows (and the machine) to this file")
+
+# %% ../nbs/90_cli.ipynb #0f1a2b3c
+def _add_bench_preset(which, name: str, what: str):
+    "`bench train` or `bench generate`: a preset's `what`, eager and compiled."
+    p = _add(which, name, f"a preset's {what}, eager and compiled, with the ratio to eager fp32",
+             _cmd_bench_preset)
+    p.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
+    p.add_argument("--no-compile", action="store_true", help="eager only (no torch.compile)")
+    p.add_argument("--repeats", type=positive_int, default=3,
+                   help="interleaved repeats (the median is reported)")
+    p.add_argument("--threads", type=nonneg_int, default=2, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--json", help="write the result (and the machine) to this file")
+    return p
+
+# %% ../nbs/90_cli.ipynb #918371b9
+def _add_bench_lm(which):
+    "`bench compile` (Triton kernels for a GPU), `bench train` and `bench generate` (a preset's speed)."
+    _add_bench_compile(which)
+    train = _add_bench_preset(which, "train", "training tokens/s per precision")
+    gen = _add_bench_preset(which, "generate", "cached generation speed")
+    train.add_argument("--B", type=positive_int, default=4, help="batch size")
+    train.add_argument("--T", type=positive_int, default=256, help="sequence length")
+    gen.add_argument("--new-tokens", type=positive_int, default=512, help="tokens generated")
 
 # %% ../nbs/90_cli.ipynb #d86d5453
 def _token_data(source: str, tokenizer, cache: Path, seq_len: int):
@@ -277,19 +332,23 @@ def _token_data(source: str, tokenizer, cache: Path, seq_len: int):
     except (FileNotFoundError, ValueError, UnicodeError) as e:
         raise CLIError(f"--data {source}: {_user_message(e)}") from None
 
+# %% ../nbs/90_cli.ipynb #2b3c4d5f
+def _objective(spec: str, names) -> tuple:
+    "`NAME=WEIGHT` as `(name, weight)`, the name one of `names`."
+    name, _, w = spec.partition("=")
+    if name not in names:
+        raise CLIError(f"unknown objective {name!r}; choose from {', '.join(names)}")
+    try:
+        return name, float(w)
+    except ValueError:
+        raise CLIError(f"--objective wants NAME=WEIGHT, e.g. mtp=0.3; got {spec!r}") from None
+
+# %% ../nbs/90_cli.ipynb #3c4d5e6a
 def _objectives(specs) -> dict:
     from memnb.objectives import OBJECTIVES
-    out = {}
-    for spec in specs or []:
-        name, _, w = spec.partition("=")
-        if name not in OBJECTIVES:
-            raise CLIError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
-        try:
-            out[name] = float(w)
-        except ValueError:
-            raise CLIError(f"--objective wants NAME=WEIGHT, e.g. mtp=0.3; got {spec!r}") from None
-    return out
+    return dict(_objective(spec, OBJECTIVES) for spec in specs or [])
 
+# %% ../nbs/90_cli.ipynb #5e6f7a8c
 def _from_step(args, out: Path) -> int | None:
     "`--from-step N`, or the checkpoint before the last for `--rollback`."
     from memnb.train import checkpoint_dir, list_checkpoints
@@ -314,6 +373,89 @@ def _undo(out: Path, existed: set | None):
         if p.name not in existed:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
+# %% ../nbs/90_cli.ipynb #0d1e2f3b
+def _train_data(args, out: Path):
+    "The task's data, or the corpus tokenised into the run folder with its tokenizer saved there."
+    from memnb.tasks import TaskData
+    if args.task:
+        return TaskData.make(args.task, seed=args.seed)
+    data = _token_data(args.data, args.tokenizer, out / "data", args.seq_len)
+    data.tokenizer.save(out / "tokenizer.json")
+    return data
+
+# %% ../nbs/90_cli.ipynb #1e2f3a4c
+def _train_model(args, data, objectives: dict):
+    "The preset at the data's vocabulary, with the heads the objectives need."
+    from memnb.presets import build
+    torch.manual_seed(args.seed)                      # model construction, as the data order and dropout
+    overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {}),
+                 **{f"{name}_head": True for name in ("mtp", "fsp", "value") if name in objectives}}
+    model = build(args.preset, seq_len=getattr(data, "seq_len", None), **overrides)
+    print(f"{args.preset}: {model.num_params():,} parameters, vocabulary {data.vocab_size}")
+    return model
+
+# %% ../nbs/90_cli.ipynb #2f3a4b5d
+def _train_config(args, out: Path, objectives: dict, from_step):
+    from memnb.train import TrainConfig
+    return TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
+                       eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed,
+                       device=args.device, precision=args.precision, objectives=objectives, keep=args.keep,
+                       word_dropout=args.word_dropout, from_step=from_step, bad_streak=args.bad_streak,
+                       on_blowup=args.on_blowup,
+                       aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
+
+# %% ../nbs/90_cli.ipynb #3a4b5c6e
+def _loss_before(model, data, cfg, out: Path) -> float | None:
+    "The validation loss before training, on the batches `train()` evaluates on; `None` when resuming."
+    from memnb.evaluate import evaluate
+    from memnb.train import checkpoint_dir
+    return None if checkpoint_dir(out, "last") else evaluate(
+        model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1,
+        device=cfg.device)["loss"]
+
+# %% ../nbs/90_cli.ipynb #48ef13b5
+def _train(args, out: Path, objectives: dict, t0: float) -> int:
+    from memnb.train import train
+    from_step = _from_step(args, out)
+    data = _train_data(args, out)
+    model = _train_model(args, data, objectives)
+    cfg = _train_config(args, out, objectives, from_step)
+    t_data = time.perf_counter()
+    before = _loss_before(model, data, cfg, out)
+    t_before = time.perf_counter()
+    res = train(model, data, cfg)
+    times = {"data": t_data - t0, "eval_before": t_before - t_data, "train": time.perf_counter() - t_before}
+    return _train_summary(res, before, times, out, args)
+
+# %% ../nbs/90_cli.ipynb #5c6d7e8a
+def _loss_line(res, before: float | None, out: Path) -> str:
+    "Steps, speed, bad steps, rollbacks; the validation loss from before training (or the first evaluation)."
+    evals = [h for h in res.history if "val_loss" in h]
+    first = f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']})"
+    start = f"{before:.3f} before training" if before is not None else first
+    return (f"{res.step} steps, {res.tokens_per_s:,.0f} tokens/s, {res.bad_steps} bad steps skipped"
+            f"{f', {res.rollbacks} rollbacks' if res.rollbacks else ''}; validation loss {start} -> "
+            f"{evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); checkpoints in {out}")
+
+# %% ../nbs/90_cli.ipynb #7e8f9a0c
+def _time_line(times: dict) -> str:
+    "Where the command's time went, in minutes."
+    total = sum(times.values())
+    mins = {k: f"{v / 60:.1f}" for k, v in times.items()}
+    return (f"the command took {total / 60:.1f} min: training {mins['train']} (evaluations and checkpoints "
+            f"included), data and tokenizer {mins['data']}, evaluation before training {mins['eval_before']}")
+
+# %% ../nbs/90_cli.ipynb #154747ed
+def _train_summary(res, before, times: dict, out: Path, args) -> int:
+    "The result in two lines (and JSON): losses, speed, bad steps; where the command's time went."
+    print(_loss_line(res, before, out))
+    print(_time_line(times))
+    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val,
+                        "val_loss_before": before,
+                        "bad_steps": res.bad_steps, "rollbacks": res.rollbacks, "events": res.events,
+                        "tokens_per_s": res.tokens_per_s, "seconds": times}, args.json)
+
+# %% ../nbs/90_cli.ipynb #0b1c2d3f
 def _cmd_train(args) -> int:
     from memnb.train import claim_run_dir
     out, t0 = Path(args.out), time.perf_counter()
@@ -328,70 +470,52 @@ def _cmd_train(args) -> int:
         _undo(out, existed)
         raise
 
-# %% ../nbs/90_cli.ipynb #48ef13b5
-def _train(args, out: Path, objectives: dict, t0: float) -> int:
-    from memnb.evaluate import evaluate
-    from memnb.presets import build
-    from memnb.tasks import TaskData
-    from memnb.train import TrainConfig, checkpoint_dir, train
-    from_step = _from_step(args, out)
-    if args.task:
-        data = TaskData.make(args.task, seed=args.seed)
-    else:
-        data = _token_data(args.data, args.tokenizer, out / "data", args.seq_len)
-        data.tokenizer.save(out / "tokenizer.json")
-    torch.manual_seed(args.seed)                      # model construction, as the data order and dropout
-    overrides = {"vocab_size": data.vocab_size, **({"n_layers": args.n_layers} if args.n_layers else {}),
-                 **{f"{name}_head": True for name in ("mtp", "fsp", "value") if name in objectives}}
-    model = build(args.preset, seq_len=getattr(data, "seq_len", None), **overrides)
-    print(f"{args.preset}: {model.num_params():,} parameters, vocabulary {data.vocab_size}")
-    cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
-                      eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed,
-                      device=args.device, precision=args.precision, objectives=objectives, keep=args.keep,
-                      word_dropout=args.word_dropout, from_step=from_step, bad_streak=args.bad_streak,
-                      on_blowup=args.on_blowup,
-                      aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
-    t_data = time.perf_counter()
-    before = None if checkpoint_dir(out, "last") else evaluate(   # on the batches train() evaluates on
-        model, data, batch_size=cfg.batch_size, n_batches=cfg.eval_batches, seed=cfg.seed + 1,
-        device=cfg.device)["loss"]
-    t_before = time.perf_counter()
-    res = train(model, data, cfg)
-    times = {"data": t_data - t0, "eval_before": t_before - t_data, "train": time.perf_counter() - t_before}
-    return _train_summary(res, before, times, out, args)
-
-# %% ../nbs/90_cli.ipynb #154747ed
-def _train_summary(res, before, times: dict, out: Path, args) -> int:
-    "The result in two lines (and JSON): losses, speed, bad steps; where the command's time went."
-    evals = [h for h in res.history if "val_loss" in h]
-    first = f"{evals[0]['val_loss']:.3f} (step {evals[0]['step']})"
-    start = f"{before:.3f} before training" if before is not None else first
-    print(f"{res.step} steps, {res.tokens_per_s:,.0f} tokens/s, {res.bad_steps} bad steps skipped"
-          f"{f', {res.rollbacks} rollbacks' if res.rollbacks else ''}; validation loss {start} -> "
-          f"{evals[-1]['val_loss']:.3f} (step {evals[-1]['step']}); checkpoints in {out}")
-    total = sum(times.values())
-    mins = {k: f"{v / 60:.1f}" for k, v in times.items()}
-    print(f"the command took {total / 60:.1f} min: training {mins['train']} (evaluations and checkpoints "
-          f"included), data and tokenizer {mins['data']}, evaluation before training {mins['eval_before']}")
-    return _write_json({"step": res.step, "history": res.history, "best_val": res.best_val,
-                        "val_loss_before": before,
-                        "bad_steps": res.bad_steps, "rollbacks": res.rollbacks, "events": res.events,
-                        "tokens_per_s": res.tokens_per_s, "seconds": times}, args.json)
-
-# %% ../nbs/90_cli.ipynb #aba19168
+# %% ../nbs/90_cli.ipynb #2d3e4f5b
 _TASKS = ["mqar", "selective_copying", "induction_heads"]
 
-def _preset_name(name: str) -> str:
-    from memnb.presets import PRESETS
-    if name not in PRESETS:
-        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return name
+# %% ../nbs/90_cli.ipynb #3e4f5a6c
+def _add_train_run(tr):
+    tr.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
+    tr.add_argument("--data", help="a text file or folder, 'stdlib', or a hub dataset name")
+    tr.add_argument("--task", choices=_TASKS, help="a synthetic task instead of --data")
+    tr.add_argument("--out", required=True, help="the run folder: checkpoints, log, tokenizer, token cache")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="write into a non-empty folder memnb did not make")
 
-def _preset_help() -> str:
-    from memnb.presets import PRESETS
-    return "one of: " + ", ".join(f"{n} ({p.params / 1e6:.1f}M)" if p.params else n for n,
-                                  p in PRESETS.items())
+# %% ../nbs/90_cli.ipynb #4f5a6b7d
+def _add_train_budget(tr):
+    tr.add_argument("--minutes", type=positive_float,
+                    help="wall-clock budget (with --max-steps: whichever ends first)")
+    tr.add_argument("--max-steps", type=positive_int, default=100_000, help="step budget")
+    tr.add_argument("--n-layers", type=positive_int, help="override the preset's depth (a quick smaller run)")
+    tr.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
+    tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="optimiser")
+    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
 
+# %% ../nbs/90_cli.ipynb #5a6b7c8e
+def _add_train_checkpoints(tr):
+    tr.add_argument("--eval-every", type=positive_int, default=100,
+                    help="evaluate and checkpoint every N steps")
+    tr.add_argument("--keep", type=positive_int, default=3,
+                    help="checkpoints kept (the newest, and the best)")
+    tr.add_argument("--from-step", type=nonneg_int,
+                    help="resume from this step's checkpoint instead of the last")
+    tr.add_argument("--rollback", action="store_true", help="resume from the checkpoint before the last")
+    tr.add_argument("--bad-streak", type=positive_int, default=5,
+                    help="non-finite steps in a row before --on-blowup")
+    tr.add_argument("--on-blowup", choices=["rollback", "stop"], default="rollback",
+                    help="roll back to the last good checkpoint with half the lr, or stop with advice")
+
+# %% ../nbs/90_cli.ipynb #6b7c8d9f
+def _add_train_objectives(tr):
+    from memnb.objectives import OBJECTIVES
+    tr.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
+                    help=f"an extra objective, repeatable; NAME one of {', '.join(OBJECTIVES)}")
+    tr.add_argument("--word-dropout", type=fraction, default=0.0,
+                    help="fraction of input tokens replaced by token 0")
+
+# %% ../nbs/90_cli.ipynb #7c8d9e0a
 def _add_data_args(p, tokenizer="bpe:4096"):
     p.add_argument("--tokenizer", default=tokenizer,
                    help="'bpe:N' (trained on the data), 'gpt2', 'bytes' or a tokenizer.json path")
@@ -405,38 +529,10 @@ def _add_data_args(p, tokenizer="bpe:4096"):
 
 # %% ../nbs/90_cli.ipynb #248f49c2
 def _add_train(sub):
-    from memnb.objectives import OBJECTIVES
     tr = _add(sub, "train", "train a preset on a corpus or a synthetic task", _cmd_train)
-    tr.add_argument("--preset", required=True, type=_preset_name, metavar="NAME", help=_preset_help())
-    tr.add_argument("--data", help="a text file or folder, 'stdlib', or a hub dataset name")
-    tr.add_argument("--task", choices=_TASKS, help="a synthetic task instead of --data")
-    tr.add_argument("--out", required=True, help="the run folder: checkpoints, log, tokenizer, token cache")
-    tr.add_argument("--overwrite", action="store_true",
-                    help="write into a non-empty folder memnb did not make")
-    tr.add_argument("--minutes", type=positive_float,
-                    help="wall-clock budget (with --max-steps: whichever ends first)")
-    tr.add_argument("--max-steps", type=positive_int, default=100_000, help="step budget")
-    tr.add_argument("--n-layers", type=positive_int, help="override the preset's depth (a quick smaller run)")
-    tr.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
-    tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="optimiser")
-    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
-    tr.add_argument("--eval-every", type=positive_int, default=100,
-                    help="evaluate and checkpoint every N steps")
-    tr.add_argument("--keep", type=positive_int, default=3,
-                    help="checkpoints kept (the newest, and the best)")
-    tr.add_argument("--from-step", type=nonneg_int,
-                    help="resume from this step's checkpoint instead of the last")
-    tr.add_argument("--rollback", action="store_true", help="resume from the checkpoint before the last")
-    tr.add_argument("--bad-streak", type=positive_int, default=5,
-                    help="non-finite steps in a row before --on-blowup")
-    tr.add_argument("--on-blowup", choices=["rollback", "stop"], default="rollback",
-                    help="roll back to the last good checkpoint with half the lr, or stop with advice")
-    tr.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
-                    help=f"an extra objective, repeatable; NAME one of {', '.join(OBJECTIVES)}")
-    tr.add_argument("--word-dropout", type=fraction, default=0.0,
-                    help="fraction of input tokens replaced by token 0")
-    _add_data_args(tr)
+    for add in (_add_train_run, _add_train_budget, _add_train_checkpoints, _add_train_objectives,
+                _add_data_args):
+        add(tr)
 
 # %% ../nbs/90_cli.ipynb #0fbefe56
 def _checkpoint(path: str):
@@ -444,41 +540,46 @@ def _checkpoint(path: str):
     from memnb.model import load
     from memnb.train import checkpoint_dir
     p = Path(path)
-    d = checkpoint_dir(p, "best") or checkpoint_dir(p,
-                                                    "last") or (p if (p / "config.json").exists() else None)
+    d = (checkpoint_dir(p, "best") or checkpoint_dir(p, "last")
+         or (p if (p / "config.json").exists() else None))
     if d is None:
         raise CLIError(f"{path} is not a memnb training folder or checkpoint (no best.json, last.json or "
                        "config.json)")
     tok = next((t for t in (d / "tokenizer.json", d.parent / "tokenizer.json") if t.exists()), None)
     return load(d), tok
 
+# %% ../nbs/90_cli.ipynb #9e0f1a2c
+def _check_vocab(model, tokenizer, name):
+    "Refuse a tokenizer (called `name`) with more tokens than the model's vocabulary."
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise CLIError(f"the tokenizer ({name}) has {tokenizer.vocab_size:,} tokens but the model's "
+                       f"vocabulary is {model.config.vocab_size:,}; use the tokenizer it was trained with "
+                       "(tokenizer.json beside it)")
+
+# %% ../nbs/90_cli.ipynb #0f1a2b3d
 def _tokenizer_for(model, tok: Path | None, spec: str | None):
     "The tokenizer to use with `model`: `spec`, else the one beside the checkpoint; its vocabulary must fit."
     from memnb.data import load_tokenizer
     if spec is None and tok is None:
         raise CLIError("no tokenizer.json beside the checkpoint (a model trained on a synthetic task has "
-                       "none; "
-                       "memnb eval takes --tokenizer)")
+                       "none; memnb eval takes --tokenizer)")
     try:
         tokenizer = load_tokenizer(spec or str(tok))
     except FileNotFoundError as e:
         raise CLIError(f"--tokenizer {spec}: {_user_message(e)}") from None
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise CLIError(f"the tokenizer ({spec or tok}) has {tokenizer.vocab_size:,} tokens but the model's "
-                       f"vocabulary is {model.config.vocab_size:,}; use the tokenizer it was trained with "
-                       "(tokenizer.json beside it)")
+    _check_vocab(model, tokenizer, spec or tok)
     return tokenizer
 
-# %% ../nbs/90_cli.ipynb #828e2138
-def _file_tokens(source: str, tokenizer) -> torch.Tensor:
-    "Every token of `source` (documents joined by end-of-text, one in front), cached in memnb's cache folder."
+# %% ../nbs/90_cli.ipynb #3c4d5e6b
+def _cache_key(*parts) -> str:
+    "A short hash naming a cache of `parts` (a source and a tokenizer)."
     import hashlib
-    import numpy as np
-    from memnb.data import _source_id, cache_root, read_documents
-    key = hashlib.sha256(json.dumps([_source_id(source), tokenizer.fingerprint()]).encode()).hexdigest()[:16]
-    path = cache_root("eval", f"{key}.npy")
-    if path.exists():
-        return torch.from_numpy(np.load(path))
+    return hashlib.sha256(json.dumps(list(parts)).encode()).hexdigest()[:16]
+
+# %% ../nbs/90_cli.ipynb #5e6f7a8d
+def _document_ids(source: str, tokenizer) -> list:
+    "The tokens of every document of `source`, joined by end-of-text with one in front."
+    from memnb.data import read_documents
     try:
         docs = read_documents(source)
     except (FileNotFoundError, ValueError) as e:
@@ -486,37 +587,62 @@ def _file_tokens(source: str, tokenizer) -> torch.Tensor:
     ids = [tokenizer.eot] + [i for d in docs for i in tokenizer.encode(d) + [tokenizer.eot]][:-1]
     if len(ids) < 2:
         raise CLIError(f"--data {source} holds no text to evaluate")
+    return ids
+
+# %% ../nbs/90_cli.ipynb #6f7a8b9e
+def _save_ids(path: Path, ids: list):
+    "`ids` as int64 in a NumPy file, written under a temporary name and renamed."
+    import numpy as np
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, np.array(ids, dtype=np.int64)); os.replace(tmp, path)
+
+# %% ../nbs/90_cli.ipynb #828e2138
+def _file_tokens(source: str, tokenizer) -> torch.Tensor:
+    "Every token of `source` (documents joined by end-of-text, one in front), cached in memnb's cache folder."
+    import numpy as np
+    from memnb.data import _source_id, cache_root
+    path = cache_root("eval", f"{_cache_key(_source_id(source), tokenizer.fingerprint())}.npy")
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    ids = _document_ids(source, tokenizer)
+    _save_ids(path, ids)
     return torch.tensor(ids)
+
+# %% ../nbs/90_cli.ipynb #9c0d1e2b
+def _eval_val(args, model, tokenizer) -> dict:
+    "`--split val`: random windows of the held-out documents of `--data`."
+    from memnb.data import _source_id, cache_root
+    from memnb.evaluate import evaluate
+    key = _cache_key(_source_id(args.data), tokenizer.fingerprint())
+    data = _token_data(args.data, tokenizer, cache_root("tokens", key), args.seq_len)
+    return evaluate(model, data, n_batches=args.batches, batch_size=args.batch_size, device=args.device)
+
+# %% ../nbs/90_cli.ipynb #0d1e2f3c
+def _eval_all(args, model, tokenizer) -> dict:
+    "`--split all`: every token of `--data` in sliding windows; with perplexity and bits per byte."
+    import math
+    from memnb.evaluate import bits_per_byte, sliding_window_loss
+    if args.stride > args.context:
+        raise CLIError(f"--stride {args.stride} is larger than --context {args.context}: tokens would go "
+                       "unscored")
+    ids = _file_tokens(args.data, tokenizer)
+    res = sliding_window_loss(model.to(args.device), ids, args.context, args.stride, device=args.device,
+                              progress=True)
+    nats = res["loss"] * res["tokens"]
+    res.update(ppl=math.exp(min(res["loss"], 50)), context=args.context, stride=args.stride,
+               bpb=bits_per_byte(nats, int(tokenizer.token_bytes()[ids[1:]].sum())))
+    return res
 
 # %% ../nbs/90_cli.ipynb #207c0fd7
 def _cmd_eval(args) -> int:
-    import math
-    from memnb.data import _source_id, cache_root
-    from memnb.evaluate import bits_per_byte, evaluate, sliding_window_loss
     model, tok = _checkpoint(args.checkpoint)
     tokenizer = _tokenizer_for(model, tok, args.tokenizer)
-    if args.split == "val":
-        import hashlib
-        key = hashlib.sha256(json.dumps([_source_id(args.data),
-                                         tokenizer.fingerprint()]).encode()).hexdigest()[:16]
-        data = _token_data(args.data, tokenizer, cache_root("tokens", key), args.seq_len)
-        res = evaluate(model, data, n_batches=args.batches, batch_size=args.batch_size, device=args.device)
-    else:
-        if args.stride > args.context:
-            raise CLIError(f"--stride {args.stride} is larger than --context {args.context}: tokens would go "
-                           "unscored")
-        ids = _file_tokens(args.data, tokenizer)
-        res = sliding_window_loss(model.to(args.device), ids, args.context, args.stride, device=args.device,
-                                  progress=True)
-        nats = res["loss"] * res["tokens"]
-        res.update(ppl=math.exp(min(res["loss"], 50)), context=args.context, stride=args.stride,
-                   bpb=bits_per_byte(nats, int(tokenizer.token_bytes()[ids[1:]].sum())))
+    res = (_eval_val if args.split == "val" else _eval_all)(args, model, tokenizer)
     print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
     return _write_json(res, args.json)
 
+# %% ../nbs/90_cli.ipynb #1e2f3a4d
 def _add_eval(sub):
     ev = _add(sub, "eval", "loss, perplexity and bits per byte of a checkpoint on every token of a file",
               _cmd_eval)
@@ -530,38 +656,52 @@ def _add_eval(sub):
     ev.add_argument("--batches", type=positive_int, default=20, help="--split val: batches of random windows")
     _add_data_args(ev, tokenizer=None)
 
+# %% ../nbs/90_cli.ipynb #4b5c6d7a
+def _check_fits(model, ids: list, new: int):
+    "Refuse a prompt of `ids` when it and `new` tokens more exceed the model's position limit."
+    from memnb.model import position_limit
+    limit, total = position_limit(model), len(ids) + new
+    if limit is not None and total > limit:
+        raise CLIError(f"the prompt's {len(ids)} tokens + --max-new-tokens {new} = {total} "
+                       f"exceed the model's position limit of {limit}; ask for at most "
+                       f"{max(limit - len(ids), 0)} new tokens")
+
+# %% ../nbs/90_cli.ipynb #5c6d7e8b
+def _processors(args) -> list:
+    "The logit processors the penalty options ask for."
+    from memnb.generate import frequency_penalty, repetition_penalty
+    return (([repetition_penalty(args.repetition_penalty)] if args.repetition_penalty != 1.0 else []) +
+            ([frequency_penalty(args.frequency_penalty, args.presence_penalty)]
+             if args.frequency_penalty or args.presence_penalty else []))
+
+# %% ../nbs/90_cli.ipynb #7e8f9a0d
+def _decode(model, idx: torch.Tensor, args, procs: list) -> torch.Tensor:
+    "Value-guided search, or sampling seeded by `--seed` (the argmax with `--greedy`)."
+    from memnb.generate import value_guided_generate
+    from memnb.model import generate
+    if args.value_search:
+        if model.value is None:
+            raise CLIError("--value-search needs a model trained with a value head "
+                           "(--objective value=0.1)")
+        return value_guided_generate(model, idx, args.max_new_tokens, candidates=args.value_search,
+                                     beta=args.value_beta)
+    g = torch.Generator().manual_seed(args.seed)
+    return generate(model, idx, args.max_new_tokens, temperature=0.0 if args.greedy else args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, generator=g, processors=procs)
+
 # %% ../nbs/90_cli.ipynb #3716cfb5
 def _continue(model, tokenizer, prompt: str, args) -> str:
     "The prompt and its continuation; checked against the position limit first, partial if interrupted."
-    from memnb.generate import frequency_penalty, repetition_penalty, value_guided_generate
-    from memnb.model import generate, position_limit
     ids = tokenizer.encode(prompt)
     if not ids:
         raise CLIError("the prompt is empty; give some text to continue")
-    limit, total = position_limit(model), len(ids) + args.max_new_tokens
-    if limit is not None and total > limit:
-        raise CLIError(f"the prompt's {len(ids)} tokens + --max-new-tokens {args.max_new_tokens} = {total} "
-                       f"exceed the model's position limit of {limit}; ask for at most "
-                       f"{max(limit - len(ids), 0)} new tokens")
+    _check_fits(model, ids, args.max_new_tokens)
     idx, made = torch.tensor([ids]), [torch.tensor([ids])]
-    procs = ([repetition_penalty(args.repetition_penalty)] if args.repetition_penalty != 1.0 else []) + \
-            ([frequency_penalty(args.frequency_penalty, args.presence_penalty)]
-             if args.frequency_penalty or args.presence_penalty else [])
     # what has been made so far, kept if decoding is stopped
     def record(logits, out):
         made[0] = out; return logits
     try:
-        if args.value_search:
-            if model.value is None:
-                raise CLIError("--value-search needs a model trained with a value head "
-                               "(--objective value=0.1)")
-            out = value_guided_generate(model, idx, args.max_new_tokens, candidates=args.value_search,
-                                        beta=args.value_beta)
-        else:
-            g = torch.Generator().manual_seed(args.seed)
-            out = generate(model, idx, args.max_new_tokens,
-                           temperature=0.0 if args.greedy else args.temperature,
-                           top_k=args.top_k, top_p=args.top_p, generator=g, processors=procs + [record])
+        out = _decode(model, idx, args, _processors(args) + [record])
     except KeyboardInterrupt:
         out = made[0]
         print("memnb generate: interrupted; what was made so far:", file=sys.stderr)
@@ -582,6 +722,7 @@ def _repl(model, tokenizer, args) -> int:
             print(f"memnb generate: error: {e}", file=sys.stderr)
     return 0
 
+# %% ../nbs/90_cli.ipynb #9a0b1c2f
 def _cmd_generate(args) -> int:
     if not args.interactive and not (args.prompt or "").strip():
         raise CLIError("--prompt is empty; give some text to continue (or use --interactive)")
@@ -593,19 +734,16 @@ def _cmd_generate(args) -> int:
     print(_continue(model, tokenizer, args.prompt, args))
     return 0
 
-# %% ../nbs/90_cli.ipynb #0c7f0803
-def _add_generate(sub):
-    gen = _add(sub, "generate", "continue a prompt with a training folder's best checkpoint", _cmd_generate)
-    gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
-    gen.add_argument("--prompt", help="the text to continue (required unless --interactive)")
-    gen.add_argument("--interactive", action="store_true",
-                     help="read prompts line by line, the model loaded once")
-    gen.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to add")
+# %% ../nbs/90_cli.ipynb #0b1c2d3a
+def _add_sampling_args(gen):
     gen.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature (0: greedy)")
     gen.add_argument("--greedy", action="store_true", help="always the likeliest token (temperature 0)")
     gen.add_argument("--top-k", type=positive_int, default=50, help="sample from the K likeliest tokens")
     gen.add_argument("--top-p", type=_checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
                      help="nucleus sampling: the smallest set of tokens with this much probability")
+
+# %% ../nbs/90_cli.ipynb #1c2d3e4b
+def _add_penalty_args(gen):
     gen.add_argument("--repetition-penalty", type=positive_float, default=1.0,
                      help="CTRL penalty on tokens already in the text")
     gen.add_argument("--frequency-penalty", type=nonneg_float, default=0.0,
@@ -615,7 +753,45 @@ def _add_generate(sub):
     gen.add_argument("--value-search", type=positive_int, metavar="K",
                      help="value-guided search over the top K tokens")
     gen.add_argument("--value-beta", type=nonneg_float, default=1.0, help="weight of the value against log p")
+
+# %% ../nbs/90_cli.ipynb #0c7f0803
+def _add_generate(sub):
+    gen = _add(sub, "generate", "continue a prompt with a training folder's best checkpoint", _cmd_generate)
+    gen.add_argument("checkpoint", help="a run folder (its best checkpoint) or a checkpoint folder")
+    gen.add_argument("--prompt", help="the text to continue (required unless --interactive)")
+    gen.add_argument("--interactive", action="store_true",
+                     help="read prompts line by line, the model loaded once")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to add")
+    _add_sampling_args(gen)
+    _add_penalty_args(gen)
     gen.add_argument("--seed", type=nonneg_int, default=0, help="seeds the sampling")
+
+# %% ../nbs/90_cli.ipynb #3e4f5a6d
+def _probe_ids(path: str, tokenizer) -> list:
+    "The tokens of the `--text` file; at least two."
+    text = Path(path)
+    if not text.is_file():
+        raise CLIError(f"--text {path}: no such file")
+    ids = tokenizer.encode(text.read_text(errors="replace"))
+    if len(ids) < 2:
+        raise CLIError(f"--text {path} holds fewer than two tokens")
+    return ids
+
+# %% ../nbs/90_cli.ipynb #5a6b7c8f
+def _print_routing(rows: list):
+    "A line per layer: routing entropy (its share of ln K), effective and active slots, per-token entropy."
+    for r in rows:
+        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), "
+              f"K_eff {r['k_eff']:.2f}, {r['active_slots']} active slots, per-token entropy "
+              f"{r['token_entropy']:.3f}")
+
+# %% ../nbs/90_cli.ipynb #6b7c8d9a
+def _print_mi(m: dict):
+    "The scope-register mutual information, its 95% interval, the shuffled baseline and the p-value."
+    print(f"MI(slot; depth) {m['mi']:.4f} nats ({m['bits']:.4f} bits, {m['ratio']:.1%} of H(depth)), "
+          f"95% CI "
+          f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]; shuffled {m['baseline_mean']:.4f} (p95 "
+          f"{m['baseline_p95']:.4f}), p = {m['p_value']:.3f}")
 
 # %% ../nbs/90_cli.ipynb #18131c97
 def _cmd_probe(args) -> int:
@@ -623,28 +799,17 @@ def _cmd_probe(args) -> int:
     from memnb.probes import probe_report
     model, tok = _checkpoint(args.checkpoint)
     tokenizer = _tokenizer_for(model, tok, None)
-    text = Path(args.text)
-    if not text.is_file():
-        raise CLIError(f"--text {args.text}: no such file")
-    ids = tokenizer.encode(text.read_text(errors="replace"))
-    if len(ids) < 2:
-        raise CLIError(f"--text {args.text} holds fewer than two tokens")
+    ids = _probe_ids(args.text, tokenizer)
     rep = probe_report(model.eval(), ids, tokenizer, args.out, seq_len=args.seq_len,
                        permutations=args.permutations,
                        bootstrap=args.permutations)
-    for r in rep["routing"]:
-        print(f"{r['layer']}: routing entropy {r['entropy']:.3f} nats ({r['entropy_pct']:.1f}% of ln K), "
-              f"K_eff {r['k_eff']:.2f}, {r['active_slots']} active slots, per-token entropy "
-              f"{r['token_entropy']:.3f}")
+    _print_routing(rep["routing"])
     if "scope_register_mi" in rep:
-        m = rep["scope_register_mi"]
-        print(f"MI(slot; depth) {m['mi']:.4f} nats ({m['bits']:.4f} bits, {m['ratio']:.1%} of H(depth)), "
-              f"95% CI "
-              f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]; shuffled {m['baseline_mean']:.4f} (p95 "
-              f"{m['baseline_p95']:.4f}), p = {m['p_value']:.3f}")
+        _print_mi(rep["scope_register_mi"])
     print(f"figures and probe.json in {args.out}")
     return _write_json(rep, args.json)
 
+# %% ../nbs/90_cli.ipynb #8d9e0f1c
 def _add_probe(sub):
     pr = _add(sub, "probe",
               "routing statistics, decay spectra and scope-register MI of a checkpoint on a text", _cmd_probe)
@@ -657,31 +822,72 @@ def _add_probe(sub):
     pr.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     pr.add_argument("--json", help="also write the result as JSON here")
 
-# %% ../nbs/90_cli.ipynb #3befd6af
-def _cmd_compare(args) -> int:
-    from memnb.compare import MECHANISMS, compare, format_table
-    from memnb.data import _source_id, cache_root
-    names = args.mechanisms.split(",") if args.mechanisms else None
-    bad = [n for n in names or [] if n not in MECHANISMS]
+# %% ../nbs/90_cli.ipynb #0f1a2b3e
+def _mechanism_names(spec: str | None, known) -> list | None:
+    "The comma-separated `--mechanisms`, each one of `known`; `None` for all of them."
+    names = spec.split(",") if spec else None
+    bad = [n for n in names or [] if n not in known]
     if bad:
-        raise CLIError(f"unknown mechanism(s) {bad}; choose from {', '.join(MECHANISMS)}")
-    presets = args.presets.split(",") if args.presets else None
+        raise CLIError(f"unknown mechanism(s) {bad}; choose from {', '.join(known)}")
+    return names
+
+# %% ../nbs/90_cli.ipynb #1a2b3c4a
+def _preset_names(spec: str | None) -> list | None:
+    "The comma-separated `--presets`, each a known preset; `None` for none."
+    presets = spec.split(",") if spec else None
     for p in presets or []:
         try: _preset_name(p)
         except argparse.ArgumentTypeError as e: raise CLIError(str(e)) from None
-    data = None
-    if args.data:
-        import hashlib
-        key = hashlib.sha256(json.dumps([_source_id(args.data), args.tokenizer]).encode()).hexdigest()[:16]
-        data = _token_data(args.data, args.tokenizer, cache_root("tokens", key), args.seq_len)
+    return presets
+
+# %% ../nbs/90_cli.ipynb #3c4d5e6c
+def _compare_data(args):
+    "With `--data`, its token cache in memnb's cache folder; else `None` (a synthetic task)."
+    from memnb.data import _source_id, cache_root
+    if not args.data:
+        return None
+    key = _cache_key(_source_id(args.data), args.tokenizer)
+    return _token_data(args.data, args.tokenizer, cache_root("tokens", key), args.seq_len)
+
+# %% ../nbs/90_cli.ipynb #3befd6af
+def _cmd_compare(args) -> int:
+    from memnb.compare import MECHANISMS, compare, format_table
+    names = _mechanism_names(args.mechanisms, MECHANISMS)
+    presets = _preset_names(args.presets)
+    data = _compare_data(args)
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
     rows = compare(names, task=args.task, minutes=args.minutes, quick=args.quick, out_dir=args.out,
-                   seed=args.seed,
-                   data=data, presets=presets, preset_overrides=overrides, lr=args.lr,
-                   n_layers=args.n_layers or 2,
-                   curriculum=not args.no_curriculum)
+                   seed=args.seed, data=data, presets=presets, preset_overrides=overrides, lr=args.lr,
+                   n_layers=args.n_layers or 2, curriculum=not args.no_curriculum)
     print("\n" + format_table(rows) + f"\n\nwrote {args.out}/compare.json and compare.png")
     return _write_json({"rows": rows, "machine": machine_info()}, args.json)
+
+# %% ../nbs/90_cli.ipynb #4d5e6f7d
+def _add_compare_budget(cmp, mechanisms):
+    cmp.add_argument("--quick", action="store_true", help="a reduced task and budget (about two minutes)")
+    cmp.add_argument("--minutes", type=positive_float, default=15.0,
+                     help="total training budget, shared equally")
+    cmp.add_argument("--mechanisms", help=f"comma-separated subset of: {', '.join(mechanisms)}")
+    cmp.add_argument("--task", default="mqar", choices=_TASKS, help="the synthetic task")
+    cmp.add_argument("--out", default="memnb-compare", help="folder for compare.json and compare.png")
+
+# %% ../nbs/90_cli.ipynb #5e6f7a8e
+def _add_compare_data(cmp):
+    cmp.add_argument("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name)")
+    cmp.add_argument("--tokenizer", default="bpe:4096",
+                     help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
+    cmp.add_argument("--seq-len", type=positive_int, default=256,
+                     help="with --data: training sequence length")
+
+# %% ../nbs/90_cli.ipynb #6f7a8b9f
+def _add_compare_models(cmp):
+    cmp.add_argument("--presets", help="comma-separated presets to compare instead of the mechanisms")
+    cmp.add_argument("--n-layers", type=positive_int, help="depth of every model (presets: an override)")
+    cmp.add_argument("--d-model", type=positive_int, help="presets: a width override")
+    cmp.add_argument("--lr", type=positive_float, help="learning rate (default 1e-2 on tasks, 3e-3 on text)")
+    cmp.add_argument("--no-curriculum", action="store_true", help="MQAR: train on the final length only")
+    cmp.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
+    cmp.add_argument("--json", help="also write the result as JSON here")
 
 # %% ../nbs/90_cli.ipynb #14faee4f
 def _add_compare(sub):
@@ -694,25 +900,11 @@ def _add_compare(sub):
         return
     cmp = _add(sub, "compare", "the main job: equal-size models per mechanism on MQAR, one budget",
                _cmd_compare)
-    cmp.add_argument("--quick", action="store_true", help="a reduced task and budget (about two minutes)")
-    cmp.add_argument("--minutes", type=positive_float, default=15.0,
-                     help="total training budget, shared equally")
-    cmp.add_argument("--mechanisms", help=f"comma-separated subset of: {', '.join(cmp_mod.MECHANISMS)}")
-    cmp.add_argument("--task", default="mqar", choices=_TASKS, help="the synthetic task")
-    cmp.add_argument("--out", default="memnb-compare", help="folder for compare.json and compare.png")
-    cmp.add_argument("--data", help="compare on a corpus (text file or folder, 'stdlib', hub name)")
-    cmp.add_argument("--tokenizer", default="bpe:4096",
-                     help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
-    cmp.add_argument("--seq-len", type=positive_int, default=256,
-                     help="with --data: training sequence length")
-    cmp.add_argument("--presets", help="comma-separated presets to compare instead of the mechanisms")
-    cmp.add_argument("--n-layers", type=positive_int, help="depth of every model (presets: an override)")
-    cmp.add_argument("--d-model", type=positive_int, help="presets: a width override")
-    cmp.add_argument("--lr", type=positive_float, help="learning rate (default 1e-2 on tasks, 3e-3 on text)")
-    cmp.add_argument("--no-curriculum", action="store_true", help="MQAR: train on the final length only")
-    cmp.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
-    cmp.add_argument("--json", help="also write the result as JSON here")
+    _add_compare_budget(cmp, cmp_mod.MECHANISMS)
+    _add_compare_data(cmp)
+    _add_compare_models(cmp)
 
+# %% ../nbs/90_cli.ipynb #9c0d1e2c
 def _add_convert(sub):
     from memnb.published import add_convert_arguments, run_convert_cli
     add_convert_arguments(_add(sub, "convert", "a published checkpoint as a memnb model folder",
@@ -729,6 +921,15 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     return p
 
+# %% ../nbs/90_cli.ipynb #1e2f3a4e
+def _is_user_error(e: BaseException) -> bool:
+    "A mistake in the input (one line, exit code 2) rather than one in memnb (exit code 1)."
+    from memnb.model import CheckpointError
+    from memnb.train import RunDirError, TrainingDiverged
+    return isinstance(e, (CLIError, RunDirError, CheckpointError, TrainingDiverged, OSError, ValueError,
+                          ArithmeticError))          # ArithmeticError: non-finite numbers met on the way
+
+# %% ../nbs/90_cli.ipynb #4a5b6c7e
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `memnb` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -742,10 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        from memnb.model import CheckpointError
-        from memnb.train import RunDirError, TrainingDiverged
-        user = isinstance(e, (CLIError, RunDirError, CheckpointError, TrainingDiverged, OSError, ValueError,
-                              ArithmeticError))          # ArithmeticError: non-finite numbers met on the way
+        user = _is_user_error(e)
         hint = "" if user else " (unexpected: rerun with --debug for the traceback)"
         print(f"memnb {args.command}: error: {_user_message(e)}{hint}", file=sys.stderr)
         return 2 if user else 1
