@@ -21,6 +21,7 @@ def _need(model, head: str, flag: str):
         raise ValueError(f"objectives: the model has no {head} head; build it with MemLMConfig({flag}=True)")
     return getattr(model, head)
 
+# %% ../nbs/32_objectives.ipynb #555002a2
 def multi_token_loss(model, h: torch.Tensor, labels: torch.Tensor, offset: int = 2) -> torch.Tensor:
     "CE of predicting token t+`offset` from `h[:, t]` through `model.mtp` and the shared head."
     proj = _need(model, "mtp", "mtp_head")
@@ -38,6 +39,7 @@ def _seen(inputs: torch.Tensor, V: int, window: int | None) -> torch.Tensor:
         counts = counts - F.pad(counts, (0, 0, window, 0))[:, : inputs.shape[1]]
     return counts > 0
 
+# %% ../nbs/32_objectives.ipynb #3434b3e6
 def unlikelihood_loss(logits: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, window: int
                       | None = None) -> torch.Tensor:
     "Token-level unlikelihood against repeating the context's tokens (other than the target)."
@@ -55,6 +57,7 @@ def entropy_bonus(logits: torch.Tensor, labels: torch.Tensor | None = None) -> t
     H = -(logp.exp() * logp).sum(-1)
     return -(H[labels != -100] if labels is not None else H).mean()
 
+# %% ../nbs/32_objectives.ipynb #c6e8808c
 def word_dropout(inputs: torch.Tensor, p: float, replacement: int, generator: torch.Generator
                  | None = None) -> torch.Tensor:
     "A copy of `inputs` with each token replaced by `replacement` with probability `p`."
@@ -71,6 +74,7 @@ def _upcoming(labels: torch.Tensor, V: int, window: int) -> torch.Tensor:
     later = F.pad(suffix, (0, 0, 0, window))[:, window : window + labels.shape[1]]
     return (suffix - later) > 0
 
+# %% ../nbs/32_objectives.ipynb #be4820ac
 def future_sentence_loss(model, h: torch.Tensor, labels: torch.Tensor, window: int = 64) -> torch.Tensor:
     "BCE of `model.fsp`'s vocabulary logits against the multi-hot set of the next `window` tokens."
     proj = _need(model, "fsp", "fsp_head")
@@ -88,6 +92,7 @@ def value_targets(token_ce: torch.Tensor, scored: torch.Tensor, horizon: int = 8
     full = F.conv1d(scored[:, None].to(token_ce.dtype), kernel * horizon)[:, 0] == horizon
     return mean, full
 
+# %% ../nbs/32_objectives.ipynb #1aca388c
 def value_loss(model, h: torch.Tensor, token_ce: torch.Tensor, labels: torch.Tensor,
                horizon: int = 8) -> torch.Tensor:
     "Squared error of `model.value(h_t)` against the mean CE of the next `horizon` tokens (detached)."
@@ -101,6 +106,25 @@ def value_loss(model, h: torch.Tensor, token_ce: torch.Tensor, labels: torch.Ten
 # %% ../nbs/32_objectives.ipynb #d408c60d
 OBJECTIVES = ("mtp", "unlikelihood", "entropy_bonus", "fsp", "value")
 
+def _objective_fns(model, h, logits, inputs, labels, token_ce) -> dict:
+    "Each objective of `OBJECTIVES` as a function of its keyword arguments, on one forward's tensors."
+    return {"mtp": lambda o: multi_token_loss(model, h, labels, **o),
+            "unlikelihood": lambda o: unlikelihood_loss(logits, inputs, labels, **o),
+            "entropy_bonus": lambda o: entropy_bonus(logits, labels),
+            "fsp": lambda o: future_sentence_loss(model, h, labels, **o),
+            "value": lambda o: value_loss(model, h, token_ce, labels, **o)}
+
+# %% ../nbs/32_objectives.ipynb #610f6c66
+def _part(name: str, compute: dict, aux: dict, options: dict) -> torch.Tensor:
+    "One named loss: an objective computed here, or an auxiliary loss the model reported."
+    if name in compute:
+        return compute[name](options.get(name, {}))
+    if name in aux:
+        return aux[name]
+    raise ValueError(f"objective_losses: unknown objective {name!r}; choose from {OBJECTIVES} or the "
+                     f"model's aux {sorted(aux)}")
+
+# %% ../nbs/32_objectives.ipynb #5a1a7d6a
 def objective_losses(model, inputs: torch.Tensor, labels: torch.Tensor, weights: dict, *, options: dict
                      | None = None):
     """(CE + sum of weight * objective, {name: value}) for one batch; `options` holds each objective's
@@ -110,22 +134,10 @@ def objective_losses(model, inputs: torch.Tensor, labels: torch.Tensor, weights:
     logits = model.logits(h)
     token_ce = F.cross_entropy(_at_least_fp32(logits).transpose(1, 2), labels, ignore_index=-100,
                                reduction="none")
-    scored = labels != -100
-    parts = {"ce": token_ce.sum() / scored.sum().clamp_min(1)}
-    compute = {"mtp": lambda o: multi_token_loss(model, h, labels, **o),
-               "unlikelihood": lambda o: unlikelihood_loss(logits, inputs, labels, **o),
-               "entropy_bonus": lambda o: entropy_bonus(logits, labels),
-               "fsp": lambda o: future_sentence_loss(model, h, labels, **o),
-               "value": lambda o: value_loss(model, h, token_ce, labels, **o)}
-    aux = getattr(model, "aux", {})
-    total = parts["ce"]
+    parts = {"ce": token_ce.sum() / (labels != -100).sum().clamp_min(1)}
+    compute = _objective_fns(model, h, logits, inputs, labels, token_ce)
+    aux, total = getattr(model, "aux", {}), parts["ce"]
     for name, w in weights.items():
-        if name in compute:
-            parts[name] = compute[name](options.get(name, {}))
-        elif name in aux:
-            parts[name] = aux[name]
-        else:
-            raise ValueError(f"objective_losses: unknown objective {name!r}; choose from {OBJECTIVES} or the "
-                             f"model's aux {sorted(aux)}")
+        parts[name] = _part(name, compute, aux, options)
         total = total + w * parts[name]
     return total, parts
