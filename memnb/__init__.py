@@ -16,9 +16,9 @@ import types
 _API = {  # top-level name: the memnb module that defines it
     "linear_scan": "scan", "delta_rule": "delta_rule", "dock_readout": "cdm", "cumsum_scan": "cumscan",
     "ram_memory": "ramnet", "DeltaNet": "delta_rule", "CompetitiveDockingMemory": "cdm",
-            "Attention": "attention",
-    "MemLM": "model", "MemLMConfig": "model", "save": "model", "load": "model", "build": "presets",
-    "PRESETS": "presets", "from_published": "published", "TrainConfig": "train", "seed_everything": "core",
+    "Attention": "attention", "MemLM": "model", "MemLMConfig": "model", "save": "model", "load": "model",
+    "build": "presets", "PRESETS": "presets", "from_published": "published", "TrainConfig": "train",
+    "seed_everything": "core",
 }
 
 # %% ../nbs/index.ipynb #f6a7b8c9
@@ -29,9 +29,11 @@ def __getattr__(name):
     try: module = importlib.import_module(mod)
     except ModuleNotFoundError as e:
         if e.name != mod: raise
-        raise AttributeError(f"memnb.{name} comes from {mod}, which this version of memnb does not have") from None
+        raise AttributeError(f"memnb.{name} comes from {mod}, "
+                             "which this version of memnb does not have") from None
     return getattr(module, name)
 
+# %% ../nbs/index.ipynb #a1d2e3f4
 def __dir__(): return sorted(set(globals()) | set(_API))
 
 # %% ../nbs/index.ipynb #b8c9d0e1
