@@ -31,10 +31,10 @@ except ImportError:
     NonFiniteError = FloatingPointError
 
 # %% auto #0
-__all__ = ['RUN_MANIFEST', 'OptimConfig', 'ScheduleConfig', 'BudgetConfig', 'ObjectiveConfig', 'CheckpointConfig', 'GuardConfig',
-           'TrainConfig', 'cpu_has_bf16', 'autocast_dtype', 'autocast', 'lr_multiplier', 'make_optimizers',
-           'RunDirError', 'claim_run_dir', 'clean_stale', 'list_checkpoints', 'save_checkpoint', 'checkpoint_dir',
-           'load_checkpoint', 'TrainResult', 'TrainingDiverged', 'train']
+__all__ = ['COMPILE_PAYS', 'RUN_MANIFEST', 'OptimConfig', 'ScheduleConfig', 'BudgetConfig', 'ObjectiveConfig', 'CheckpointConfig',
+           'GuardConfig', 'TrainConfig', 'cpu_has_bf16', 'autocast_dtype', 'autocast', 'compile_pays', 'compiles',
+           'lr_multiplier', 'make_optimizers', 'RunDirError', 'claim_run_dir', 'clean_stale', 'list_checkpoints',
+           'save_checkpoint', 'checkpoint_dir', 'load_checkpoint', 'TrainResult', 'TrainingDiverged', 'train']
 
 # %% ../nbs/30_train.ipynb #82b0da3e
 @dataclass
@@ -104,7 +104,7 @@ class TrainConfig:
     seed: int = 0                      # data order, dropout (the caller seeds model construction)
     device: str = "cpu"
     precision: str = "auto"            # "auto" (bf16 autocast where native: CUDA, some CPUs), "bf16", "fp32"
-    compile: bool = False              # torch.compile the model
+    compile: bool | str = "auto"       # True, False, or "auto": compile where the run pays for it
     progress: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -144,7 +144,8 @@ TrainConfig.__getattr__, TrainConfig.__setattr__ = _get, _set
 def _choice_errors(c: TrainConfig):
     "A field that must be one of a few names."
     for name, ok in (("optimizer", ("adamw", "muon")), ("schedule", ("cosine", "wsd", "constant")),
-                     ("precision", ("auto", "bf16", "fp32")), ("on_blowup", ("rollback", "stop"))):
+                     ("precision", ("auto", "bf16", "fp32")), ("on_blowup", ("rollback", "stop")),
+                     ("compile", (True, False, "auto"))):
         if getattr(c, name) not in ok:
             yield f"{name} must be one of {ok}, got {getattr(c, name)!r}"
 
@@ -214,6 +215,19 @@ def autocast(precision: str, device):
     "The forward's autocast context for `precision` (a no-op for float32)."
     dtype = autocast_dtype(precision, device)
     return torch.autocast(torch.device(device).type, dtype) if dtype else contextlib.nullcontext()
+
+# %% ../nbs/30_train.ipynb #26afc4c2
+COMPILE_PAYS = {"steps": 2000, "minutes": 10.0}   # the shortest run `compile="auto"` compiles
+
+def compile_pays(cfg: TrainConfig) -> bool:
+    "Whether a run of `cfg` is long enough, on a device Inductor builds for, to win back the compile time."
+    long = cfg.max_steps >= COMPILE_PAYS["steps"] and (cfg.minutes is None or cfg.minutes >= COMPILE_PAYS["minutes"])
+    kind = torch.device(cfg.device).type
+    return long and (kind == "cuda" or kind == "cpu" and any(map(shutil.which, ("g++", "c++", "clang++"))))
+
+def compiles(cfg: TrainConfig) -> bool:
+    "Whether training under `cfg` compiles the model: `compile` itself, or `compile_pays` for \"auto\"."
+    return compile_pays(cfg) if cfg.compile == "auto" else bool(cfg.compile)
 
 # %% ../nbs/30_train.ipynb #3d3fd393
 def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
@@ -588,7 +602,7 @@ def _resume(run):
 # %% ../nbs/30_train.ipynb #74284774
 def _loss_module(model: MemLM, cfg: TrainConfig, world: int) -> nn.Module:
     "The model and its loss (the model compiled if asked), wrapped in DDP on more than one process."
-    loss_mod = _Loss(torch.compile(model) if cfg.compile else model, cfg)
+    loss_mod = _Loss(torch.compile(model) if compiles(cfg) else model, cfg)
     if world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
     return loss_mod
