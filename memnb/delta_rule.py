@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory,
-                        torch_threads,
-                        acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS, debug_checks)
+                        torch_threads, acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS, debug_checks,
+                        patch)
 from .layers import RMSNorm, ShortConvolution
 
 # %% auto #0
@@ -23,6 +23,17 @@ __all__ = ['HEBBIAN_IMPLS', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm',
            'hebbian_step', 'hebbian_rule']
 
 # %% ../nbs/02_delta_rule.ipynb #680b6458
+def _check_log_decay(g, q, where):
+    "`g` on q's device and <= 0 everywhere (the sign is read on the host only where `debug_checks` allows)."
+    if g.device != q.device:
+        raise ValueError(f"{where}: `g` must be on {q.device}, got {g.device}")
+    # a host read (a sync on a GPU): on CPU tensors, or with MEMNB_DEBUG=1; never in a traced graph
+    if debug_checks(g) and not bool((g <= 0).all()):   # NaN fails `<= 0` too
+        got = "NaN" if bool(g.isnan().any()) else f"max {g.max().item():.3g}"
+        raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got {got}); "
+                         "pass log(alpha) for a decay alpha in (0, 1], e.g. -softplus(x)")
+
+# %% ../nbs/02_delta_rule.ipynb #c3d09113
 def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
     check_tensor(q, "q", where=where, min_ndim=4, dims="[B, T, H, K]")
     B, T, H, K = q.shape if q.ndim == 4 else (None,) * 4
@@ -32,13 +43,7 @@ def _check_delta_inputs(q, k, v, beta, g, initial_state, where="delta_rule"):
     check_tensor(beta, "beta", where=where, shape=(B, T, H), dims="[B, T, H]", like=(q, "q"))
     if g is not None:   # its own dtype: decays stay float32 under autocast
         check_tensor(g, "g", where=where, shape=(B, T, H), dims="[B, T, H]")
-        if g.device != q.device:
-            raise ValueError(f"{where}: `g` must be on {q.device}, got {g.device}")
-        # a host read (a sync on a GPU): on CPU tensors, or with MEMNB_DEBUG=1; never in a traced graph
-        if debug_checks(g) and not bool((g <= 0).all()):   # NaN fails `<= 0` too
-            got = "NaN" if bool(g.isnan().any()) else f"max {g.max().item():.3g}"
-            raise ValueError(f"{where}: `g` is a log-decay and must be <= 0 (got {got}); "
-                             "pass log(alpha) for a decay alpha in (0, 1], e.g. -softplus(x)")
+        _check_log_decay(g, q, where)
     if initial_state is not None:
         check_tensor(initial_state, "initial_state", where=where, shape=(B, H, K, v.shape[-1]),
                      dims="[B, H, K, V]")
@@ -54,6 +59,7 @@ def _step_start(q, k, v, g, state, scale):
         state = state * g.exp()[..., None, None]
     return (q.shape[-1] ** -0.5 if scale is None else scale), state
 
+# %% ../nbs/02_delta_rule.ipynb #5900457a
 def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
     """One token: q, k `[B, H, K]`, v `[B, H, V]`, beta, g `[B, H]`, state `[B, H, K, V]` -> (o `[B, H,
     V]`, new state)."""
@@ -62,6 +68,7 @@ def delta_rule_step(q, k, v, beta, g=None, state=None, scale: float | None = Non
     state = torch.addcmul(state, k[..., :, None], delta[..., None, :])
     return scale * (q[..., None, :] @ state)[..., 0, :], state
 
+# %% ../nbs/02_delta_rule.ipynb #075e40c9
 def _recurrent(step, q, k, v, beta, g, scale, initial_state):
     "Loop a one-token `step` over dim 1: (o `[B, T, H, V]`, final state)."
     state, out = initial_state, []
@@ -70,6 +77,7 @@ def _recurrent(step, q, k, v, beta, g, scale, initial_state):
         out.append(o)
     return torch.stack(out, 1), state
 
+# %% ../nbs/02_delta_rule.ipynb #7399371c
 def delta_rule_recurrent(q, k, v, beta, g=None, scale=None, initial_state=None):
     "Reference: loop `delta_rule_step` over dim 1. Returns (o `[B, T, H, V]`, final state `[B, H, K, V]`)."
     return _recurrent(delta_rule_step, q, k, v, beta, g, scale, initial_state)
@@ -82,6 +90,7 @@ def _chunked(x, C: int, dtype):
     x = x.reshape(B, n, C, H, *x.shape[3:]).permute(1, 0, 3, 2, *range(4, x.ndim + 1))
     return x.to(dtype).reshape(n * B * H, C, *x.shape[4:])
 
+# %% ../nbs/02_delta_rule.ipynb #6d93975c
 def _unchunked(x, B: int, T: int, H: int):
     "`[n*B*H, C, ...]` -> `[B, T, H, ...]`."
     N, C = x.shape[:2]
@@ -97,6 +106,7 @@ def _decays(gam):
     Gam = torch.exp((gam[:, :, None] - gam[:, None, :]).masked_fill(~lower, -math.inf))
     return Gam, gam.exp(), torch.exp(gam[:, -1:] - gam)
 
+# %% ../nbs/02_delta_rule.ipynb #b2c81c7e
 def _ut_transform(k, v, beta, Gam, e):
     """A, and [U~ | W] = A^-1 [diag(beta) V | diag(beta e^gam) K] for every chunk (`Gam`, `e` None when
     ungated)."""
@@ -152,71 +162,121 @@ def _state_bwd_torch(W, kd, eC, dU, dS0, dS, n: int):
         dS = torch.baddbmm(carried + dS0[rows], W[rows].transpose(-1, -2), dU[rows], alpha=-1)
     return dS1_all, dS
 
-# %% ../nbs/02_delta_rule.ipynb #aed18b4e
-def _chunk_bwd(q, k, v, beta, gam, saved, do, dS, n: int, state_bwd=_state_bwd_torch):
-    """Gradients of `_chunk_fwd` (steps 1-6 above) for chunk-major q, k, v, beta, gam; returns dq, dk, dv,
-    dbeta, dg, dh0."""
-    A, UW, S_all = saved
-    Vd, Kd = v.shape[-1], k.shape[-1]
-    Ut, W = UW.split([Vd, Kd], -1)
-    gated = gam is not None
-    Gam, e, d = _decays(gam) if gated else (None, None, None)
-    mask = lambda x: x.tril_() if Gam is None else x.mul_(Gam)
-    U = torch.baddbmm(Ut, W, S_all, alpha=-1)
+# %% ../nbs/02_delta_rule.ipynb #d7af08a1
+def _mask_(x, Gam):
+    "The causal mask, in place: `tril` ungated, times the decays Gamma (zero above the diagonal) gated."
+    return x.tril_() if Gam is None else x.mul_(Gam)
+
+# %% ../nbs/02_delta_rule.ipynb #81744a2d
+def _bwd_state(q, k, do, W, S_all, dS, n, Gam, e, d, state_bwd):
+    "Steps 1-3 through the states: Q K^T, dU, dS1 per chunk and dh0."
     QK = q @ k.transpose(-1, -2)
-    P = mask(QK.clone())
+    P = _mask_(QK.clone(), Gam)
     qe = q if e is None else q * e[:, :, None]
     kd = k if d is None else k * d[:, :, None]
     dU = P.transpose(-1, -2) @ do                                  # step 2
     dS0 = qe.transpose(-1, -2) @ do
     dS1, dh0 = state_bwd(W, kd, None if e is None else e[:, -1], dU, dS0, dS, n)   # steps 1 and 3, sequential
+    return QK, dU, dS1, dh0
+
+# %% ../nbs/02_delta_rule.ipynb #2b64b2dc
+def _bwd_qk(q, k, do, U, S_all, dS1, Gam, e, d):
+    "dq and the first terms of dk; also G = dO S0^T, U dS1^T and dO U^T."
     UdS = U @ dS1.transpose(-1, -2)                                # step 1
     dk = UdS if d is None else UdS * d[:, :, None]
     G = do @ S_all.transpose(-1, -2)                               # step 2
     dq = G if e is None else G * e[:, :, None]
     dOU = do @ U.transpose(-1, -2)
-    dP = mask(dOU.clone())
+    dP = _mask_(dOU.clone(), Gam)
     dq.baddbmm_(dP, k)
     dk.baddbmm_(dP.transpose(-1, -2), q)
+    return dq, dk, G, UdS, dOU
+
+# %% ../nbs/02_delta_rule.ipynb #1e70050e
+def _bwd_ut(k, v, beta, A, Ut, W, S_all, dU, dk, e):
+    "dv, dbeta, dA and k.dX_k; adds the solve's term to `dk` in place."
     rhs = torch.cat([dU, torch.bmm(dU, S_all.transpose(-1, -2)).neg_()], -1)   # step 3: [dU~ | dW]
     dX = torch.linalg.solve_triangular(A.transpose(-1, -2), rhs, upper=True, unitriangular=True)  # step 4
-    dXv, dXk = dX.split([Vd, Kd], -1)
+    dXv, dXk = dX.split([v.shape[-1], k.shape[-1]], -1)
     dv = beta[:, :, None] * dXv
     k_dXk = (k * dXk).sum(-1)
     dbeta = (v * dXv).sum(-1) + (k_dXk if e is None else k_dXk * e)
     dk.addcmul_(dXk, (beta if e is None else beta * e)[:, :, None])
     dA = torch.bmm(dXv, Ut.transpose(-1, -2)).baddbmm_(dXk, W.transpose(-1, -2)).tril_(-1).neg_()
+    return dv, dbeta, dA, k_dXk
+
+# %% ../nbs/02_delta_rule.ipynb #fd24f6ca
+def _bwd_gram(k, beta, dA, dk, dbeta, Gam):
+    "Adds the Gram matrix's terms to `dk` and `dbeta` in place; returns K K^T and dM."
     KK = k @ k.transpose(-1, -2)                                   # step 5
     M_ = KK.tril(-1) if Gam is None else (KK * Gam).tril_(-1)
     dbeta += (dA * M_).sum(-1)
     dM = dA.mul_(beta[:, :, None])
     dMG = dM if Gam is None else dM * Gam
     dk.baddbmm_(dMG, k).baddbmm_(dMG.transpose(-1, -2), k)
-    dg = None
-    if gated:                                                      # step 6
-        R = (dOU.mul_(QK).add_(dM * KK)).mul_(Gam)
-        de = (q * G).sum(-1) + beta * k_dXk
-        dd = (k * UdS).sum(-1)
-        dgam = R.sum(-1) - R.sum(-2) + de * e - dd * d
-        dgam[:, -1] += (S_all * dS1).sum((-1, -2)) * e[:, -1] + (dd * d).sum(-1)
-        dg = dgam.flip(-1).cumsum(-1).flip(-1)
+    return KK, dM
+
+# %% ../nbs/02_delta_rule.ipynb #7d4067a5
+def _bwd_decays(q, k, beta, G, UdS, dOU, QK, KK, dM, k_dXk, S_all, dS1, Gam, e, d):
+    "dg: the gradient of gamma, then a reverse cumulative sum (gamma is a cumulative sum of g)."
+    R = (dOU.mul_(QK).add_(dM * KK)).mul_(Gam)
+    de = (q * G).sum(-1) + beta * k_dXk
+    dd = (k * UdS).sum(-1)
+    dgam = R.sum(-1) - R.sum(-2) + de * e - dd * d
+    dgam[:, -1] += (S_all * dS1).sum((-1, -2)) * e[:, -1] + (dd * d).sum(-1)
+    return dgam.flip(-1).cumsum(-1).flip(-1)
+
+# %% ../nbs/02_delta_rule.ipynb #741519db
+def _chunk_bwd(q, k, v, beta, gam, saved, do, dS, n: int, state_bwd=_state_bwd_torch):
+    """Gradients of `_chunk_fwd` (steps 1-6 above) for chunk-major q, k, v, beta, gam; returns dq, dk, dv,
+    dbeta, dg, dh0."""
+    A, UW, S_all = saved
+    Ut, W = UW.split([v.shape[-1], k.shape[-1]], -1)
+    Gam, e, d = _decays(gam) if gam is not None else (None, None, None)
+    U = torch.baddbmm(Ut, W, S_all, alpha=-1)
+    QK, dU, dS1, dh0 = _bwd_state(q, k, do, W, S_all, dS, n, Gam, e, d, state_bwd)
+    dq, dk, G, UdS, dOU = _bwd_qk(q, k, do, U, S_all, dS1, Gam, e, d)
+    dv, dbeta, dA, k_dXk = _bwd_ut(k, v, beta, A, Ut, W, S_all, dU, dk, e)
+    KK, dM = _bwd_gram(k, beta, dA, dk, dbeta, Gam)
+    dg = None if gam is None else _bwd_decays(q, k, beta, G, UdS, dOU, QK, KK, dM, k_dXk, S_all, dS1,
+                                              Gam, e, d)
     return dq, dk, dv, dbeta, dg, dh0
 
 # %% ../nbs/02_delta_rule.ipynb #2bc27a41
+def _to_chunks(q, k, v, beta, g, h0, scale, chunk):
+    "Chunk-major q (scaled), k, v, beta, cumulative log-decays and h0, in float32 (float64 stays float64)."
+    B, T, H, K = q.shape
+    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    ch = lambda x: _chunked(x, chunk, cdt)
+    gam = None if g is None else ch(g).cumsum(-1)
+    h0c = None if h0 is None else h0.to(cdt).reshape(B * H, K, -1)
+    return ch(q) * scale, ch(k), ch(v), ch(beta), gam, h0c
+
+# %% ../nbs/02_delta_rule.ipynb #feba4e7d
+def _state_passes(triton_states: bool, op_dtype):
+    "The chunk-level state passes (forward, backward): Triton with `op_dtype` dot operands, or PyTorch."
+    if not triton_states:
+        return _state_fwd_torch, _state_bwd_torch
+    return (lambda *a: _state_fwd_triton(*a, op_dtype=op_dtype),
+            lambda *a: _state_bwd_triton(*a, op_dtype=op_dtype))
+
+# %% ../nbs/02_delta_rule.ipynb #0af93897
+def _from_chunk_grads(grads, B: int, T: int, H: int, scale, dtype, has_h0: bool, gated: bool):
+    "`_chunk_bwd`'s gradients in the caller's layout and dtype, as `_DeltaRuleChunk.backward` returns them."
+    dq, dk, dv, dbeta, dg, dh0 = grads
+    un = lambda x: _unchunked(x, B, T, H).to(dtype)
+    return (un(dq) * scale, un(dk), un(dv), un(dbeta), un(dg) if gated else None,
+            dh0.reshape(B, H, *dh0.shape[1:]).to(dtype) if has_h0 else None, None, None, None)
+
+# %% ../nbs/02_delta_rule.ipynb #de3e3234
 class _DeltaRuleChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, g, h0, scale, chunk, triton_states):
         B, T, H, K = q.shape
-        cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-        ch = lambda x: _chunked(x, chunk, cdt)
         n = -(-T // chunk)
-        qc, kc, vc, bc = ch(q) * scale, ch(k), ch(v), ch(beta)
-        gam = None if g is None else ch(g).cumsum(-1)
-        h0c = None if h0 is None else h0.to(cdt).reshape(B * H, K, -1)
-        op_dtype = q.dtype   # the Triton state kernels' dot operands: bf16/fp16 inputs stay on tensor cores
-        state_fwd = (lambda
-                     *a: _state_fwd_triton(*a, op_dtype=op_dtype)) if triton_states else _state_fwd_torch
-        o, S, saved = _chunk_fwd(qc, kc, vc, bc, gam, h0c, n, state_fwd)
+        qc, kc, vc, bc, gam, h0c = _to_chunks(q, k, v, beta, g, h0, scale, chunk)
+        # the Triton state kernels' dot operands: bf16/fp16 inputs stay on tensor cores
+        o, S, saved = _chunk_fwd(qc, kc, vc, bc, gam, h0c, n, _state_passes(triton_states, q.dtype)[0])
         ctx.save_for_backward(qc, kc, vc, bc, gam, *saved)
         ctx.meta = (B, T, H, n, scale, chunk, triton_states, q.dtype, h0 is not None, g is not None)
         return _unchunked(o, B, T, H).to(q.dtype), S.reshape(B, H, K, -1).to(q.dtype)
@@ -225,17 +285,12 @@ class _DeltaRuleChunk(torch.autograd.Function):
     def backward(ctx, do, dS):
         qc, kc, vc, bc, gam, *saved = ctx.saved_tensors
         B, T, H, n, scale, chunk, triton_states, dtype, has_h0, gated = ctx.meta
-        cdt = qc.dtype
-        dSc = None if dS is None else dS.to(cdt).reshape(B * H, *dS.shape[2:])
-        state_bwd = (lambda *a: _state_bwd_triton(*a, op_dtype=dtype)) if triton_states else _state_bwd_torch
+        dSc = None if dS is None else dS.to(qc.dtype).reshape(B * H, *dS.shape[2:])
         # as the forward: a compiled backward is traced under the forward's autocast
         with full_precision(do.device):
-            dq, dk, dv, dbeta, dg, dh0 = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, cdt),
-                                                    dSc, n,
-                                                    state_bwd)
-        un = lambda x: _unchunked(x, B, T, H).to(dtype)
-        return (un(dq) * scale, un(dk), un(dv), un(dbeta), un(dg) if gated else None,
-                dh0.reshape(B, H, *dh0.shape[1:]).to(dtype) if has_h0 else None, None, None, None)
+            grads = _chunk_bwd(qc, kc, vc, bc, gam, saved, _chunked(do, chunk, qc.dtype), dSc, n,
+                               _state_passes(triton_states, dtype)[1])
+        return _from_chunk_grads(grads, B, T, H, scale, dtype, has_h0, gated)
 
 # %% ../nbs/02_delta_rule.ipynb #0114b61f
 if triton_available():
@@ -394,6 +449,7 @@ def _state_configs(K: int, V: int, op_dtype=torch.float32) -> list[tuple[int, in
     cap = max(16, triton.next_power_of_2(V))
     return list(dict.fromkeys((min(bv, cap), w, s) for bv, w, s in cands))
 
+# %% ../nbs/02_delta_rule.ipynb #76d193e0
 def _state_blocks(K, V, C):
     "The slab width BK of the state kernels (chunk size and key width checked)."
     if C < 16 or C & (C - 1):
@@ -416,6 +472,7 @@ def _tuned_state_kernel(fwd: bool, K: int, V: int, op_dtype):
     tuned = triton.autotune(configs, key=["V", "K", "C", "PREC"], restore_value=[] if fwd else ["DU"])(kernel)
     return _TUNED_STATE.setdefault((fwd, K, V, op_dtype), tuned)
 
+# %% ../nbs/02_delta_rule.ipynb #d5717318
 def _launch_state(fwd: bool, M: int, V: int, K: int, op_dtype, *args, **consts):
     "Launch a state kernel over (value blocks, M): autotuned on a GPU, its first configuration interpreted."
     configs = _state_configs(K, V, op_dtype)
@@ -432,6 +489,7 @@ def _state_operands(W, kd, op_dtype):
     dt = op_dtype if op_dtype in (torch.bfloat16, torch.float16) else W.dtype
     return W.to(dt).contiguous(), kd.to(dt).contiguous(), ("tf32x3" if dt == torch.float32 else "ieee")
 
+# %% ../nbs/02_delta_rule.ipynb #41325d02
 def _state_fwd_triton(W, Ut, kd, eC, h0, n: int, op_dtype=torch.float32):
     "`_state_fwd_torch` as one Triton launch; `op_dtype` is the dtype of the layer's inputs."
     N, C, K = W.shape
@@ -445,6 +503,7 @@ def _state_fwd_triton(W, Ut, kd, eC, h0, n: int, op_dtype=torch.float32):
                   C=C, BK=BK, HAS_EC=eC is not None, HAS_H0=h0 is not None, PREC=prec)
     return S_all, U, S
 
+# %% ../nbs/02_delta_rule.ipynb #3e19e6cb
 def _state_bwd_triton(W, kd, eC, dU, dS0, dS, n: int, op_dtype=torch.float32):
     "`_state_bwd_torch` as one Triton launch (completes `dU` in place)."
     N, C, K = W.shape
@@ -485,23 +544,24 @@ if triton_available():
             tl.store(O + tok * V + rv, tl.sum(S * q[:, None], 0).to(O.dtype.element_ty), mask=mv)
         tl.store(S_FIN + i_bh.to(tl.int64) * K * V + kv, S, mask=m_kv)
 
+# %% ../nbs/02_delta_rule.ipynb #5cf8491f
 def _recurrent_blocks(K: int, V: int) -> tuple[int, int]:
     """BK, BV of the fused recurrent kernel: the whole key width, value blocks that keep the state in
     registers."""
     BK = triton.next_power_of_2(K)
     return BK, min(triton.next_power_of_2(V), 32 if BK <= 128 else 16)
 
+# %% ../nbs/02_delta_rule.ipynb #630121f2
 def _delta_rule_fused_recurrent(q, k, v, beta, g, h0, scale):
     "Forward-only fused recurrent kernel: o `[B, T, H, V]` in the input dtype, the final state in float32+."
     B, T, H, K = q.shape
     V = v.shape[-1]
     BK, BV = _recurrent_blocks(K, V)
     o, S = torch.empty_like(v), q.new_empty(B, H, K, V, dtype=torch.promote_types(q.dtype, torch.float32))
+    xs = (q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(),
+          g.contiguous() if g is not None else beta, h0.contiguous() if h0 is not None else q)
     _dr_recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-        q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous(), g.contiguous() if g is not None
-                else beta,
-        h0.contiguous() if h0 is not None else q, o, S, T, H, K, V, scale,
-        BK=BK, BV=BV, HAS_G=g is not None, HAS_H0=h0 is not None)
+        *xs, o, S, T, H, K, V, scale, BK=BK, BV=BV, HAS_G=g is not None, HAS_H0=h0 is not None)
     return o, S
 
 # %% ../nbs/02_delta_rule.ipynb #80ac09db
@@ -509,28 +569,38 @@ def l2norm(x, eps: float = 1e-6):
     "Normalise the last dimension to unit L2 norm."
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
+# %% ../nbs/02_delta_rule.ipynb #305e3892
+def _auto_impl(impl: str, auto: bool, T: int, K: int) -> str:
+    "The implementation to run for `impl` (as `resolve_impl` gave it) on T tokens of key width K."
+    if auto and impl == "chunk" and T <= DECODE_TOKENS:
+        return "recurrent"
+    if auto and impl == "triton" and K > 256:   # the state kernels hold at most four 64-row slabs
+        return "chunk"
+    return impl
+
+# %% ../nbs/02_delta_rule.ipynb #86e86bed
+def _needs_grad(*xs) -> bool:
+    "Whether autograd will want a gradient of any of `xs` (None skipped)."
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
+
+# %% ../nbs/02_delta_rule.ipynb #3fd23971
 def _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl: str, auto: bool, chunk_size: int):
     "The implementation `impl` on checked inputs with at least one token: (o, final state)."
     T = q.shape[1]
-    if auto and impl == "chunk" and T <= DECODE_TOKENS:
-        impl = "recurrent"
-    if auto and impl == "triton" and q.shape[-1] > 256:   # the state kernels hold at most four 64-row slabs
-        impl = "chunk"
+    impl = _auto_impl(impl, auto, T, q.shape[-1])
     if T == 1 and impl != "triton":          # one token (decoding): one step, no loop
         o, S = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], None if g is None else g[:, 0],
                                initial_state, scale)
         return o[:, None], S
     if impl == "recurrent":
         return delta_rule_recurrent(q, k, v, beta, g, scale, initial_state)
-    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad
-                                                 for x in (q, k, v, beta, g, initial_state))
-    if impl == "triton" and not needs_grad and T <= DECODE_TOKENS:
+    if impl == "triton" and T <= DECODE_TOKENS and not _needs_grad(q, k, v, beta, g, initial_state):
         return _delta_rule_fused_recurrent(q, k, v, beta, g, initial_state, scale)
     # one chunk of 16, 32, ... for a short T, not padding
     chunk_size = min(chunk_size, 1 << max(4, (T - 1).bit_length()))
     return _DeltaRuleChunk.apply(q, k, v, beta, g, initial_state, scale, chunk_size, impl == "triton")
 
-# %% ../nbs/02_delta_rule.ipynb #818f7adc
+# %% ../nbs/02_delta_rule.ipynb #9c20c689
 def _no_tokens(q, v, initial_state):
     """(o, final state) of a call without tokens (B=0 or T=0): empty outputs; the state (or zeros) passes
     through."""
@@ -538,9 +608,16 @@ def _no_tokens(q, v, initial_state):
     S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
     return v.new_zeros(B, T, H, v.shape[-1]), S.to(acc_dtype(q.dtype))
 
+# %% ../nbs/02_delta_rule.ipynb #adc87980
 def _to_acc(acc, *xs):
     return [None if x is None else x.to(acc) for x in xs]
 
+# %% ../nbs/02_delta_rule.ipynb #de253aff
+def _check_chunk_size(chunk_size, where: str):
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{where}: chunk_size must be a positive int, got {chunk_size!r}")
+
+# %% ../nbs/02_delta_rule.ipynb #632cd31f
 def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
                k: torch.Tensor,      # keys [B, T, H, K]
                v: torch.Tensor,      # values [B, T, H, V]
@@ -555,8 +632,7 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     "The (gated) delta rule: outputs `[B, T, H, V]` in q's dtype and, if asked, the final state in float32."
     _check_delta_inputs(q, k, v, beta, g, initial_state)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"delta_rule: chunk_size must be a positive int, got {chunk_size!r}")
+    _check_chunk_size(chunk_size, "delta_rule")
     auto, impl = impl == "auto", resolve_impl(impl, q.device, name="delta_rule")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if q.shape[0] == 0 or q.shape[1] == 0:
@@ -571,7 +647,6 @@ def delta_rule(q: torch.Tensor,      # queries [B, T, H, K]
         o, S = _delta_rule_run(q, k, v, beta, g, scale, initial_state, impl, auto, chunk_size)
     return o.to(out_dtype), (S.to(acc_dtype(out_dtype)) if output_final_state else None)
 
-
 # %% ../nbs/02_delta_rule.ipynb #435a8024
 @dataclass
 class DeltaNetCache:
@@ -579,6 +654,26 @@ class DeltaNetCache:
     state: torch.Tensor            # memory [B, H, K, V]
     conv: tuple | None = None      # short-conv states of q, k, v, each [B, D, W-1]
 
+# %% ../nbs/02_delta_rule.ipynb #c87b7bda
+def _check_deltanet_options(rule, qk_norm):
+    if rule not in ("delta", "hebbian"):
+        raise ValueError(f"DeltaNet: rule must be 'delta' or 'hebbian', got {rule!r}")
+    if qk_norm not in ("l2", None):
+        raise ValueError(f"DeltaNet: qk_norm must be 'l2' or None, got {qk_norm!r}")
+
+# %% ../nbs/02_delta_rule.ipynb #363bb025
+def _short_convs(H: int, K: int, V: int, width: int):
+    "Causal depthwise convolutions of `width` on q, k, v (None for width 0)."
+    return nn.ModuleList([ShortConvolution(dim, width) for dim in (H * K, H * K, H * V)]) if width else None
+
+# %% ../nbs/02_delta_rule.ipynb #ae056f40
+def _mamba2_decay_params(H: int):
+    "A_log = log A with A ~ U[1, 16], and dt_bias = softplus^-1(dt) with dt ~ log U[1e-3, 1e-1], per head."
+    A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
+    dt = torch.exp(torch.empty(H).uniform_(math.log(1e-3), math.log(1e-1))).clamp_min(1e-4)
+    return A_log, nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+
+# %% ../nbs/02_delta_rule.ipynb #ada15469
 class DeltaNet(nn.Module):
     "DeltaNet / Gated DeltaNet token mixer on `[B, T, d_model]`."
     def __init__(self, d_model: int, n_heads: int, head_dim: int, *,
@@ -590,70 +685,71 @@ class DeltaNet(nn.Module):
                  impl: str = "auto", chunk_size: int = 64,
                  rule: str = "delta"):   # "delta", or "hebbian" (linear attention: no correction)
         super().__init__()
-        if rule not in ("delta", "hebbian"):
-            raise ValueError(f"DeltaNet: rule must be 'delta' or 'hebbian', got {rule!r}")
-        self.rule = rule
-        if qk_norm not in ("l2", None):
-            raise ValueError(f"DeltaNet: qk_norm must be 'l2' or None, got {qk_norm!r}")
+        _check_deltanet_options(rule, qk_norm)
         H, K, V = n_heads, head_dim, v_head_dim or head_dim
+        self.rule, self.impl, self.chunk_size = rule, impl, chunk_size
         self.n_heads, self.head_dim, self.v_head_dim, self.gated, self.qk_norm = H, K, V, gated, qk_norm
-        self.impl, self.chunk_size = impl, chunk_size
-        self.q_proj, self.k_proj = nn.Linear(d_model, H * K, bias=False), nn.Linear(d_model, H * K,
-                                                                                    bias=False)
+        self.q_proj = nn.Linear(d_model, H * K, bias=False)
+        self.k_proj = nn.Linear(d_model, H * K, bias=False)
         self.v_proj, self.b_proj = nn.Linear(d_model, H * V, bias=False), nn.Linear(d_model, H, bias=False)
-        self.convs = nn.ModuleList([ShortConvolution(dim, short_conv) for dim in (H * K, H * K, H
-                * V)]) if short_conv else None
+        self.convs = _short_convs(H, K, V, short_conv)
         if gated:
             self.a_proj = nn.Linear(d_model, H, bias=False)
-            self.A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
-            dt = torch.exp(torch.empty(H).uniform_(math.log(1e-3), math.log(1e-1))).clamp_min(1e-4)
-            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            self.A_log, self.dt_bias = _mamba2_decay_params(H)
         self.g_proj = nn.Linear(d_model, H * V, bias=False)
         self.o_norm = RMSNorm(V, eps=norm_eps)
         self.o_proj = nn.Linear(H * V, d_model, bias=False)
 
-    def decay(self, x):
-        "The log-decay g `[B, T, H]` (<= 0) of the gated variant."
-        acc = torch.promote_types(x.dtype, torch.float32)   # at least fp32; float64 stays float64 (gradcheck)
-        return -self.A_log.to(acc).exp() * F.softplus(self.a_proj(x).to(acc) + self.dt_bias)
+# %% ../nbs/02_delta_rule.ipynb #fc1f4342
+@patch
+def decay(self: DeltaNet, x):
+    "The log-decay g `[B, T, H]` (<= 0) of the gated variant."
+    acc = torch.promote_types(x.dtype, torch.float32)   # at least fp32; float64 stays float64 (gradcheck)
+    return -self.A_log.to(acc).exp() * F.softplus(self.a_proj(x).to(acc) + self.dt_bias)
 
-    def forward(self, x, cache: DeltaNetCache | None = None, *, use_cache: bool = False):
-        check_tensor(x, "x", where="DeltaNet", shape=(None, None, self.q_proj.in_features),
-                     dims="[B, T, d_model]")
-        B, T, _ = x.shape
-        H, K, V = self.n_heads, self.head_dim, self.v_head_dim
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_states = None
-        if self.convs is not None:
-            old = cache.conv if cache is not None and cache.conv is not None else (None,) * 3
-            (q, cq), (k, ck), (v, cv) = (conv(t, s) for conv, t, s in zip(self.convs, (q, k, v), old))
-            conv_states = (cq, ck, cv)
-        else:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        q, k, v = q.view(B, T, H, K), k.view(B, T, H, K), v.view(B, T, H, V)
-        if self.qk_norm == "l2":
-            q, k = l2norm(q), l2norm(k)
-        beta = torch.sigmoid(self.b_proj(x))
-        # float32 (the rule keeps decays in float32 under autocast)
-        g = self.decay(x) if self.gated else None
-        want_cache = use_cache or cache is not None
-        S0 = None if cache is None else cache.state
-        if self.rule == "hebbian":
-            o, S = hebbian_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache,
-                                impl=self.impl,
-                                chunk_size=self.chunk_size)
-        else:
-            o, S = delta_rule(q, k, v, beta, g, initial_state=S0, output_final_state=want_cache,
-                              impl=self.impl,
-                              chunk_size=self.chunk_size)
-        o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, H, V))
-        y = self.o_proj(o.reshape(B, T, H * V))
-        return y, (DeltaNetCache(S, conv_states) if want_cache else None)
+# %% ../nbs/02_delta_rule.ipynb #35e71566
+@patch
+def _project_qkv(self: DeltaNet, x, cache: DeltaNetCache | None):
+    "Per-head q, k `[B, T, H, K]` and v `[B, T, H, V]` of `x`, and the short convolutions' new states."
+    B, T, _ = x.shape
+    q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    conv_states = None
+    if self.convs is not None:
+        old = cache.conv if cache is not None and cache.conv is not None else (None,) * 3
+        (q, cq), (k, ck), (v, cv) = (conv(t, s) for conv, t, s in zip(self.convs, (q, k, v), old))
+        conv_states = (cq, ck, cv)
+    else:
+        q, k, v = F.silu(q), F.silu(k), F.silu(v)
+    H, K, V = self.n_heads, self.head_dim, self.v_head_dim
+    q, k, v = q.view(B, T, H, K), k.view(B, T, H, K), v.view(B, T, H, V)
+    if self.qk_norm == "l2":
+        q, k = l2norm(q), l2norm(k)
+    return q, k, v, conv_states
 
-    def step(self, x_t, cache: DeltaNetCache | None = None):
-        "One token `[B, d_model]` -> (y_t `[B, d_model]`, cache)."
-        y, cache = self(x_t[:, None], cache, use_cache=True)
-        return y[:, 0], cache
+# %% ../nbs/02_delta_rule.ipynb #71724f85
+@patch
+def forward(self: DeltaNet, x, cache: DeltaNetCache | None = None, *, use_cache: bool = False):
+    "Mix `x` `[B, T, d_model]`: (y `[B, T, d_model]`, the cache if asked for or passed in, else None)."
+    check_tensor(x, "x", where="DeltaNet", shape=(None, None, self.q_proj.in_features),
+                 dims="[B, T, d_model]")
+    B, T, _ = x.shape
+    q, k, v, conv_states = self._project_qkv(x, cache)
+    beta = torch.sigmoid(self.b_proj(x))
+    g = self.decay(x) if self.gated else None   # float32 (the rule keeps decays in float32 under autocast)
+    want_cache = use_cache or cache is not None
+    rule = hebbian_rule if self.rule == "hebbian" else delta_rule
+    o, S = rule(q, k, v, beta, g, initial_state=None if cache is None else cache.state,
+                output_final_state=want_cache, impl=self.impl, chunk_size=self.chunk_size)
+    o = self.o_norm(o) * F.silu(self.g_proj(x).view(B, T, self.n_heads, self.v_head_dim))
+    y = self.o_proj(o.reshape(B, T, self.n_heads * self.v_head_dim))
+    return y, (DeltaNetCache(S, conv_states) if want_cache else None)
+
+# %% ../nbs/02_delta_rule.ipynb #4d715ecf
+@patch
+def step(self: DeltaNet, x_t, cache: DeltaNetCache | None = None):
+    "One token `[B, d_model]` -> (y_t `[B, d_model]`, cache)."
+    y, cache = self(x_t[:, None], cache, use_cache=True)
+    return y[:, 0], cache
 
 # %% ../nbs/02_delta_rule.ipynb #a554674a
 def hebbian_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
@@ -662,6 +758,7 @@ def hebbian_step(q, k, v, beta, g=None, state=None, scale: float | None = None):
     state = state + beta[..., None, None] * k[..., :, None] * v[..., None, :]
     return scale * torch.einsum("bhkv,bhk->bhv", state, q), state
 
+# %% ../nbs/02_delta_rule.ipynb #aa00c3d4
 def _hebbian_block(q, k, v, beta, g, S):
     "A block of tokens at once from state S (None: empty): unscaled outputs and the state after the block."
     T = q.shape[1]
@@ -669,8 +766,8 @@ def _hebbian_block(q, k, v, beta, g, S):
     G = torch.zeros_like(beta) if g is None else g.cumsum(1)
     diff = (G[:, :, None] - G[:, None, :]).permute(0, 3, 1, 2)                     # [B, H, t, s]
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    A = torch.einsum("bthk,bshk->bhts", q, k) * diff.masked_fill(~causal, -math.inf).exp() * beta.permute(0,
-            2, 1)[:, :, None]
+    decay = diff.masked_fill(~causal, -math.inf).exp()
+    A = torch.einsum("bthk,bshk->bhts", q, k) * decay * beta.permute(0, 2, 1)[:, :, None]
     o = torch.einsum("bhts,bshv->bthv", A, v)
     S_new = torch.einsum("bth,bthk,bthv->bhkv", (G[:, -1:] - G).exp() * beta, k, v)
     if S is not None:
@@ -678,6 +775,17 @@ def _hebbian_block(q, k, v, beta, g, S):
         S_new = S_new + G[:, -1].exp()[..., None, None] * S
     return o, S_new
 
+# %% ../nbs/02_delta_rule.ipynb #b31d5648
+def _hebbian_blocks(q, k, v, beta, g, S, chunk_size: int):
+    "`_hebbian_block` over blocks of `chunk_size` tokens, the state carried: (unscaled outputs, final state)."
+    outs = []
+    for s in range(0, q.shape[1], chunk_size):
+        c = slice(s, s + chunk_size)
+        o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None else g[:, c], S)
+        outs.append(o_c)
+    return torch.cat(outs, 1), S
+
+# %% ../nbs/02_delta_rule.ipynb #64c404cd
 HEBBIAN_IMPLS = ("recurrent", "chunk")   # a baseline: no Triton kernel
 
 def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_state=None,
@@ -685,8 +793,7 @@ def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_s
                  impl: str = "auto", chunk_size: int = 64):
     "Linear attention with write strengths (and log-decays `g`): (o `[B, T, H, V]`, final state if asked)."
     _check_delta_inputs(q, k, v, beta, g, initial_state, where="hebbian_rule")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"hebbian_rule: chunk_size must be a positive int, got {chunk_size!r}")
+    _check_chunk_size(chunk_size, "hebbian_rule")
     impl = resolve_impl(impl, q.device, name="hebbian_rule", choices=HEBBIAN_IMPLS)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if q.shape[0] == 0 or q.shape[1] == 0:
@@ -698,11 +805,6 @@ def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_s
         if impl == "recurrent":
             o, S = _recurrent(hebbian_step, q, k, v, beta, g, scale, S)
         else:
-            outs = []
-            for s in range(0, q.shape[1], chunk_size):
-                c = slice(s, s + chunk_size)
-                o_c, S = _hebbian_block(q[:, c], k[:, c], v[:, c], beta[:, c], None if g is None
-                                        else g[:, c], S)
-                outs.append(o_c)
-            o = scale * torch.cat(outs, 1)
+            o, S = _hebbian_blocks(q, k, v, beta, g, S, chunk_size)
+            o = scale * o
     return o.to(out_dtype), (S if output_final_state else None)
