@@ -17,6 +17,7 @@ __all__ = ['scored_loss', 'bits_per_byte', 'evaluate', 'sliding_window_loss']
 def _at_least_fp32(x):
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
+# %% ../nbs/31_evaluate.ipynb #ea548395
 def scored_loss(model, inputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
     "Cross-entropy (nats) at the positions with `labels != -100`; the head runs only there if few are scored."
     mask = labels != -100
@@ -37,25 +38,18 @@ def bits_per_byte(total_nats: float, total_bytes: int) -> float:
         raise ValueError(f"bits_per_byte: total_bytes must be positive, got {total_bytes}")
     return total_nats / (math.log(2) * total_bytes)
 
-@torch.no_grad()
-def evaluate(model, data, *, split: str = "val", batch_size: int = 16, n_batches: int = 20, seed: int = 1234,
-             device="cpu") -> dict:
-    """Mean CE, its standard error, perplexity, accuracy (and bits per byte if `data.token_bytes` exists)
-    on fixed batches."""
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    seq_means, nats, n_tok, correct, n_bytes = [], 0.0, 0, 0, 0
-    token_bytes = getattr(data, "token_bytes", None)
-    for _ in range(n_batches):
-        x, y = data.batch(split, batch_size, g, device=device)
-        losses, hits = scored_loss(model, x, y, reduction="none")
-        per_seq = torch.zeros(len(x), device=losses.device).index_add_(0, (y != -100).nonzero()[:, 0], losses)
-        seq_means += (per_seq / (y != -100).sum(1).clamp_min(1)).tolist()
-        nats, n_tok, correct = nats + losses.sum().item(), n_tok + losses.numel(), correct + hits.sum().item()
-        if token_bytes is not None:
-            n_bytes += token_bytes.to(y.device)[y[y != -100]].sum().item()
-    model.train(was_training)
+# %% ../nbs/31_evaluate.ipynb #6845fb53
+def _batch_stats(model, x: torch.Tensor, y: torch.Tensor, token_bytes) -> tuple:
+    "Per-sequence mean CEs, summed nats, scored tokens, correct argmaxes and target bytes of one batch."
+    losses, hits = scored_loss(model, x, y, reduction="none")
+    per_seq = torch.zeros(len(x), device=losses.device).index_add_(0, (y != -100).nonzero()[:, 0], losses)
+    means = (per_seq / (y != -100).sum(1).clamp_min(1)).tolist()
+    n_bytes = token_bytes.to(y.device)[y[y != -100]].sum().item() if token_bytes is not None else 0
+    return means, losses.sum().item(), losses.numel(), hits.sum().item(), n_bytes
+
+# %% ../nbs/31_evaluate.ipynb #7c59c92e
+def _summary(seq_means: list, nats: float, n_tok: int, correct: int, n_bytes: int, token_bytes) -> dict:
+    "Mean CE, its standard error over sequences, perplexity, accuracy, tokens (and bits per byte)."
     ce = nats / n_tok
     sd = torch.tensor(seq_means, dtype=torch.float64).std().item() if len(seq_means) > 1 else float("nan")
     out = {"loss": ce, "stderr": sd / math.sqrt(len(seq_means)), "ppl": math.exp(min(ce, 50)),
@@ -65,6 +59,40 @@ def evaluate(model, data, *, split: str = "val", batch_size: int = 16, n_batches
         out["bpb"] = bits_per_byte(nats, n_bytes)
     return out
 
+# %% ../nbs/31_evaluate.ipynb #84d26397
+@torch.no_grad()
+def evaluate(model, data, *, split: str = "val", batch_size: int = 16, n_batches: int = 20, seed: int = 1234,
+             device="cpu") -> dict:
+    """Mean CE, its standard error, perplexity, accuracy (and bits per byte if `data.token_bytes` exists)
+    on fixed batches."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    seq_means, totals = [], [0.0, 0, 0, 0]              # nats, scored tokens, correct, target bytes
+    token_bytes = getattr(data, "token_bytes", None)
+    for _ in range(n_batches):
+        x, y = data.batch(split, batch_size, g, device=device)
+        means, *counts = _batch_stats(model, x, y, token_bytes)
+        seq_means += means
+        totals = [a + b for a, b in zip(totals, counts)]
+    model.train(was_training)
+    return _summary(seq_means, *totals, token_bytes)
+
+# %% ../nbs/31_evaluate.ipynb #d72ec669
+def _check_windows(tokens: torch.Tensor, context: int, stride: int):
+    "A 1-D sequence of at least two tokens, and a stride in `(0, context]`."
+    if tokens.ndim != 1 or not 0 < stride <= context or len(tokens) < 2:
+        raise ValueError(f"sliding_window_loss: need 1-D tokens (len >= 2) and 0 < stride <= context, got "
+                         f"{tuple(tokens.shape)}, {stride}, {context}")
+
+# %% ../nbs/31_evaluate.ipynb #dd8e1571
+def _window_nats(model, tokens: torch.Tensor, start: int, end: int, scored: int, device) -> float:
+    "Summed CE of window `tokens[start:end]`'s targets that no earlier window scored (`tokens[:scored]`)."
+    x, y = tokens[start:end - 1][None].to(device), tokens[start + 1:end][None].to(device).clone()
+    y[:, :scored - start - 1] = -100                     # already scored by an earlier window
+    loss, _ = scored_loss(model, x, y, reduction="sum")
+    return loss.item()
+
 # %% ../nbs/31_evaluate.ipynb #0d121e4e
 @torch.no_grad()
 def sliding_window_loss(model, tokens: torch.Tensor, context: int, stride: int | None = None, device="cpu",
@@ -72,19 +100,14 @@ def sliding_window_loss(model, tokens: torch.Tensor, context: int, stride: int |
     "Mean CE of every token of a 1-D `tokens` after the first, windows of `context` advancing by `stride`."
     from tqdm.auto import tqdm
     stride = stride or context
-    if tokens.ndim != 1 or not 0 < stride <= context or len(tokens) < 2:
-        raise ValueError(f"sliding_window_loss: need 1-D tokens (len >= 2) and 0 < stride <= context, got "
-                         f"{tuple(tokens.shape)}, {stride}, {context}")
+    _check_windows(tokens, context, stride)
     model.eval()
     bar = tqdm(total=len(tokens) - 1, desc="evaluate", unit="tok", disable=not progress)
     # tokens[:scored] have been predicted (token 0 never is)
     nats, scored, start = 0.0, 1, 0
     while scored < len(tokens):
         end = min(start + context + 1, len(tokens))
-        x, y = tokens[start:end - 1][None].to(device), tokens[start + 1:end][None].to(device).clone()
-        y[:, :scored - start - 1] = -100                     # already scored by an earlier window
-        loss, _ = scored_loss(model, x, y, reduction="sum")
-        nats += loss.item()
+        nats += _window_nats(model, tokens, start, end, scored, device)
         bar.update(end - scored)
         scored = end
         start = max(start + stride, 0) if end < len(tokens) else end
