@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor
+from .core import check_tensor, patch
 from .layers import RMSNorm
 
 # %% auto #0
@@ -27,6 +27,7 @@ def rope_tables(positions: torch.Tensor, dim: int, base: float = 10_000.0,
     ang = positions.to(dtype)[:, None] * inv_freq.to(dtype)[None, :]                # [T, D/2]
     return ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 
+# %% ../nbs/06_attention.ipynb #180a526b
 def rope(x: torch.Tensor,          # [B, T, H, D], D even
          positions: torch.Tensor,  # [T] absolute positions
          base: float = 10_000.0,
@@ -38,20 +39,6 @@ def rope(x: torch.Tensor,          # [B, T, H, D], D even
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(x.dtype)
 
 # %% ../nbs/06_attention.ipynb #56e9eeee
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # [B, Tq, H, D], [B, Tk, G, D], [B, Tk, G, Dv]
-           # [Tq], [Tk] absolute positions (k_pos < 0: empty)
-           q_pos: torch.Tensor, k_pos: torch.Tensor,
-           *, window: int | None = None, softcap: float | None = None,
-                   reference: bool = False) -> torch.Tensor:
-    "Causal (optionally sliding-window) grouped-query attention by positions: `[B, Tq, H, Dv]`."
-    H, G = q.shape[2], k.shape[2]
-    if H % G:
-        raise ValueError(f"attend: n_heads={H} must be a multiple of n_kv_heads={G}")
-    mask = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] >= 0)
-    if window is not None:
-        mask &= (q_pos[:, None] - k_pos[None, :]) < window
-    return _attend_masked(q, k, v, mask, softcap=softcap, reference=reference)
-
 def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None = None,
                    reference: bool = False):
     "Grouped-query attention `[B, Tq, H, Dv]` where the boolean `mask` `[Tq, Tk]` allows (None: every key)."
@@ -68,6 +55,26 @@ def _attend_masked(q, k, v, mask: torch.Tensor | None, *, softcap: float | None 
         s = s.masked_fill(~mask, -math.inf)
     return (torch.softmax(s, -1) @ vh).transpose(1, 2)
 
+# %% ../nbs/06_attention.ipynb #0775c2a2
+def _position_mask(q_pos, k_pos, window):
+    "Which keys each query sees `[Tq, Tk]`: positions up to its own, filled slots, within the window if any."
+    mask = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] >= 0)
+    if window is not None:
+        mask &= (q_pos[:, None] - k_pos[None, :]) < window
+    return mask
+
+# %% ../nbs/06_attention.ipynb #033c031f
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # [B, Tq, H, D], [B, Tk, G, D], [B, Tk, G, Dv]
+           # [Tq], [Tk] absolute positions (k_pos < 0: empty)
+           q_pos: torch.Tensor, k_pos: torch.Tensor,
+           *, window: int | None = None, softcap: float | None = None,
+                   reference: bool = False) -> torch.Tensor:
+    "Causal (optionally sliding-window) grouped-query attention by positions: `[B, Tq, H, Dv]`."
+    H, G = q.shape[2], k.shape[2]
+    if H % G:
+        raise ValueError(f"attend: n_heads={H} must be a multiple of n_kv_heads={G}")
+    return _attend_masked(q, k, v, _position_mask(q_pos, k_pos, window), softcap=softcap, reference=reference)
+
 # %% ../nbs/06_attention.ipynb #bf0c0a9b
 @dataclass
 class KVCache:
@@ -80,20 +87,38 @@ class KVCache:
     next_pos: torch.Tensor
     fixed: bool = False     # S slots, token p written to slot p % S (ring buffers, preallocated KV caches)
 
-    def preallocate(self, length: int) -> KVCache:
-        """A fixed-size cache of `length` slots holding positions 0 .. `length` - 1 (a ring buffer is
-        already fixed)."""
-        if self.fixed:
-            return self
-        S = self.k.shape[1]
-        if length < S:
-            raise ValueError(f"KVCache.preallocate: length={length} is shorter than the {S} positions "
-                             "already cached")
-        grow = lambda t: F.pad(t, (0, 0, 0, 0, 0, length - S))   # noqa: E731
-        return KVCache(grow(self.k), grow(self.v), F.pad(self.pos, (0, length - S), value=-1), self.next_pos,
-                       True)
+# %% ../nbs/06_attention.ipynb #5d35c634
+@patch
+def preallocate(self: KVCache, length: int) -> KVCache:
+    """A fixed-size cache of `length` slots holding positions 0 .. `length` - 1 (a ring buffer is
+    already fixed)."""
+    if self.fixed:
+        return self
+    S = self.k.shape[1]
+    if length < S:
+        raise ValueError(f"KVCache.preallocate: length={length} is shorter than the {S} positions "
+                         "already cached")
+    grow = lambda t: F.pad(t, (0, 0, 0, 0, 0, length - S))   # noqa: E731
+    return KVCache(grow(self.k), grow(self.v), F.pad(self.pos, (0, length - S), value=-1), self.next_pos,
+                   True)
 
 # %% ../nbs/06_attention.ipynb #6544ba38
+def _empty_ring(k, v, pos, window, nxt):
+    "A ring buffer of `window` empty slots (position -1) for keys like `k` and values like `v`."
+    B, W = k.shape[0], window
+    return KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]),
+                   pos.new_full((W,), -1), nxt, True)
+
+# %% ../nbs/06_attention.ipynb #8a6eb39c
+def _write_slots(cache, k, v, pos, nxt):
+    "Token p into slot p % S of a fixed cache (S slots), out of place: an older cache stays valid."
+    T, S = len(pos), cache.k.shape[1]
+    keep = slice(max(0, T - S), T)                       # only the last S new tokens can matter again
+    slots = pos[keep] % S                                # written out of place: an older cache stays valid
+    return KVCache(cache.k.index_copy(1, slots, k[:, keep]), cache.v.index_copy(1, slots, v[:, keep]),
+                   cache.pos.index_copy(0, slots, pos[keep]), nxt, True)
+
+# %% ../nbs/06_attention.ipynb #65480069
 def kv_update(cache: KVCache | None, k, v, pos, window: int | None = None) -> KVCache:
     """Append `k`, `v` at `pos` to a growing KV cache, or write token p into slot p % S of a fixed one
     (ring: S = `window`)."""
@@ -105,16 +130,9 @@ def kv_update(cache: KVCache | None, k, v, pos, window: int | None = None) -> KV
     if cache is not None and not cache.fixed:
         return KVCache(torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos]),
                        nxt)
-    if cache is None:
-        B, W = k.shape[0], window
-        cache = KVCache(k.new_zeros(B, W, *k.shape[2:]), v.new_zeros(B, W, *v.shape[2:]),
-                        pos.new_full((W,), -1), nxt, True)
-    S = cache.k.shape[1]
-    keep = slice(max(0, T - S), T)                       # only the last S new tokens can matter again
-    slots = pos[keep] % S                                # written out of place: an older cache stays valid
-    return KVCache(cache.k.index_copy(1, slots, k[:, keep]), cache.v.index_copy(1, slots, v[:, keep]),
-                   cache.pos.index_copy(0, slots, pos[keep]), nxt, True)
+    return _write_slots(_empty_ring(k, v, pos, window, nxt) if cache is None else cache, k, v, pos, nxt)
 
+# %% ../nbs/06_attention.ipynb #5bc83bb6
 def _decode_one(q, k, v, pos, cache: KVCache, softcap=None):
     """One token: write it into the cache first (its ring slot held position p - W, out of the window),
     attend to the filled slots."""
@@ -123,25 +141,29 @@ def _decode_one(q, k, v, pos, cache: KVCache, softcap=None):
     return _attend_masked(q, new.k, new.v, mask, softcap=softcap), new
 
 # %% ../nbs/06_attention.ipynb #14146be8
+def _check_attention_args(n_heads, G, window, rope_dtype):
+    # RoPE angles in float32, or in q's dtype when wider (float64)
+    if rope_dtype not in ("float32", "input"):
+        raise ValueError(f"Attention: rope_dtype must be 'float32' or 'input', got {rope_dtype!r}")
+    if window is not None and (not isinstance(window, int) or window < 1):   # 0 would attend to nothing
+        raise ValueError("Attention: window must be None or an int >= 1 (tokens seen, this one "
+                         f"included), got {window!r}")
+    if n_heads % G:
+        raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
+
+# %% ../nbs/06_attention.ipynb #66b3f407
 class Attention(nn.Module):
     """Causal GQA attention with RoPE, optional sliding window, q/k RMSNorm and logit soft-cap, with a KV /
     ring-buffer cache."""
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *, head_dim: int
-                 | None = None,
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, *,
+                 head_dim: int | None = None,
                  window: int | None = None, rope_base: float | None = 10_000.0, qk_norm: bool = False,
                  softcap: float | None = None, k_rank: int | None = None, value_vocab: int | None = None,
                  rope_dtype: str = "float32"):
         super().__init__()
-        # RoPE angles in float32, or in q's dtype when wider (float64)
-        if rope_dtype not in ("float32", "input"):
-            raise ValueError(f"Attention: rope_dtype must be 'float32' or 'input', got {rope_dtype!r}")
-        self.rope_dtype = rope_dtype
-        if window is not None and (not isinstance(window, int) or window < 1):   # 0 would attend to nothing
-            raise ValueError("Attention: window must be None or an int >= 1 (tokens seen, this one "
-                             f"included), got {window!r}")
         G = n_kv_heads or n_heads
-        if n_heads % G:
-            raise ValueError(f"Attention: n_heads={n_heads} must be a multiple of n_kv_heads={G}")
+        _check_attention_args(n_heads, G, window, rope_dtype)
+        self.rope_dtype = rope_dtype
         D = head_dim or d_model // n_heads
         self.n_heads, self.n_kv_heads, self.head_dim, self.window = n_heads, G, D, window
         self.d_model, self.rope_base, self.softcap = d_model, rope_base, softcap
@@ -153,49 +175,64 @@ class Attention(nn.Module):
             self.k_proj = nn.Sequential(nn.Linear(d_model, k_rank, bias=False),
                                         nn.Linear(k_rank, G * D, bias=False))
         self.value_embed = nn.Embedding(value_vocab, G * D) if value_vocab else None
+        self.reads = ("ids",) if value_vocab else ()   # what a model passes to forward beside x: token ids
         self.v_mix = nn.Parameter(torch.full((2,), 0.5)) if value_vocab else None
         self.o_proj = nn.Linear(n_heads * D, d_model, bias=False)
         self.q_norm, self.k_norm = (RMSNorm(D), RMSNorm(D)) if qk_norm else (None, None)
 
-    def qkv(self, x, ids=None):
-        "Queries `[B, T, H, D]`, keys and values `[B, T, G, D]` (value embeddings mixed in, q/k normalised)."
-        B, T, _ = x.shape
-        H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(x).view(B, T, H + 2 * G, D).split([H, G, G], 2)
-        else:
-            q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G,
-                                                                           D), self.v_proj(x).view(B, T, G, D)
-        if self.value_embed is not None:
-            v = self.v_mix[0] * v + self.v_mix[1] * self.value_embed(ids).view(B, T, G, D).to(v.dtype)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        return q, k, v
+# %% ../nbs/06_attention.ipynb #e9a9a237
+@patch
+def qkv(self: Attention, x, ids=None):
+    "Queries `[B, T, H, D]`, keys and values `[B, T, G, D]` (value embeddings mixed in, q/k normalised)."
+    B, T, _ = x.shape
+    H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
+    if self.qkv_proj is not None:
+        q, k, v = self.qkv_proj(x).view(B, T, H + 2 * G, D).split([H, G, G], 2)
+    else:
+        q, k, v = self.q_proj(x).view(B, T, H, D), self.k_proj(x).view(B, T, G,
+                                                                       D), self.v_proj(x).view(B, T, G, D)
+    if self.value_embed is not None:
+        v = self.v_mix[0] * v + self.v_mix[1] * self.value_embed(ids).view(B, T, G, D).to(v.dtype)
+    if self.q_norm is not None:
+        q, k = self.q_norm(q), self.k_norm(k)
+    return q, k, v
 
-    def forward(self, x, cache: KVCache | None = None, *, use_cache: bool = False, ids: torch.Tensor
-                | None = None):
-        check_tensor(x, "x", where="Attention", shape=(None, None, self.d_model), dims="[B, T, d_model]")
-        if (ids is None) != (self.value_embed is None):
-            raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings "
-                             "(value_vocab)")
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x, ids)
-        pos = torch.arange(T, device=x.device) + (cache.next_pos if cache is not None else 0)   # no host read
-        if self.rope_base is not None:
-            wide = torch.promote_types(q.dtype,
-                                       torch.float32) if self.rope_dtype == "input" else torch.float32
-            tables = rope_tables(pos, self.head_dim, self.rope_base, wide)
-            q, k = rope(q, pos, tables=tables), rope(k, pos, tables=tables)
-        if cache is not None and T == 1:
-            o, cache = _decode_one(q, k, v, pos, cache, self.softcap)
-            return self.o_proj(o.reshape(B, 1, -1)), cache
-        if cache is not None:
-            k_ctx, v_ctx, p_ctx = torch.cat([cache.k, k], 1), torch.cat([cache.v, v],
-                                                                        1), torch.cat([cache.pos, pos])
-        else:
-            k_ctx, v_ctx, p_ctx = k, v, pos
-        o = attend(q, k_ctx, v_ctx, pos, p_ctx, window=self.window, softcap=self.softcap)
-        y = self.o_proj(o.reshape(B, T, -1))
-        if not (use_cache or cache is not None):
-            return y, None
-        return y, kv_update(cache, k, v, pos, self.window)
+# %% ../nbs/06_attention.ipynb #d3b9f168
+@patch
+def _rotate(self: Attention, q, k, pos):
+    "q and k with RoPE at positions `pos`; unchanged when the layer has no positions (`rope_base=None`)."
+    if self.rope_base is None:
+        return q, k
+    wide = torch.promote_types(q.dtype, torch.float32) if self.rope_dtype == "input" else torch.float32
+    tables = rope_tables(pos, self.head_dim, self.rope_base, wide)
+    return rope(q, pos, tables=tables), rope(k, pos, tables=tables)
+
+# %% ../nbs/06_attention.ipynb #9f4342ac
+def _with_cache(cache, k, v, pos):
+    "The keys, values and positions to attend to: the cache's (if any), then the new ones."
+    if cache is None:
+        return k, v, pos
+    return torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, pos])
+
+# %% ../nbs/06_attention.ipynb #f1209e38
+@patch
+def forward(self: Attention, x, cache: KVCache | None = None, *, use_cache: bool = False,
+            ids: torch.Tensor | None = None):
+    "`(y [B, T, d_model], cache)`: the cache updated when `use_cache` or a `cache` is given, else None."
+    check_tensor(x, "x", where="Attention", shape=(None, None, self.d_model), dims="[B, T, d_model]")
+    if (ids is None) != (self.value_embed is None):
+        raise ValueError("Attention: pass the token ids exactly when the layer has value embeddings "
+                         "(value_vocab)")
+    B, T, _ = x.shape
+    q, k, v = self.qkv(x, ids)
+    pos = torch.arange(T, device=x.device) + (cache.next_pos if cache is not None else 0)   # no host read
+    q, k = self._rotate(q, k, pos)
+    if cache is not None and T == 1:
+        o, cache = _decode_one(q, k, v, pos, cache, self.softcap)
+        return self.o_proj(o.reshape(B, 1, -1)), cache
+    k_ctx, v_ctx, p_ctx = _with_cache(cache, k, v, pos)
+    o = attend(q, k_ctx, v_ctx, pos, p_ctx, window=self.window, softcap=self.softcap)
+    y = self.o_proj(o.reshape(B, T, -1))
+    if not (use_cache or cache is not None):
+        return y, None
+    return y, kv_update(cache, k, v, pos, self.window)
