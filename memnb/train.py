@@ -252,15 +252,20 @@ def _muon_split(model: nn.Module) -> tuple[list, list]:
     return hidden, rest
 
 # %% ../nbs/30_train.ipynb #a8ad2c52
+def _adamw(params, cfg: TrainConfig) -> torch.optim.AdamW:
+    "AdamW fused into one kernel per step wherever every parameter allows it (CPU or CUDA floating point)."
+    params = list(params)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
+
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     "AdamW for everything, or Muon for the blocks' 2-D weights and AdamW for the rest."
     if cfg.optimizer == "adamw":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
-                                  weight_decay=cfg.weight_decay)]
+        return [_adamw(model.parameters(), cfg)]
     hidden, rest = _muon_split(model)
     return [torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay,
                              adjust_lr_fn="match_rms_adamw"),
-            torch.optim.AdamW(rest, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)]
+            _adamw(rest, cfg)]
 
 # %% ../nbs/30_train.ipynb #098e943e
 RUN_MANIFEST = "memnb-run.json"
