@@ -137,10 +137,9 @@ def _settled(top, score, C, k):
     return settled
 
 # %% ../nbs/04_ramnet.ipynb #80fd6ec4
-def _ranked(probs, positions, C, k):
-    """Top-k digits from the rank tuples: `(digits [..., k, G], settled [...])`. A row is not `settled` when a
-    tie leaves its order to the tie rule, which the fixed candidate set cannot apply."""
-    S, G = probs.shape[-1], probs.shape[-2]
+def _rank_scores(probs, positions):
+    "Each group's digits by falling probability `[..., G, S]`, and each rank tuple's weight `[..., C + F]`."
+    G = probs.shape[-2]
     # any order of equal digits will do: ties go unsettled
     sorted_p, digit = probs.sort(dim=-1, descending=True)
     flat = sorted_p.flatten(-2)
@@ -148,6 +147,14 @@ def _ranked(probs, positions, C, k):
     score = cand[..., 0]
     for g in range(1, G):          # the dense product's order of multiplication, so equal slots round equally
         score = score * cand[..., g]
+    return score, digit
+
+# %% ../nbs/04_ramnet.ipynb #7d891c76
+def _ranked(probs, positions, C, k):
+    """Top-k digits from the rank tuples: `(digits [..., k, G], settled [...])`. A row is not `settled` when a
+    tie leaves its order to the tie rule, which the fixed candidate set cannot apply."""
+    G = probs.shape[-2]
+    score, digit = _rank_scores(probs, positions)
     v = score[..., :C].topk(min(k + 1, C), -1)
     settled = _settled(v.values, score, C, k)
     win = positions.index_select(0, v.indices[..., :k].flatten()).view(*v.indices.shape[:-1], k, G)
@@ -167,16 +174,22 @@ def _top_digits(probs, k):
     return digits
 
 # %% ../nbs/04_ramnet.ipynb #77fe5875
-def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
-                 k: int,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Top-k of the S**G product-softmax slots: (idx `[..., k]` int64, weights `[..., k]` summing to 1)."
+def _check_product_topk(logits, k):
+    "`logits` `[..., G, S]` of finite numbers, and k an int in [1, S**G]."
     check_tensor(logits, "logits", where="product_topk", min_ndim=2, dims="[..., G, S]")
     G, S = logits.shape[-2:]
     if not isinstance(k, int) or not 1 <= k <= S ** G:
         raise ValueError(f"product_topk: k must be an int in [1, S**G = {S ** G}], got {k!r}")
     # a NaN would leave the search no winners: a bad step, not a crash
     check_finite(logits, "logits", "product_topk")
+
+# %% ../nbs/04_ramnet.ipynb #452fbdf3
+def product_topk(logits: torch.Tensor, # [..., G, S]: one softmax per group
+                 k: int,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Top-k of the S**G product-softmax slots: (idx `[..., k]` int64, weights `[..., k]` summing to 1)."
+    _check_product_topk(logits, k)
+    G, S = logits.shape[-2:]
     lg = logits if logits.dtype == torch.float64 else logits.float()
     with torch.no_grad():
         digits = _top_digits(torch.softmax(lg, -1), k)                     # [..., k, G]
@@ -245,10 +258,12 @@ class RAMState:
     pending: torch.Tensor  # [B, N, Dm] writes of the current chunk, applied at its end
     pos: int = 0           # tokens of the current chunk already seen
 
-    def final_memory(self, decay: float) -> torch.Tensor:
-        """The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial
-        last chunk included."""
-        return decay * self.memory + self.pending if self.pos else self.memory
+# %% ../nbs/04_ramnet.ipynb #e83efb20
+@patch
+def final_memory(self: RAMState, decay: float) -> torch.Tensor:
+    """The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial
+    last chunk included."""
+    return decay * self.memory + self.pending if self.pos else self.memory
 
 # %% ../nbs/04_ramnet.ipynb #aec728ce
 def _check_ram_inputs(idx, weights, values, where):
@@ -476,6 +491,12 @@ def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_sta
     return reads, RAMState(M, pending, pos)
 
 # %% ../nbs/04_ramnet.ipynb #d88d141b
+def _ram_empty(initial_state, values, B: int, T: int, acc, output_final_state: bool):
+    "No tokens: no reads `[B, T, Dm]`, and the state passes through."
+    S = _ram_start(initial_state, B, acc) if output_final_state else None
+    return values.new_zeros(B, T, values.shape[-1]), S
+
+# %% ../nbs/04_ramnet.ipynb #67455ce7
 def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
                weights: torch.Tensor,  # their weights [B, T, k]
                values: torch.Tensor,   # written values [B, T, Dm]
@@ -490,8 +511,7 @@ def ram_memory(idx: torch.Tensor,      # addressed rows [B, T, k] (int)
     B, T, _ = idx.shape
     out_dtype, acc = values.dtype, acc_dtype(values.dtype)
     if B == 0 or T == 0:   # no tokens: no reads, and the state passes through
-        S = _ram_start(initial_state, B, acc) if output_final_state else None
-        return values.new_zeros(B, T, values.shape[-1]), S
+        return _ram_empty(initial_state, values, B, T, acc, output_final_state)
     with full_precision(values.device):   # the memory accumulates in float32 (float64 stays), autocast or not
         weights, values = weights.to(acc).contiguous(), values.to(acc).contiguous()
         init = initial_state if isinstance(initial_state, RAMState) else initial_state.to(acc)
