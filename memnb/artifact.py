@@ -5,11 +5,15 @@
 # %% ../nbs/13_artifact.ipynb #07b86d22
 from __future__ import annotations
 
+import copy
 import json
+import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # %% auto #0
@@ -26,10 +30,12 @@ def quantize_rows(w: torch.Tensor):
     q = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scale
 
+# %% ../nbs/13_artifact.ipynb #1eb30a9e
 def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    "The matrix `quantize_rows` stored: every row's int8 values times its scale, in float32."
     return q.float() * scale.float()[:, None]
 
-# %% ../nbs/13_artifact.ipynb #5dc935d9
+# %% ../nbs/13_artifact.ipynb #84c063c4
 # how a tensor is stored; bytes per element (int8_rows: rows)
 KINDS = {"int8_rows": None, "fp16": 2, "int64": 8}
 
@@ -42,24 +48,29 @@ def _unique_tensors(model):
         seen.setdefault(key, name)
     return out
 
+# %% ../nbs/13_artifact.ipynb #e32d1119
+def _encode_tensor(name: str, t: torch.Tensor) -> tuple[dict, list[bytes]]:
+    "The header entry of one stored tensor and its payload."
+    if t.is_floating_point() and t.dim() == 2:
+        q, s = quantize_rows(t)
+        return ({"name": name, "shape": list(t.shape), "kind": "int8_rows"},
+                [q.numpy().tobytes(), s.numpy().tobytes()])
+    if t.is_floating_point():
+        return {"name": name, "shape": list(t.shape), "kind": "fp16"}, [t.detach().half().numpy().tobytes()]
+    return {"name": name, "shape": list(t.shape), "kind": "int64"}, [t.detach().long().numpy().tobytes()]
+
+# %% ../nbs/13_artifact.ipynb #d80df3a6
 def _encode(model) -> bytes:
     header, chunks = [], []
     for name, t, alias in _unique_tensors(model):
         if alias is not None:
             header.append({"name": name, "alias": alias}); continue
-        if t.is_floating_point() and t.dim() == 2:
-            q, s = quantize_rows(t)
-            chunks += [q.numpy().tobytes(), s.numpy().tobytes()]
-            header.append({"name": name, "shape": list(t.shape), "kind": "int8_rows"})
-        elif t.is_floating_point():
-            chunks.append(t.detach().half().numpy().tobytes())
-            header.append({"name": name, "shape": list(t.shape), "kind": "fp16"})
-        else:
-            chunks.append(t.detach().long().numpy().tobytes())
-            header.append({"name": name, "shape": list(t.shape), "kind": "int64"})
+        entry, data = _encode_tensor(name, t)
+        header.append(entry); chunks += data
     head = json.dumps(header).encode()
     return struct.pack("<I", len(head)) + head + b"".join(chunks)
 
+# %% ../nbs/13_artifact.ipynb #5edf031e
 def save_artifact(model, path, level: int = 9) -> int:
     "Write `model` as per-row int8 + fp16, zlib-compressed at `level`; returns the file's size in bytes."
     blob = zlib.compress(_encode(model), level)
@@ -79,12 +90,18 @@ def _inflate(path, max_bytes: int) -> bytes:
         raise ArtifactError(f"{path}: not a zlib-compressed artifact ({e})") from None
     if len(raw) > max_bytes or d.unconsumed_tail:
         raise ArtifactError(f"{path}: decompresses to more than {max_bytes:,} bytes, more than this model "
-                            "can hold; "
-                            "refusing to read further")
+                            "can hold; refusing to read further")
     if not d.eof:
         raise ArtifactError(f"{path}: truncated (the compressed stream ends early)")
     return raw
 
+# %% ../nbs/13_artifact.ipynb #44fafa0c
+def _entry_ok(h, shapes: dict) -> bool:
+    return isinstance(h, dict) and h.get("name") in shapes and (
+        h.get("alias") in shapes if "alias" in h else h.get("kind") in KINDS
+        and h.get("shape") == shapes[h["name"]])
+
+# %% ../nbs/13_artifact.ipynb #68529bc8
 def _header(raw: bytes, path, model) -> tuple[list, int]:
     "The checked header: every entry names a tensor of `model` with its shape and a known kind."
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -94,26 +111,32 @@ def _header(raw: bytes, path, model) -> tuple[list, int]:
     except (struct.error, ValueError) as e:
         raise ArtifactError(f"{path}: unreadable header ({e})") from None
     for h in header if isinstance(header, list) else [None]:
-        ok = isinstance(h, dict) and h.get("name") in shapes and (
-            h.get("alias") in shapes if "alias" in h else h.get("kind") in KINDS
-                    and h.get("shape") == shapes[h["name"]])
-        if not ok:
+        if not _entry_ok(h, shapes):
             raise ArtifactError(f"{path}: header entry {str(h)[:120]} is not a tensor of this model with a "
-                                "known kind "
-                                f"({', '.join(KINDS)})")
+                                f"known kind ({', '.join(KINDS)})")
     return header, 4 + n
 
-# %% ../nbs/13_artifact.ipynb #7432d8b2
+# %% ../nbs/13_artifact.ipynb #353d26fa
 def _read(raw: bytes, pos: int, dtype, count: int, path):
-    import numpy as np
     end = pos + np.dtype(dtype).itemsize * count
     if end > len(raw):
         raise ArtifactError(f"{path}: payload shorter than its header says")
     return torch.from_numpy(np.frombuffer(raw, dtype, count, pos).copy()), end
 
+# %% ../nbs/13_artifact.ipynb #cb419949
+def _decode_tensor(raw: bytes, pos: int, h: dict, path):
+    "The tensor of header entry `h` (not an alias) read from `raw` at `pos`, and the position after it."
+    numel = int(np.prod(h["shape"])) if h["shape"] else 1
+    if h["kind"] == "int8_rows":
+        q, pos = _read(raw, pos, np.int8, numel, path)
+        s, pos = _read(raw, pos, np.float16, h["shape"][0], path)
+        return dequantize_rows(q.view(h["shape"]), s), pos
+    t, pos = _read(raw, pos, np.float16 if h["kind"] == "fp16" else np.int64, numel, path)
+    return t.view(h["shape"]), pos
+
+# %% ../nbs/13_artifact.ipynb #e428f118
 def load_artifact(model, path, max_bytes: int | None = None):
     "Load an artifact written by `save_artifact` into `model` (same configuration); returns the model."
-    import numpy as np
     limit = max_bytes or 8 * sum(t.numel() for t in model.state_dict().values()) + (1 << 20)
     raw = _inflate(path, limit)
     header, pos = _header(raw, path, model)
@@ -121,14 +144,7 @@ def load_artifact(model, path, max_bytes: int | None = None):
     for h in header:
         if "alias" in h:
             state[h["name"]] = state[h["alias"]]; continue
-        numel = int(np.prod(h["shape"])) if h["shape"] else 1
-        if h["kind"] == "int8_rows":
-            q, pos = _read(raw, pos, np.int8, numel, path)
-            s, pos = _read(raw, pos, np.float16, h["shape"][0], path)
-            state[h["name"]] = dequantize_rows(q.view(h["shape"]), s)
-        else:
-            t, pos = _read(raw, pos, np.float16 if h["kind"] == "fp16" else np.int64, numel, path)
-            state[h["name"]] = t.view(h["shape"])
+        state[h["name"]], pos = _decode_tensor(raw, pos, h, path)
     if pos != len(raw):
         raise ArtifactError(f"{path}: {len(raw) - pos} bytes beyond what its header describes")
     model.load_state_dict(state)
@@ -140,12 +156,11 @@ def artifact_size(model, code_bytes: int = 0, level: int = 9, limit: int = LIMIT
     weights = len(zlib.compress(_encode(model), level))
     total = weights + code_bytes
     return {"params": sum(p.numel() for p in model.parameters()), "weight_bytes": weights,
-            "code_bytes": code_bytes,
-            "total_bytes": total, "limit_bytes": limit, "fits": total <= limit}
+            "code_bytes": code_bytes, "total_bytes": total, "limit_bytes": limit, "fits": total <= limit}
 
+# %% ../nbs/13_artifact.ipynb #c72e15d8
 def artifact_roundtrip(model):
     "A copy of `model` whose weights went through the artifact (quantised and restored)."
-    import copy, tempfile, os
     clone = copy.deepcopy(model)
     with tempfile.TemporaryDirectory() as d:
         save_artifact(model, os.path.join(d, "model.bin"))
