@@ -9,39 +9,43 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import patch
 from .model import generate
 
 # %% auto #0
 __all__ = ['causality', 'decode_consistency', 'next_token_loss', 'loss_alignment', 'AntiCausalDecayLM', 'PooledGroupNormLM',
            'StaleStateLM']
 
-# %% ../nbs/12_checks.ipynb #b22300b7
+# %% ../nbs/12_checks.ipynb #359ce72b
+def _random_tokens(model: nn.Module, vocab_size: int | None, shape: tuple, seed: int):
+    "Random tokens of `shape` on the model's device, the vocabulary size, and the generator that drew them."
+    V = vocab_size or model.config.vocab_size
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V, shape, generator=g).to(next(model.parameters()).device), V, g
+
+# %% ../nbs/12_checks.ipynb #9fba3c94
+def _relative_change(new: torch.Tensor, old: torch.Tensor) -> float:
+    "max |new - old| relative to max |old|."
+    return ((new - old).abs().max() / old.abs().max().clamp_min(1e-12)).item()
+
+# %% ../nbs/12_checks.ipynb #3fea7fc3
 @torch.no_grad()
 def causality(model: nn.Module, seq_len: int = 32, positions=None, *, vocab_size: int | None = None,
               batch: int = 2, seed: int = 0) -> float:
     "Largest relative change of the logits before position p when token p changes (0 for a causal model)."
-    V = vocab_size or model.config.vocab_size
-    g = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    idx = torch.randint(0, V, (batch, seq_len), generator=g).to(device)
-    base = model(idx)
-    worst = 0.0
+    idx, V, g = _random_tokens(model, vocab_size, (batch, seq_len), seed)
+    base, worst = model(idx), 0.0
     for p in positions or (1, seq_len // 2, seq_len - 1):
         other = idx.clone()
-        other[:, p] = (other[:, p] + 1 + torch.randint(0, V - 1, (batch,), generator=g).to(device)) % V
-        before = model(other)[:, :p]
-        worst = max(worst,
-                    ((before - base[:, :p]).abs().max() / base[:, :p].abs().max().clamp_min(1e-12)).item())
+        other[:, p] = (other[:, p] + 1 + torch.randint(0, V - 1, (batch,), generator=g).to(idx.device)) % V
+        worst = max(worst, _relative_change(model(other)[:, :p], base[:, :p]))
     return worst
 
 # %% ../nbs/12_checks.ipynb #380f48a5
-def decode_consistency(model: nn.Module, prompt_len: int = 8, new_tokens: int = 24, *, vocab_size: int
-                       | None = None,
-                       batch: int = 2, seed: int = 0) -> float:
+def decode_consistency(model: nn.Module, prompt_len: int = 8, new_tokens: int = 24, *,
+                       vocab_size: int | None = None, batch: int = 2, seed: int = 0) -> float:
     "Fraction of greedily decoded tokens on which cached decoding equals full recomputation."
-    V = vocab_size or model.config.vocab_size
-    g = torch.Generator().manual_seed(seed)
-    prompt = torch.randint(0, V, (batch, prompt_len), generator=g).to(next(model.parameters()).device)
+    prompt, _, _ = _random_tokens(model, vocab_size, (batch, prompt_len), seed)
     fast = generate(model, prompt, new_tokens, use_cache=True)[:, prompt_len:]
     slow = generate(model, prompt, new_tokens, use_cache=False)[:, prompt_len:]
     return (fast == slow).float().mean().item()
@@ -53,25 +57,28 @@ def next_token_loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1),
                            reduction="none").view(idx.shape[0], -1)
 
+# %% ../nbs/12_checks.ipynb #629fe981
+def _loss_change(loss_fn, model: nn.Module, idx: torch.Tensor, base: torch.Tensor, t: int, q: int,
+                 V: int) -> float:
+    "The largest change of loss[:, t] when token q changes."
+    other = idx.clone()
+    other[:, q] = (other[:, q] + 1) % V
+    return (loss_fn(model, other)[:, t] - base[:, t]).abs().max().item()
+
+# %% ../nbs/12_checks.ipynb #8670ec09
 @torch.no_grad()
 def loss_alignment(loss_fn, model: nn.Module, seq_len: int = 16, *, vocab_size: int | None = None,
                    seed: int = 0) -> dict:
     """Does loss[t] depend on token t+1 (its target) and on no later token? Returns both, checked at a few
     positions."""
-    V = vocab_size or model.config.vocab_size
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, V, (2, seq_len), generator=g).to(next(model.parameters()).device)
+    idx, V, _ = _random_tokens(model, vocab_size, (2, seq_len), seed)
     base = loss_fn(model, idx)
     sees_target, leak = True, 0.0
     for t in (1, seq_len // 2, seq_len - 3):
-        for q in range(t + 1, seq_len):
-            other = idx.clone()
-            other[:, q] = (other[:, q] + 1) % V
-            change = (loss_fn(model, other)[:, t] - base[:, t]).abs().max().item()
-            if q == t + 1:
-                sees_target &= change > 1e-6
-            else:
-                leak = max(leak, change)
+        if t + 1 < seq_len:
+            sees_target &= _loss_change(loss_fn, model, idx, base, t, t + 1, V) > 1e-6
+        for q in range(t + 2, seq_len):
+            leak = max(leak, _loss_change(loss_fn, model, idx, base, t, q, V))
     return {"target_is_next_token": sees_target, "future_leak": leak}
 
 # %% ../nbs/12_checks.ipynb #6c85156f
@@ -82,13 +89,17 @@ class AntiCausalDecayLM(nn.Module):
         super().__init__()
         self.emb, self.qkv, self.head = nn.Embedding(V, d), nn.Linear(d, 3 * d), nn.Linear(d, V)
         self.fixed = fixed
-    def forward(self, idx):
-        q, k, v = self.qkv(self.emb(idx)).chunk(3, -1)
-        T = idx.shape[1]; t = torch.arange(T)
-        decay = 0.9 ** (t[None, :] - t[:, None]).abs().float()
-        decay = decay.tril() if self.fixed else decay.triu()                     # the bug: triu, not tril
-        return self.head((q @ k.transpose(-1, -2) * decay) @ v)
 
+# %% ../nbs/12_checks.ipynb #8ef13f67
+@patch
+def forward(self: AntiCausalDecayLM, idx):
+    q, k, v = self.qkv(self.emb(idx)).chunk(3, -1)
+    T = idx.shape[1]; t = torch.arange(T)
+    decay = 0.9 ** (t[None, :] - t[:, None]).abs().float()
+    decay = decay.tril() if self.fixed else decay.triu()                     # the bug: triu, not tril
+    return self.head((q @ k.transpose(-1, -2) * decay) @ v)
+
+# %% ../nbs/12_checks.ipynb #18404323
 class PooledGroupNormLM(nn.Module):
     """Deliberately faulty: GroupNorm statistics pooled over the whole sequence; `fixed`: the same groups
     per position."""
@@ -96,26 +107,32 @@ class PooledGroupNormLM(nn.Module):
         super().__init__()
         self.emb, self.norm, self.head = nn.Embedding(V, d), nn.GroupNorm(4, d), nn.Linear(d, V)
         self.fixed = fixed
-    def forward(self, idx):
-        h = self.emb(idx).cumsum(1) / torch.arange(1, idx.shape[1] + 1, device=idx.device)[:, None]
-        if self.fixed:
-            return self.head(self.norm(h.flatten(0, 1)).view_as(h))
-        return self.head(self.norm(h.transpose(1, 2)).transpose(1, 2))          # the bug: stats over (T, d/4)
 
+# %% ../nbs/12_checks.ipynb #11d045eb
+@patch
+def forward(self: PooledGroupNormLM, idx):
+    h = self.emb(idx).cumsum(1) / torch.arange(1, idx.shape[1] + 1, device=idx.device)[:, None]
+    if self.fixed:
+        return self.head(self.norm(h.flatten(0, 1)).view_as(h))
+    return self.head(self.norm(h.transpose(1, 2)).transpose(1, 2))          # the bug: stats over (T, d/4)
+
+# %% ../nbs/12_checks.ipynb #230d4030
 class StaleStateLM(nn.Module):
     """Deliberately faulty: cached decoding hands back the state from *before* the last token's update;
     `fixed`: after."""
     def __init__(self, V=50, d=16, fixed: bool = False):
         super().__init__(); self.emb, self.head = nn.Embedding(V, d), nn.Linear(d, V)
         self.fixed = fixed
-    def forward(self, idx, cache=None, use_cache=False):
-        x, h, hs = self.emb(idx), cache, []
-        prev = h
-        for t in range(idx.shape[1]):
-            prev = h
-            h = x[:, t] if h is None else 0.7 * h + 0.3 * x[:, t]
-            hs.append(h)
-        logits = self.head(torch.stack(hs, 1))
-        state = h if self.fixed or prev is None else prev                        # the bug: prev, not h
-        return (logits, state) if use_cache else logits
 
+# %% ../nbs/12_checks.ipynb #05559670
+@patch
+def forward(self: StaleStateLM, idx, cache=None, use_cache=False):
+    x, h, hs = self.emb(idx), cache, []
+    prev = h
+    for t in range(idx.shape[1]):
+        prev = h
+        h = x[:, t] if h is None else 0.7 * h + 0.3 * x[:, t]
+        hs.append(h)
+    logits = self.head(torch.stack(hs, 1))
+    state = h if self.fixed or prev is None else prev                        # the bug: prev, not h
+    return (logits, state) if use_cache else logits
