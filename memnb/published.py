@@ -40,6 +40,7 @@ class PublishedModel:
     leak: str = ""                                # what the faithful network gets wrong (the warning)
     sources: Callable | None = None               # resolved -> {memnb name: published names} (for errors)
 
+# %% ../nbs/14_published.ipynb #ccc9b90c
 PUBLISHED: dict[str, PublishedModel] = {}
 
 def register(spec: PublishedModel) -> PublishedModel:
@@ -56,6 +57,7 @@ class Rule:
     dim: int = 0
     sizes: tuple | None = None
 
+# %% ../nbs/14_published.ipynb #4894930e
 @dataclass(frozen=True)
 class Derived:
     "A published tensor with no memnb home: recomputed on export by `make(published_sd)`, checked on import."
@@ -75,8 +77,8 @@ def _check_derived(name, d: Derived, sd, where):
     if not ok:
         raise ValueError(f"{where}: {name} is not what memnb recomputes ({d.reason}); it does not fit")
 
-def map_to_memnb(sd: dict, rules: list, derived: dict, where: str = "to_memnb") -> tuple[dict, dict]:
-    "Apply `rules` to a published state dict: (memnb sd, {dropped name: reason}); missing/extra are errors."
+# %% ../nbs/14_published.ipynb #75cbe5e9
+def _check_coverage(sd: dict, rules: list, derived: dict, where: str):
     missing = [k for r in rules for k in r.published if k not in sd]
     if missing:
         raise ValueError(f"{where}: the checkpoint lacks {len(missing)} tensor(s) it needs: {missing[:8]}")
@@ -84,14 +86,22 @@ def map_to_memnb(sd: dict, rules: list, derived: dict, where: str = "to_memnb") 
     extra = sorted(k for k in sd if k not in used and k not in derived)
     if extra:
         raise ValueError(f"{where}: {len(extra)} tensor(s) have no place in the model: {extra[:8]}")
-    out = {}
-    for r in rules:
-        parts = [sd[k] for k in r.published]
-        try:
-            out[r.memnb] = parts[0] if len(parts) == 1 else torch.cat(parts, r.dim)
-        except RuntimeError:
-            shapes = {k: tuple(sd[k].shape) for k in r.published}
-            raise ValueError(f"{where}: {shapes} do not fit together into {r.memnb}") from None
+
+# %% ../nbs/14_published.ipynb #a618acb1
+def _apply_rule(sd: dict, r: Rule, where: str) -> torch.Tensor:
+    "The memnb tensor of rule `r`: its published tensors concatenated (one: itself)."
+    parts = [sd[k] for k in r.published]
+    try:
+        return parts[0] if len(parts) == 1 else torch.cat(parts, r.dim)
+    except RuntimeError:
+        shapes = {k: tuple(sd[k].shape) for k in r.published}
+        raise ValueError(f"{where}: {shapes} do not fit together into {r.memnb}") from None
+
+# %% ../nbs/14_published.ipynb #8a092caa
+def map_to_memnb(sd: dict, rules: list, derived: dict, where: str = "to_memnb") -> tuple[dict, dict]:
+    "Apply `rules` to a published state dict: (memnb sd, {dropped name: reason}); missing/extra are errors."
+    _check_coverage(sd, rules, derived, where)
+    out = {r.memnb: _apply_rule(sd, r, where) for r in rules}
     for name, d in derived.items():
         if name in sd: _check_derived(name, d, sd, where)
     return out, {k: d.reason for k, d in derived.items() if k in sd}
@@ -108,6 +118,7 @@ def map_to_published(msd: dict, rules: list, derived: dict) -> dict:
         out[name] = d.make(out)
     return out
 
+# %% ../nbs/14_published.ipynb #e4fa7bff
 def rule_mapping(rules: Callable, derived: Callable = lambda resolved: {}) -> dict:
     "`to_memnb`, `to_published`, `sources` of a `PublishedModel` from `rules(resolved)`, `derived(resolved)`."
     return dict(
@@ -116,6 +127,13 @@ def rule_mapping(rules: Callable, derived: Callable = lambda resolved: {}) -> di
         sources=lambda resolved: {r.memnb: r.published for r in rules(resolved)})
 
 # %% ../nbs/14_published.ipynb #0a674167
+def _strip_prefixes(sd: dict) -> dict:
+    "`sd` without the prefix that torch.compile (`_orig_mod.`) or DDP (`module.`) put on every key."
+    for prefix in ("_orig_mod.", "module."):      # torch.compile's and DDP's wrappers
+        if all(k.startswith(prefix) for k in sd): sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+# %% ../nbs/14_published.ipynb #15d0e1d7
 _WRAPPERS = ("model_state", "model_state_dict", "state_dict", "model")
 
 def unwrap_checkpoint(obj) -> tuple[dict, dict | None]:
@@ -123,9 +141,7 @@ def unwrap_checkpoint(obj) -> tuple[dict, dict | None]:
     if not isinstance(obj, dict):
         raise ValueError(f"unwrap_checkpoint: expected a (checkpoint) dict, got {type(obj).__name__}")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for prefix in ("_orig_mod.", "module."):      # torch.compile's and DDP's wrappers
-            if all(k.startswith(prefix) for k in obj): obj = {k[len(prefix):]: v for k, v in obj.items()}
-        return dict(obj), None
+        return _strip_prefixes(obj), None
     for key in _WRAPPERS:
         if isinstance(obj.get(key), dict):
             sd, cfg = unwrap_checkpoint(obj[key])
@@ -143,6 +159,7 @@ def _load_pt(path: Path):
         raise ValueError(f"read_checkpoint: {path} holds objects other than tensors and plain data; "
                          f"memnb refuses to unpickle it ({type(e).__name__}: {str(e)[:200]})") from e
 
+# %% ../nbs/14_published.ipynb #3f13a375
 def _hub(ref: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download, list_repo_files
@@ -159,6 +176,15 @@ def _hub(ref: str) -> Path:
     return Path(hf_hub_download(repo, file))
 
 # %% ../nbs/14_published.ipynb #1a75ec44
+def _read_safetensors(path: Path) -> tuple[dict, dict | None]:
+    "The tensors of a .safetensors file and the config stored in its metadata (or None)."
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return load_file(str(path)), (json.loads(meta["config"]) if "config" in meta else None)
+
+# %% ../nbs/14_published.ipynb #3d4abab2
 def read_checkpoint(checkpoint) -> tuple[dict, dict | None]:
     "(published state dict, stored config or None) from a path, `hf://owner/repo[/file]` or a dict."
     if isinstance(checkpoint, dict):
@@ -169,29 +195,34 @@ def read_checkpoint(checkpoint) -> tuple[dict, dict | None]:
     if not path.is_file():
         raise FileNotFoundError(f"read_checkpoint: no such file {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), (json.loads(meta["config"]) if "config" in meta else None)
+        return _read_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin"):
         return unwrap_checkpoint(_load_pt(path))
     raise ValueError(f"read_checkpoint: {path.name}: expected .safetensors, .pt, .pth or .bin")
 
-# %% ../nbs/14_published.ipynb #555bfef9
-def resolve_config(spec: PublishedModel, sd: dict, config: dict | None = None,
-                   stored: dict | None = None) -> dict:
-    "A checkpoint's published configuration: `config`, else the stored config, else shapes, else defaults."
-    where = f"from_published({spec.preset!r})"
+# %% ../nbs/14_published.ipynb #8dd2b8a7
+def _given_config(spec: PublishedModel, config: dict | None, stored: dict | None, where: str) -> dict:
     unknown = sorted(set(config or {}) - set(spec.defaults))
     if unknown:
         raise ValueError(f"{where}: {unknown} are not published config fields ({sorted(spec.defaults)})")
-    given = {**{k: v for k, v in (stored or {}).items() if k in spec.defaults}, **(config or {})}
-    inferred = spec.infer_config(sd)
+    return {**{k: v for k, v in (stored or {}).items() if k in spec.defaults}, **(config or {})}
+
+# %% ../nbs/14_published.ipynb #27dbb9f4
+def _check_clash(given: dict, inferred: dict, where: str):
+    "Refuse a given value that the tensor shapes contradict."
     clash = {k: (given[k], v) for k, v in inferred.items() if k in given and given[k] != v}
     if clash:
         raise ValueError(f"{where}: the config contradicts the tensor shapes: "
                          + ", ".join(f"{k}={a!r} but the tensors say {b!r}" for k, (a, b) in clash.items()))
+
+# %% ../nbs/14_published.ipynb #209af13b
+def resolve_config(spec: PublishedModel, sd: dict, config: dict | None = None,
+                   stored: dict | None = None) -> dict:
+    "A checkpoint's published configuration: `config`, else the stored config, else shapes, else defaults."
+    where = f"from_published({spec.preset!r})"
+    given = _given_config(spec, config, stored, where)
+    inferred = spec.infer_config(sd)
+    _check_clash(given, inferred, where)
     resolved = {**spec.defaults, **inferred, **given}
     undetermined = [k for k, v in resolved.items() if v is None]
     if undetermined:
@@ -199,11 +230,8 @@ def resolve_config(spec: PublishedModel, sd: dict, config: dict | None = None,
     return resolved
 
 # %% ../nbs/14_published.ipynb #6dd9a736
-def load_mapped(model: MemLM, msd: dict, sources: dict | None = None, where: str = "load_mapped") -> MemLM:
-    "Load a mapped state dict into `model` strictly, with errors that name the tensors."
-    want, msd = model.state_dict(), dict(msd)
-    if model.config.tie_embeddings and "head.weight" not in msd and "embed.weight" in msd:
-        msd["head.weight"] = msd["embed.weight"]
+def _check_mapped(want: dict, msd: dict, sources: dict | None, where: str):
+    "Every memnb tensor filled, none extra, every shape the model's; errors name the published sources."
     src = lambda k: f" (from published {list(sources[k])})" if sources and k in sources else ""
     unfilled, extra = [k for k in want if k not in msd], [k for k in msd if k not in want]
     if unfilled: raise ValueError(f"{where}: the checkpoint leaves memnb tensors unfilled: {unfilled[:8]}")
@@ -212,6 +240,14 @@ def load_mapped(model: MemLM, msd: dict, sources: dict | None = None, where: str
         if tuple(t.shape) != tuple(want[k].shape):
             raise ValueError(f"{where}: {k}{src(k)} has shape {tuple(t.shape)}; the model at this config "
                              f"expects {tuple(want[k].shape)}")
+
+# %% ../nbs/14_published.ipynb #9c6dd31c
+def load_mapped(model: MemLM, msd: dict, sources: dict | None = None, where: str = "load_mapped") -> MemLM:
+    "Load a mapped state dict into `model` strictly, with errors that name the tensors."
+    want, msd = model.state_dict(), dict(msd)
+    if model.config.tie_embeddings and "head.weight" not in msd and "embed.weight" in msd:
+        msd["head.weight"] = msd["embed.weight"]
+    _check_mapped(want, msd, sources, where)
     model.load_state_dict(msd, strict=True)
     return model
 
@@ -225,6 +261,7 @@ def registry() -> dict[str, PublishedModel]:
             if e.name != mod: raise
     return PUBLISHED
 
+# %% ../nbs/14_published.ipynb #21d8fea6
 def published_model(name: str) -> PublishedModel:
     "The registered `PublishedModel` of a preset, or a clear error listing them."
     reg = registry()
@@ -232,19 +269,25 @@ def published_model(name: str) -> PublishedModel:
         raise ValueError(f"unknown published model {name!r}; choose from {sorted(reg)}")
     return reg[name]
 
-# %% ../nbs/14_published.ipynb #ff998be6
+# %% ../nbs/14_published.ipynb #7217a7ee
+def _published_overrides(spec: PublishedModel, name: str, resolved: dict, faithful: bool) -> dict:
+    "The `build` overrides of a resolved configuration (the published computation, if `faithful`)."
+    overrides = spec.config_from(resolved)
+    if faithful and spec.faithful_overrides is not None:
+        overrides = {**overrides, **spec.faithful_overrides(resolved)}
+        # stacklevel 3: the warning points at the caller of `from_published`
+        warnings.warn(f"from_published({name!r}, faithful=True): the model sees the future. {spec.leak}",
+                      stacklevel=3)
+    return overrides
+
+# %% ../nbs/14_published.ipynb #72b919d7
 def from_published(name: str, checkpoint, *, config: dict | None = None, faithful: bool = False) -> MemLM:
     "The preset `name` holding a published checkpoint (path, state dict, `hf://owner/repo[/file]`), strictly."
     from memnb.presets import build
     spec = published_model(name)
     sd, stored = read_checkpoint(checkpoint)
     resolved = resolve_config(spec, sd, config, stored)
-    overrides = spec.config_from(resolved)
-    if faithful and spec.faithful_overrides is not None:
-        overrides = {**overrides, **spec.faithful_overrides(resolved)}
-        warnings.warn(f"from_published({name!r}, faithful=True): the model sees the future. {spec.leak}",
-                      stacklevel=2)
-    model = build(spec.preset, **overrides)
+    model = build(spec.preset, **_published_overrides(spec, name, resolved, faithful))
     msd, dropped = spec.to_memnb(sd, resolved, faithful)
     sources = spec.sources(resolved) if spec.sources else None
     load_mapped(model, msd, sources, where=f"from_published({name!r})")
@@ -260,17 +303,22 @@ def to_published(model: MemLM, name: str, *, config: dict | None = None) -> dict
     return spec.to_published(msd, resolved)
 
 # %% ../nbs/14_published.ipynb #bbf0971e
+def _convert_tokenizer(tokenizer: str | None, vocab_size: int):
+    "The tokenizer `convert` writes beside the weights (or None), refused if larger than the model's vocab."
+    if tokenizer is None:
+        return None
+    from memnb.data import load_tokenizer
+    tok = load_tokenizer(tokenizer)
+    if tok.vocab_size > vocab_size:
+        raise ValueError(f"convert: the tokenizer has {tok.vocab_size} tokens, the model {vocab_size}")
+    return tok
+
+# %% ../nbs/14_published.ipynb #93da2796
 def convert(preset: str, checkpoint, out_dir, *, faithful: bool = False, config: dict | None = None,
             tokenizer: str | None = None) -> dict:
     "A published checkpoint as a memnb model folder (and `tokenizer.json`): `dict(params, dropped, out)`."
     model = from_published(preset, checkpoint, config=config, faithful=faithful)
-    tok = None
-    if tokenizer is not None:
-        from memnb.data import load_tokenizer
-        tok = load_tokenizer(tokenizer)
-        if tok.vocab_size > model.config.vocab_size:
-            raise ValueError(f"convert: the tokenizer has {tok.vocab_size} tokens, the model "
-                             f"{model.config.vocab_size}")
+    tok = _convert_tokenizer(tokenizer, model.config.vocab_size)
     out = save(model, out_dir)
     if tok is not None: tok.save(out / "tokenizer.json")
     meta = dict(preset=preset, faithful=faithful, config=model.published_config,
@@ -278,6 +326,7 @@ def convert(preset: str, checkpoint, out_dir, *, faithful: bool = False, config:
     (out / "published.json").write_text(json.dumps(meta, indent=2))
     return dict(params=model.num_params(), dropped=model.published_dropped, out=str(out))
 
+# %% ../nbs/14_published.ipynb #5e00dcf3
 def add_convert_arguments(parser):
     "The arguments of `memnb convert` on an argparse parser."
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors/.pt path or hf://owner/repo")
@@ -289,6 +338,7 @@ def add_convert_arguments(parser):
                         help="reproduce the published computation where memnb corrects it (sees the future)")
     return parser
 
+# %% ../nbs/14_published.ipynb #a698692c
 def run_convert_cli(args) -> int:
     "Run `memnb convert` from parsed arguments; prints the parameter count and what was dropped."
     r = convert(args.preset, args.checkpoint, args.out, faithful=args.faithful, tokenizer=args.tokenizer)
@@ -302,11 +352,13 @@ def _n_layers(sd):
     found = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
     return {"n_layers": max(found) + 1} if found else {}
 
+# %% ../nbs/14_published.ipynb #7cad85d4
 def _rope_table(max_len: int, d_head: int, base: float = 10_000.0) -> torch.Tensor:
     "The DuoNeural RoPE buffers' angles `[1, 1, max_len, d_head/2]` (float32, the published formula)."
     theta = 1.0 / (base ** (torch.arange(0, d_head, 2).float() / d_head))
     return torch.outer(torch.arange(max_len).float(), theta)[None, None]
 
+# %% ../nbs/14_published.ipynb #46b383be
 def _infer_gpt(sd, attn):
     "Config keys a DuoNeural state dict's shapes determine (attention module named `attn`)."
     r = _n_layers(sd)
@@ -331,6 +383,7 @@ def _duo_derived(r, attn):
                 lambda sd, fn=fn: getattr(_rope_table(r["max_len"], d_head), fn)(), exact=False)
     return out
 
+# %% ../nbs/14_published.ipynb #7df38a8f
 def _attn_rules(r, m, p):
     "Published q/k/v/o under `p` -> memnb Attention under `m` (q/k/v concatenated, head-major as published)."
     H, G, dh = r["n_heads"], r["n_kv_heads"], r["d_model"] // r["n_heads"]
@@ -338,6 +391,7 @@ def _attn_rules(r, m, p):
     return [Rule(m + "qkv_proj.weight", qkv, 0, (H * dh, G * dh, G * dh)),
             Rule(m + "o_proj.weight", (p + "o_proj.weight",))]
 
+# %% ../nbs/14_published.ipynb #7896ec7e
 def _ffn_rules(m, p):
     pairs = (("w1", "gate"), ("w3", "up"), ("w2", "down"))
     return [Rule(m + "ffn_norm.weight", (p + "norm_ff.weight",))] + [
@@ -352,14 +406,17 @@ def _gqa_rules(r):
         rules += _attn_rules(r, m + "mixers.0.inner.", p + "attn.") + _ffn_rules(m, p)
     return rules
 
+# %% ../nbs/14_published.ipynb #99c3c387
 _GPT_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_len")
 
 def _gpt_config_from(r):
     return {**{k: r[k] for k in _GPT_KEYS}, "norm_eps": None}
 
+# %% ../nbs/14_published.ipynb #ed1f1244
 def _gpt_config_of(cfg):
     return {k: getattr(cfg, k) if k != "n_kv_heads" else (cfg.n_kv_heads or cfg.n_heads) for k in _GPT_KEYS}
 
+# %% ../nbs/14_published.ipynb #9a9e33e1
 register(PublishedModel(
     preset="gqa-baseline", source="DuoNeural/lab experiments/cdm/cdm_baseline_train.py BaselineGPT",
     defaults=dict(vocab_size=50_257, n_layers=12, d_model=512, n_heads=8, n_kv_heads=4, d_ff=2048,
@@ -368,21 +425,26 @@ register(PublishedModel(
     **rule_mapping(_gqa_rules, lambda r: _duo_derived(r, "attn"))))
 
 # %% ../nbs/14_published.ipynb #793d6f8a
+def _cdm_block_rules(r, m: str, alpha: bool) -> list:
+    "The rules of one CDM block `m` (the same prefix in both namings): norms, slots, attention, FFN."
+    c, x = m + "mixers.1.inner.", m + "slot_xattn."
+    rules = [Rule(m + "norms.0.weight", (m + "norm_sa.weight",)),
+             Rule(m + "norms.1.weight", (m + "norm_sx.weight",)),
+             Rule(c + "norm.weight", (m + "norm_cdm.weight",)),
+             Rule(c + "initial_slots", (m + "cdm.slot_init",)),
+             Rule(c + "write_proj.weight", (m + "cdm.write_proj.weight",))]
+    rules += [Rule(c + f"{a}.{w}", (m + f"cdm.{b}.{w}",))
+              for a, b in (("router", "route"), ("eta", "eta")) for w in ("weight", "bias")]
+    rules += [Rule(c + "alpha", (m + "cdm.log_alpha",))] if alpha else []
+    rules += _attn_rules(r, m + "mixers.0.inner.", m + "self_attn.")
+    rules += [Rule(c + f"{a}_proj.weight", (x + f"{a}_proj.weight",)) for a in "qkvo"]
+    return rules + _ffn_rules(m, m)
+
+# %% ../nbs/14_published.ipynb #cfe6681b
 def _cdm_rules(r, alpha: bool):
     rules = [Rule("embed.weight", ("embed.weight",)), Rule("norm.weight", ("norm.weight",))]
     for i in range(r["n_layers"]):
-        m, p = f"blocks.{i}.", f"blocks.{i}."
-        c, x = m + "mixers.1.inner.", p + "slot_xattn."
-        rules += [Rule(m + "norms.0.weight", (p + "norm_sa.weight",)),
-                  Rule(m + "norms.1.weight", (p + "norm_sx.weight",)),
-                  Rule(c + "norm.weight", (p + "norm_cdm.weight",)),
-                  Rule(c + "initial_slots", (p + "cdm.slot_init",)),
-                  Rule(c + "write_proj.weight", (p + "cdm.write_proj.weight",))]
-        rules += [Rule(c + f"{a}.{w}", (p + f"cdm.{b}.{w}",))
-                  for a, b in (("router", "route"), ("eta", "eta")) for w in ("weight", "bias")]
-        rules += [Rule(c + "alpha", (p + "cdm.log_alpha",))] if alpha else []
-        rules += _attn_rules(r, m + "mixers.0.inner.", p + "self_attn.")
-        rules += [Rule(c + f"{a}_proj.weight", (x + f"{a}_proj.weight",)) for a in "qkvo"] + _ffn_rules(m, p)
+        rules += _cdm_block_rules(r, f"blocks.{i}.", alpha)
     return rules
 
 # %% ../nbs/14_published.ipynb #5a31dfcb
@@ -391,9 +453,11 @@ def _cdm_config_from(r, preset):
     cdm = {**PRESETS[preset].config.mixer_kwargs["cdm"], "n_slots": r["K"]}
     return {**_gpt_config_from(r), "mixer_kwargs": {"cdm": cdm}}
 
+# %% ../nbs/14_published.ipynb #cafc1733
 def _cdm_config_of(cfg):
     return {**_gpt_config_of(cfg), "K": cfg.mixer_kwargs["cdm"]["n_slots"]}
 
+# %% ../nbs/14_published.ipynb #6c1a92b4
 _CDM_SRC = "DuoNeural/lab experiments/cdm/"
 _CDM_V2 = dict(vocab_size=50_257, n_layers=8, d_model=384, n_heads=8, n_kv_heads=4, d_ff=1024, K=16,
                max_len=512, dropout=0.1, entropy_reg=0.02)
@@ -411,22 +475,26 @@ for _name, _file, _defaults, _alpha in (
                        lambda r: _duo_derived(r, "self_attn"))))
 
 # %% ../nbs/14_published.ipynb #75ac950a
+def _cpuflow_block_rules(r, m: str) -> list:
+    "The rules of one CPUFlow block `m` (the same prefix in both namings)."
+    c = m + "mixers.0.inner."
+    rules = [Rule(m + f"{a}.{w}", (m + f"{b}.{w}",))
+             for a, b in (("norms.0", "norm"), ("ffn_norm", "norm_ff")) for w in ("weight", "bias")]
+    rules += [Rule(c + a + ".weight", (m + b + ".weight",)) for a, b in (
+        ("proj", "W_proj"), ("mix", "W_m"), ("out", "W_out"), ("addr", "W_addr"), ("read", "W_read"),
+        ("mem_proj", "W_mem_proj"))]
+    write = (m + "W_write_gate.weight", m + "W_val.weight")      # memnb's [W_wg; W_val]
+    return rules + [Rule(c + "write.weight", write, 0, (r["d_val"],) * 2),
+                    Rule(c + "memory0", (m + "mem_init",)), Rule(m + "ffn.w1.weight", (m + "ff_up.weight",)),
+                    Rule(m + "ffn.w2.weight", (m + "ff_down.weight",))]
+
+# %% ../nbs/14_published.ipynb #cfa31d76
 def _cpuflow_rules(r):
     rules = [Rule("embed.weight", ("embed.weight",)), Rule("pos.steps", ("pos.steps",)),
              Rule("fsp.weight", ("fsp_proj.weight",))]
     rules += [Rule(f"norm.{w}", (f"ln_f.{w}",)) for w in ("weight", "bias")]
     for i in range(r["n_layers"]):
-        m, p = f"blocks.{i}.", f"blocks.{i}."
-        c = m + "mixers.0.inner."
-        rules += [Rule(m + f"{a}.{w}", (p + f"{b}.{w}",))
-                  for a, b in (("norms.0", "norm"), ("ffn_norm", "norm_ff")) for w in ("weight", "bias")]
-        rules += [Rule(c + a + ".weight", (p + b + ".weight",)) for a, b in (
-            ("proj", "W_proj"), ("mix", "W_m"), ("out", "W_out"), ("addr", "W_addr"), ("read", "W_read"),
-            ("mem_proj", "W_mem_proj"))]
-        write = (p + "W_write_gate.weight", p + "W_val.weight")      # memnb's [W_wg; W_val]
-        rules += [Rule(c + "write.weight", write, 0, (r["d_val"],) * 2),
-                  Rule(c + "memory0", (p + "mem_init",)), Rule(m + "ffn.w1.weight", (p + "ff_up.weight",)),
-                  Rule(m + "ffn.w2.weight", (p + "ff_down.weight",))]
+        rules += _cpuflow_block_rules(r, f"blocks.{i}.")
     return rules
 
 # %% ../nbs/14_published.ipynb #874fa31d
@@ -445,6 +513,7 @@ def _infer_cpuflow(sd):
         if len(fits) == 1: r["n_sub"], r["d_sub"] = fits[0]
     return r
 
+# %% ../nbs/14_published.ipynb #0ec43a58
 def _cpuflow_config_from(r):
     if r["d_sub"] ** r["n_sub"] != r["m_slots"]:
         raise ValueError(f"from_published('cpuflow-v97'): m_slots={r['m_slots']} must be "
@@ -462,6 +531,7 @@ def _cpuflow_config_of(cfg):
                 m_slots=k["group_size"] ** k["n_groups"], d_val=k["d_mem"], k_top=k["topk"],
                 mem_decay=k["decay"], scan_eps=k.get("eps", 1e-3), chunk=k["chunk"])
 
+# %% ../nbs/14_published.ipynb #83cf9c21
 register(PublishedModel(
     preset="cpuflow-v97", source="changcheng967/FlashLM v10/train_cpuflow_v97_simple_memory.py CPUFlowV97",
     defaults=dict(vocab=4096, d=256, k=64, n_layers=6, d_ff=128, seq_len=256, n_sub=3, d_sub=8, m_slots=512,
@@ -476,6 +546,7 @@ def fixtures_dir() -> Path:
     "The published-model fixtures: `$MEMNB_FIXTURES`, else `shared/fixtures/published` beside the repository."
     return Path(os.environ.get("MEMNB_FIXTURES", _REPO.parent / "shared/fixtures/published"))
 
+# %% ../nbs/14_published.ipynb #8f04544b
 def _rel(a, b) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
