@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cdm import CompetitiveDockingMemory, routing_stats
+from .core import patch
 from .delta_rule import DeltaNet
 
 # %% auto #0
@@ -31,36 +32,52 @@ class LayerRecord:
     beta: torch.Tensor | None = None           # [B, T, H] write strengths (delta rule)
     log_decay: torch.Tensor | None = None      # [B, T, H] log decay per token (gated delta rule)
 
+# %% ../nbs/40_probes.ipynb #7b2e4c10
 @dataclass
 class Recording:
     logits: torch.Tensor
     layers: list = field(default_factory=list)
 
-    def cdm(self) -> list:
-        "The CDM layers' records, first to last."
-        return [l for l in self.layers if l.kind == "cdm"]
+# %% ../nbs/40_probes.ipynb #8c3f5d21
+@patch
+def cdm(self: Recording) -> list:
+    "The CDM layers' records, first to last."
+    return [l for l in self.layers if l.kind == "cdm"]
 
+# %% ../nbs/40_probes.ipynb #2a7d9b65
+def _record_cdm(name: str, mod):
+    "The record of CDM layer `mod` and the handle of the hook that fills it."
+    rec = LayerRecord(name, "cdm", timescales=mod.timescales())
+    def on_cdm(m, args, out, rec=rec):
+        rec.probs = m.route(m.norm(args[0]))[0].detach()
+        rec.gates = out.gates.detach()
+        rec.slots = out.cache.slots.detach() if out.cache is not None else None
+    return rec, mod.register_forward_hook(on_cdm)
+
+# %% ../nbs/40_probes.ipynb #3b8e0c76
+def _record_delta(name: str, mod):
+    "The record of (gated) delta-rule layer `mod` and the handle of the hook that fills it."
+    rec = LayerRecord(name, "deltanet")
+    def on_delta(m, args, out, rec=rec):
+        rec.beta = torch.sigmoid(m.b_proj(args[0])).detach()
+        rec.log_decay = m.decay(args[0]).detach() if m.gated else None
+    return rec, mod.register_forward_hook(on_delta)
+
+# %% ../nbs/40_probes.ipynb #4c9f1d87
 def _hooks(model, layers):
     handles = []
     for name, mod in model.named_modules():
         if isinstance(mod, CompetitiveDockingMemory):
-            rec = LayerRecord(name, "cdm", timescales=mod.timescales())
-            def on_cdm(m, args, out, rec=rec):
-                rec.probs = m.route(m.norm(args[0]))[0].detach()
-                rec.gates = out.gates.detach()
-                rec.slots = out.cache.slots.detach() if out.cache is not None else None
-            handles.append(mod.register_forward_hook(on_cdm))
+            rec, handle = _record_cdm(name, mod)
         elif isinstance(mod, DeltaNet):
-            rec = LayerRecord(name, "deltanet")
-            def on_delta(m, args, out, rec=rec):
-                rec.beta = torch.sigmoid(m.b_proj(args[0])).detach()
-                rec.log_decay = m.decay(args[0]).detach() if m.gated else None
-            handles.append(mod.register_forward_hook(on_delta))
+            rec, handle = _record_delta(name, mod)
         else:
             continue
+        handles.append(handle)
         layers.append(rec)
     return handles
 
+# %% ../nbs/40_probes.ipynb #a30f96b6
 @torch.no_grad()
 def record(model, idx: torch.Tensor) -> Recording:
     "Run `model` on `idx` `[B, T]` in eval mode and return the logits with every memory layer's record."
@@ -75,6 +92,12 @@ def record(model, idx: torch.Tensor) -> Recording:
         model.train(was)
     return Recording(logits, layers)
 
+# %% ../nbs/40_probes.ipynb #1a2b3c5d
+def _token_entropy(probs: torch.Tensor) -> float:
+    "The mean entropy (nats) of the route distributions `probs` `[..., K]`, token by token."
+    p = probs.clamp_min(1e-12)
+    return -(p * p.log()).sum(-1).mean().item()
+
 # %% ../nbs/40_probes.ipynb #a723d15d
 def routing_summary(rec: Recording) -> list[dict]:
     """Per CDM layer: time-averaged gate entropy (nats, % of ln K), K_eff, active slots and mean per-token
@@ -82,11 +105,11 @@ def routing_summary(rec: Recording) -> list[dict]:
     rows = []
     for l in rec.cdm():
         st = routing_stats(l.gates)
-        p = l.probs.clamp_min(1e-12)
         rows.append({"layer": l.name, "entropy": st.entropy, "entropy_pct": st.entropy_pct, "k_eff": st.k_eff,
-                     "active_slots": st.active, "token_entropy": -(p * p.log()).sum(-1).mean().item()})
+                     "active_slots": st.active, "token_entropy": _token_entropy(l.probs)})
     return rows
 
+# %% ../nbs/40_probes.ipynb #5d0a2e98
 def decay_spectrum(rec: Recording) -> dict:
     """Memory timescales in tokens per layer, sorted: CDM 1/sigmoid(alpha) per slot, gated delta rule mean
     1/(1 - decay) per head."""
@@ -95,18 +118,24 @@ def decay_spectrum(rec: Recording) -> dict:
         if l.kind == "cdm" and l.timescales is not None:
             out[l.name] = l.timescales.sort().values.tolist()
         elif l.log_decay is not None:
-            out[l.name] = (1 / (-torch.expm1(l.log_decay.double())).clamp_min(1e-9)).mean((0,
-                    1)).sort().values.tolist()
+            steps = 1 / (-torch.expm1(l.log_decay.double())).clamp_min(1e-9)
+            out[l.name] = steps.mean((0, 1)).sort().values.tolist()
     return out
 
+# %% ../nbs/40_probes.ipynb #3c4d5e7f
+def _mean_gate(g: torch.Tensor, ids: torch.Tensor, V: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per token id: its count `[V]` and mean gate per slot `[V, K]`, from gates `g` `[N, K]` at `ids` `[N]`."
+    count = torch.bincount(ids, minlength=V).double()
+    total = torch.zeros(V, g.shape[-1], dtype=torch.double).index_add_(0, ids, g.double())
+    return count, total / count.clamp_min(1)[:, None]
+
+# %% ../nbs/40_probes.ipynb #7f2c4a1a
 def trigger_tokens(layer: LayerRecord, idx: torch.Tensor, top: int = 5, min_count: int = 2) -> dict:
     """For every slot, the `top` token ids with the highest mean gate (among tokens seen at least
     `min_count` times)."""
     g, ids = layer.gates.flatten(0, 1), idx.flatten()
     V = int(ids.max()) + 1
-    count = torch.bincount(ids, minlength=V).double()
-    mean = torch.zeros(V, g.shape[-1], dtype=torch.double).index_add_(0, ids,
-            g.double()) / count.clamp_min(1)[:, None]
+    count, mean = _mean_gate(g, ids, V)
     mean[count < min_count] = -1
     return {k: [t for t in mean[:, k].topk(min(top, V)).indices.tolist() if mean[t, k] >= 0]
             for k in range(g.shape[-1])}
@@ -118,12 +147,14 @@ def _mi(x: torch.Tensor, y: torch.Tensor, nx: int, ny: int) -> float:
     nz = joint > 0
     return (joint[nz] * (joint[nz] / (px @ py)[nz]).log()).sum().item()
 
+# %% ../nbs/40_probes.ipynb #9b4e6c3c
 def entropy(y) -> float:
     "Plug-in entropy (nats) of a discrete label sequence."
     p = torch.bincount(torch.as_tensor(y).flatten().long()).double()
     p = p[p > 0] / p.sum()
     return -(p * p.log()).sum().item()
 
+# %% ../nbs/40_probes.ipynb #1d6a8e5e
 @dataclass
 class MIResult:
     mi: float                 # plug-in estimate, nats
@@ -144,29 +175,43 @@ class MIResult:
         "MI as a fraction of H(y)."
         return self.mi / self.h_y if self.h_y > 0 else 0.0
 
-def mutual_information(x, y, *, permutations: int = 200, bootstrap: int = 200, block: int = 64,
-                       seed: int = 0) -> MIResult:
-    "Plug-in MI (nats) of two label sequences, with a permutation baseline and a block-bootstrap interval."
+# %% ../nbs/40_probes.ipynb #3f8c0a70
+def _labels(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    "`x` and `y` as flat integer tensors: the same length, at least 2, non-negative."
     x, y = torch.as_tensor(x).flatten().long(), torch.as_tensor(y).flatten().long()
     if x.shape != y.shape or len(x) < 2:
         raise ValueError(f"mutual_information: x and y need the same length >= 2, got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}")
     if x.min() < 0 or y.min() < 0:
         raise ValueError("mutual_information: labels must be non-negative integers")
+    return x, y
+
+# %% ../nbs/40_probes.ipynb #5b0e2c92
+def _block_bootstrap(x, y, nx: int, ny: int, n: int, block: int, g: torch.Generator) -> list[float]:
+    "The MI of `n` resamples of `x`, `y` made of contiguous blocks of `block` tokens."
+    N = len(x)
+    block = max(1, min(block, N))
+    starts = torch.arange(0, N - block + 1)
+    boots = []
+    for _ in range(n):
+        pick = starts[torch.randint(len(starts), (math.ceil(N / block),), generator=g)]
+        rows = (pick[:, None] + torch.arange(block)).flatten()[:N]
+        boots.append(_mi(x[rows], y[rows], nx, ny))
+    return boots
+
+# %% ../nbs/40_probes.ipynb #7d2a4eb4
+def mutual_information(x, y, *, permutations: int = 200, bootstrap: int = 200, block: int = 64,
+                       seed: int = 0) -> MIResult:
+    "Plug-in MI (nats) of two label sequences, with a permutation baseline and a block-bootstrap interval."
+    x, y = _labels(x, y)
     nx, ny, N = int(x.max()) + 1, int(y.max()) + 1, len(x)
     g = torch.Generator().manual_seed(seed)
     mi = _mi(x, y, nx, ny)
     null = torch.tensor([_mi(x, y[torch.randperm(N, generator=g)], nx, ny) for _ in range(permutations)])
-    block = max(1, min(block, N))
-    starts = torch.arange(0, N - block + 1)
-    boots = []
-    for _ in range(bootstrap):
-        pick = starts[torch.randint(len(starts), (math.ceil(N / block),), generator=g)]
-        rows = (pick[:, None] + torch.arange(block)).flatten()[:N]
-        boots.append(_mi(x[rows], y[rows], nx, ny))
+    boots = _block_bootstrap(x, y, nx, ny, bootstrap, block, g)
     boots = torch.tensor(boots) if boots else torch.tensor([mi])
-    return MIResult(mi, null.mean().item() if permutations else 0.0, null.quantile(0.95).item()
-                    if permutations else 0.0,
+    return MIResult(mi, null.mean().item() if permutations else 0.0,
+                    null.quantile(0.95).item() if permutations else 0.0,
                     ((null >= mi).sum().item() + 1) / (permutations + 1), boots.quantile(0.025).item(),
                     boots.quantile(0.975).item(), entropy(y))
 
@@ -180,6 +225,7 @@ def line_depths(text: str, tab: int = 4, unit: int = 4) -> list[int]:
         out += [depth] * (len(line) + 1)          # + the newline that ends it
     return out[: len(text)]
 
+# %% ../nbs/40_probes.ipynb #9f4c6ad6
 def indentation_depth(ids, tokenizer, buckets: int = 3) -> torch.Tensor:
     """Per token, the indentation bucket (0, 1, ..., buckets-1 meaning 'that deep or deeper') of the line
     it ends on."""
@@ -216,6 +262,7 @@ def plot_slot_usage(rec: Recording):
     fig.colorbar(im, ax=ax, label="mean gate"); ax.set_title("slot usage"); fig.tight_layout()
     return fig
 
+# %% ../nbs/40_probes.ipynb #1b6e8cf8
 def plot_decay_spectrum(spectrum: dict):
     "Sorted memory timescales (log scale) per layer."
     import matplotlib.pyplot as plt
@@ -226,6 +273,7 @@ def plot_decay_spectrum(spectrum: dict):
     ax.set_title("decay spectrum"); ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
+# %% ../nbs/40_probes.ipynb #3d8a0e1a
 def plot_entropy_history(history: list[dict], key: str = "entropy_pct"):
     "Routing entropy over training from records with `step` and `key` (e.g. from a tutorial's logging)."
     import matplotlib.pyplot as plt
@@ -237,6 +285,7 @@ def plot_entropy_history(history: list[dict], key: str = "entropy_pct"):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/40_probes.ipynb #5fac203c
 def plot_mi(result: MIResult, label: str = "MI(slot; depth)"):
     "The observed MI with its bootstrap interval against the permutation baseline."
     import matplotlib.pyplot as plt
@@ -255,9 +304,9 @@ def plot_mi(result: MIResult, label: str = "MI(slot; depth)"):
 
 # %% ../nbs/40_probes.ipynb #acb9444a
 _PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-            "#bcf60c", "#fabebe",
-            "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3"]
+            "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3"]
 
+# %% ../nbs/40_probes.ipynb #6abd314d
 def colour_by_slot(pieces: list[str], gates: torch.Tensor) -> str:
     "HTML of `pieces` (token strings), each on the colour of its argmax slot in `gates` `[T, K]`."
     import html
@@ -269,6 +318,7 @@ def colour_by_slot(pieces: list[str], gates: torch.Tensor) -> str:
                      f'{html.escape(p)}</span>')
     return '<pre style="white-space:pre-wrap">' + "".join(spans) + "</pre>"
 
+# %% ../nbs/40_probes.ipynb #7bce425e
 def slot_explorer(model, ids, tokenizer):
     "An ipywidgets view colouring the text by routed slot, one CDM layer at a time."
     import ipywidgets as W
@@ -285,16 +335,36 @@ def slot_explorer(model, ids, tokenizer):
                    names="value")
     return W.VBox([choose, view])
 
+# %% ../nbs/40_probes.ipynb #9de0647a
+def _scope_report(model, rec: Recording, windows: torch.Tensor, tokenizer, permutations: int,
+                  bootstrap: int) -> tuple[dict, dict]:
+    "The last CDM layer's trigger tokens and the scope-register MI (for the report), and their figures."
+    trig = {k: [tokenizer.decode([t]) for t in ts]
+            for k, ts in trigger_tokens(rec.cdm()[-1], windows).items()}
+    r = scope_register_mi(model, windows.flatten(), tokenizer, seq_len=windows.shape[1],
+                          permutations=permutations, bootstrap=bootstrap)
+    report = {"trigger_tokens": trig,
+              "scope_register_mi": {**r.__dict__, "excess": r.excess, "ratio": r.ratio,
+                                    "bits": r.mi / math.log(2)}}
+    return report, {"slot_usage.png": plot_slot_usage(rec), "scope_register_mi.png": plot_mi(r)}
+
+# %% ../nbs/40_probes.ipynb #0ef1758b
+def _save_report(out, report: dict, figs: dict):
+    "Write the figures (each closed once saved) and `probe.json` to the folder `out`."
+    import json
+    import matplotlib.pyplot as plt
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=110); plt.close(fig)
+    (out / "probe.json").write_text(json.dumps(report, indent=1))
+
 # %% ../nbs/40_probes.ipynb #a4a91065
 def probe_report(model, ids, tokenizer, out_dir, *, seq_len: int = 256, permutations: int = 200,
                  bootstrap: int = 200) -> dict:
     """Routing summary, decay spectrum, trigger tokens and (for CDM models) scope-register MI, as JSON and
     figures in `out_dir`."""
     from pathlib import Path
-    import json
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     ids = torch.as_tensor(ids).flatten()
     L = min(seq_len, len(ids))
@@ -304,14 +374,7 @@ def probe_report(model, ids, tokenizer, out_dir, *, seq_len: int = 256, permutat
               "routing": routing_summary(rec), "decay_spectrum": decay_spectrum(rec)}
     figs = {"decay_spectrum.png": plot_decay_spectrum(report["decay_spectrum"])}
     if rec.cdm():
-        report["trigger_tokens"] = {k: [tokenizer.decode([t]) for t in ts] for k,
-                                    ts in trigger_tokens(rec.cdm()[-1], windows).items()}
-        r = scope_register_mi(model, windows.flatten(), tokenizer, seq_len=L, permutations=permutations,
-                              bootstrap=bootstrap)
-        report["scope_register_mi"] = {**r.__dict__, "excess": r.excess, "ratio": r.ratio,
-                                       "bits": r.mi / math.log(2)}
-        figs |= {"slot_usage.png": plot_slot_usage(rec), "scope_register_mi.png": plot_mi(r)}
-    for name, fig in figs.items():
-        fig.savefig(out / name, dpi=110); plt.close(fig)
-    (out / "probe.json").write_text(json.dumps(report, indent=1))
+        extra, more = _scope_report(model, rec, windows, tokenizer, permutations, bootstrap)
+        report |= extra; figs |= more
+    _save_report(out, report, figs)
     return report
