@@ -23,12 +23,15 @@ def _n_layers(sd, key: str = "n_layers") -> dict:
     found = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
     return {key: max(found) + 1} if found else {}
 
+# %% ../nbs/15_published_flashlm.ipynb #77bfd608
 def _tied(embed: str) -> dict:
     return {"head.weight": Derived(f"tied to {embed} (memnb ties the head to it)", lambda sd: sd[embed])}
 
+# %% ../nbs/15_published_flashlm.ipynb #b7e14aa2
 def _norm_rules(m: str, p: str, bias: bool = True) -> list:
     return [Rule(f"{m}.{w}", (f"{p}.{w}",)) for w in (("weight", "bias") if bias else ("weight",))]
 
+# %% ../nbs/15_published_flashlm.ipynb #a69a3b43
 def _check_heads(r: dict, name: str):
     if r["n_heads"] * r["d_head"] != r["d_model"]:
         raise ValueError(f"from_published({name!r}): memnb needs n_heads * d_head == d_model; the config "
@@ -60,6 +63,7 @@ def _nova_rules(r):
                   Rule(m + "ffn.w2.weight", (p + "ffn.down.weight",))]
     return rules
 
+# %% ../nbs/15_published_flashlm.ipynb #9945ca18
 def _nova_derived(r):
     inv_freq = lambda sd: 1.0 / (10_000 ** (torch.arange(0, r["d_head"], 2).float() / r["d_head"]))
     return {**_tied("embed.weight"), **{f"blocks.{i}.attn.rotary.inv_freq": Derived(
@@ -72,6 +76,7 @@ def _nova_post(msd, r):
         msd[f + "w1.weight"], msd[f + "w3.weight"] = msd.pop(f + "w13").chunk(2)
     return msd
 
+# %% ../nbs/15_published_flashlm.ipynb #2ddb80cf
 def _nova_pre(msd, r):
     for i in range(r["n_layers"]):
         f = f"blocks.{i}.ffn."
@@ -89,16 +94,19 @@ def _nova_infer(sd):
             r["n_heads"] = sd["blocks.0.attn.qkv.weight"].shape[0] // (3 * r["d_head"])
     return r
 
+# %% ../nbs/15_published_flashlm.ipynb #acf496d0
 def _nova_config_from(r):   # n_heads * d_head may differ from d_model: the attention's head_dim
     attn = {"rope_dtype": "input", "head_dim": r["d_head"]}
     return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
                 d_ff=r["d_ffn"], mixer_kwargs={"attention": attn})
 
+# %% ../nbs/15_published_flashlm.ipynb #9743332d
 def _nova_config_of(cfg):
     d_head = cfg.mixer_kwargs.get("attention", {}).get("head_dim") or cfg.d_model // cfg.n_heads
     return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
                 d_head=d_head, d_ffn=cfg.d_ff, dropout=0.0, seq_len=128)
 
+# %% ../nbs/15_published_flashlm.ipynb #e0d9df3e
 register(PublishedModel(
     preset="flashlm-nova", source="changcheng967/FlashLM v5/train_v52_nova.py NovaIgnitionLM",
     defaults=dict(vocab=4096, d_model=256, n_layers=6, n_heads=4, d_head=64, d_ffn=512, dropout=0.0,
@@ -121,6 +129,7 @@ def _bolt_rules(r):
                   for a, b in (("w1", "W_gate"), ("w3", "W_up"), ("w2", "W_down"))]
     return rules
 
+# %% ../nbs/15_published_flashlm.ipynb #3c9899ca
 def _bolt_infer(sd):
     r = _n_layers(sd, "n_blocks")
     if "embedding.weight" in sd: r["vocab_size"], r["dim"] = sd["embedding.weight"].shape
@@ -133,10 +142,12 @@ def _bolt_config_from(r):
     return dict(vocab_size=r["vocab_size"], d_model=r["dim"], n_layers=r["n_blocks"], d_ff=r["glu_hidden"],
                 mixer_kwargs={"gated_recurrence": {"kernel_size": r["kernel_size"], "ternary_groups": 1}})
 
+# %% ../nbs/15_published_flashlm.ipynb #1c82fc75
 def _bolt_config_of(cfg):
     return dict(vocab_size=cfg.vocab_size, dim=cfg.d_model, n_blocks=cfg.n_layers,
                 kernel_size=cfg.mixer_kwargs["gated_recurrence"]["kernel_size"], glu_hidden=cfg.d_ff)
 
+# %% ../nbs/15_published_flashlm.ipynb #ac5ebfcd
 register(PublishedModel(
     preset="flashlm-bolt", source="changcheng967/FlashLM v4/train_v4_bolt.py FlashLMv4",
     defaults=dict(vocab_size=10_000, dim=192, n_blocks=6, kernel_size=8, glu_hidden=512),
@@ -158,6 +169,7 @@ def _thunder_rules(r):
                   for a, b in (("f", "f"), ("v", "v"), ("o", "o"), ("out", "proj"))]
     return rules
 
+# %% ../nbs/15_published_flashlm.ipynb #19280069
 def _thunder_infer(sd):
     r = _n_layers(sd)
     if "embed.weight" in sd: r["vocab"], r["d_model"] = sd["embed.weight"].shape
@@ -170,10 +182,12 @@ def _thunder_config_from(r):
     return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
                 d_ff=r["d_ffn"])
 
+# %% ../nbs/15_published_flashlm.ipynb #348f8086
 def _thunder_config_of(cfg):
     return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads,
                 d_head=cfg.d_model // cfg.n_heads, n_layers=cfg.n_layers, d_ffn=cfg.d_ff)
 
+# %% ../nbs/15_published_flashlm.ipynb #b35a097e
 register(PublishedModel(
     preset="flashlm-thunderbolt", source="changcheng967/FlashLM train.py (v5) ThunderboltLM",
     defaults=dict(vocab=8192, d_model=384, n_heads=8, d_head=48, n_layers=18, d_ffn=1152),
@@ -188,25 +202,29 @@ def cortex_decay_bias(seq_len: int) -> float:
     "The decay bias filled in for a published CORTEX-VIII: sigmoid(b)**seq_len = e**-0.01 (99% kept)."
     return math.log(100 * seq_len)
 
+# %% ../nbs/15_published_flashlm.ipynb #c58a34b9
+def _cortex_block_rules(r, m: str) -> list:
+    "The rules of one CORTEX-VIII block `m` (the same prefix in both namings)."
+    HK, c = r["n_heads"] * r["d_mem"], m + "mixers.0.inner."
+    mem = tuple(m + f"delta.{x}_proj.weight" for x in ("q", "k", "v", "beta"))
+    rules = [Rule(m + "norms.0.weight", (m + "ln1.weight",)),
+             Rule(m + "ffn_norm.weight", (m + "ln2.weight",)),
+             Rule(c + "mem_norm.weight", (m + "ln_delta.weight",)),
+             Rule(c + "local.qkv_proj.weight", (m + "swa.qkv.weight",)),
+             Rule(c + "local.o_proj.weight", (m + "swa.out.weight",)),
+             Rule(c + "mem_in.qkvb", mem, 0, (HK, HK, HK, r["n_heads"])),     # + W_decay rows below
+             Rule(c + "mem_out.weight", (m + "delta.mem_out.weight",)),
+             Rule(c + "gate.weight", (m + "combine_gate.weight",)),
+             Rule(c + "combine.weight", (m + "combine_out.weight",))]
+    return rules + [Rule(m + f"ffn.{a}.weight", (m + f"{b}.weight",))
+                    for a, b in (("w1", "Wg"), ("w3", "Wu"), ("w2", "Wo"))]
+
+# %% ../nbs/15_published_flashlm.ipynb #89666306
 def _cortex_rules(r):
-    HK = r["n_heads"] * r["d_mem"]
     rules = [Rule("embed.weight", ("embed.weight",)), Rule("embed_norm.weight", ("ln_in.weight",)),
              Rule("norm.weight", ("ln_out.weight",))]
     for i in range(r["n_layers"]):
-        m, p = f"blocks.{i}.", f"blocks.{i}."
-        c = m + "mixers.0.inner."
-        mem = tuple(p + f"delta.{x}_proj.weight" for x in ("q", "k", "v", "beta"))
-        rules += [Rule(m + "norms.0.weight", (p + "ln1.weight",)),
-                  Rule(m + "ffn_norm.weight", (p + "ln2.weight",)),
-                  Rule(c + "mem_norm.weight", (p + "ln_delta.weight",)),
-                  Rule(c + "local.qkv_proj.weight", (p + "swa.qkv.weight",)),
-                  Rule(c + "local.o_proj.weight", (p + "swa.out.weight",)),
-                  Rule(c + "mem_in.qkvb", mem, 0, (HK, HK, HK, r["n_heads"])),     # + W_decay rows below
-                  Rule(c + "mem_out.weight", (p + "delta.mem_out.weight",)),
-                  Rule(c + "gate.weight", (p + "combine_gate.weight",)),
-                  Rule(c + "combine.weight", (p + "combine_out.weight",))]
-        rules += [Rule(m + f"ffn.{a}.weight", (p + f"{b}.weight",))
-                  for a, b in (("w1", "Wg"), ("w3", "Wu"), ("w2", "Wo"))]
+        rules += _cortex_block_rules(r, f"blocks.{i}.")
     return rules
 
 # %% ../nbs/15_published_flashlm.ipynb #be92c29f
@@ -219,6 +237,7 @@ def _cortex_post(msd, r):
         msd[c + "decay_bias"] = w.new_full((H,), b)
     return msd
 
+# %% ../nbs/15_published_flashlm.ipynb #2aea0d1a
 def _cortex_pre(msd, r):
     H, b = r["n_heads"], cortex_decay_bias(r["seq_len"])
     for i in range(r["n_layers"]):
@@ -243,6 +262,7 @@ def _cortex_infer(sd):
             r["d_head"] = sd["blocks.0.swa.qkv.weight"].shape[0] // (3 * H)
     return r
 
+# %% ../nbs/15_published_flashlm.ipynb #2f7e72fb
 def _cortex_kwargs(r):
     return {"window": r["window_size"], "mem_heads": r["n_heads"], "mem_head_dim": r["d_mem"]}
 
@@ -252,12 +272,14 @@ def _cortex_config_from(r):
     return dict(vocab_size=r["vocab"], d_model=r["d_model"], n_layers=r["n_layers"], n_heads=r["n_heads"],
                 d_ff=r["d_ff"], mixer_kwargs={"cortex": _cortex_kwargs(r)})
 
+# %% ../nbs/15_published_flashlm.ipynb #94e5cd01
 def _cortex_config_of(cfg):
     kw = cfg.mixer_kwargs["cortex"]
     return dict(vocab=cfg.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, d_ff=cfg.d_ff,
                 n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads, window_size=kw["window"],
                 d_mem=kw["mem_head_dim"], seq_len=256, dropout=0.1)
 
+# %% ../nbs/15_published_flashlm.ipynb #286285f7
 register(PublishedModel(
     preset="flashlm-cortex8", source="changcheng967/FlashLM v7/train_v74.py FlashLM_v74",
     defaults=dict(vocab=4096, d_model=256, n_layers=6, d_ff=512, n_heads=4, d_head=64, window_size=64,
@@ -273,6 +295,14 @@ FLASHLM = ("flashlm-nova", "flashlm-bolt", "flashlm-thunderbolt", "flashlm-corte
 def _rel(a, b) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
+# %% ../nbs/15_published_flashlm.ipynb #bf936b0e
+def _quiet_from_published(name: str, path, resolved: dict, faithful: bool):
+    "`from_published` without the warning that `faithful=True` gives (the model sees the future)."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")         # faithful=True warns that the model sees the future
+        return from_published(name, path, config=resolved, faithful=faithful)
+
+# %% ../nbs/15_published_flashlm.ipynb #605a04bc
 def flashlm_fixture_errors(name: str, folder, faithful: bool) -> dict:
     "max|published - memnb| / max|logit| on a fixture's batch: float64 init and perturbed, float32 init."
     from safetensors.torch import load_file
@@ -280,10 +310,8 @@ def flashlm_fixture_errors(name: str, folder, faithful: bool) -> dict:
     tokens, cfg = (json.loads((d / f).read_text()) for f in ("inputs.json", "config.json"))
     tokens, out = torch.tensor(tokens["tokens"]), {}
     for tag, suffix in (("init", ""), ("perturbed", "_perturbed")):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")         # faithful=True warns that the model sees the future
-            model = from_published(name, d / f"published_state{suffix}.safetensors", config=cfg["resolved"],
-                                   faithful=faithful)
+        state = d / f"published_state{suffix}.safetensors"
+        model = _quiet_from_published(name, state, cfg["resolved"], faithful)
         expected = load_file(str(d / f"expected_logits{suffix}.safetensors"))
         with torch.no_grad():
             if "logits" in expected: out["float32"] = _rel(model(tokens), expected["logits"])
