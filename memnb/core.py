@@ -36,10 +36,12 @@ def triton_available() -> bool:
     except Exception:  # ImportError, or a broken install raising something else
         return False
 
+# %% ../nbs/00_core.ipynb #cf8f32a4
 def triton_interpreting() -> bool:
     "Whether Triton kernels run in the interpreter (`TRITON_INTERPRET=1`), i.e. on CPU tensors."
     return os.environ.get("TRITON_INTERPRET", "0").strip() == "1"
 
+# %% ../nbs/00_core.ipynb #f39b9286
 def triton_runs_on(device) -> bool:
     "Whether a Triton kernel can run on tensors living on `device`."
     kind = torch.device(device).type
@@ -51,14 +53,18 @@ def _in_jupyter() -> bool:
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
     return type(shell).__name__ == "ZMQInteractiveShell"
 
+# %% ../nbs/00_core.ipynb #e761ff36
 def _skip_note(lines: list[str]) -> list[str]:
     "IPython input transformer: a `#| triton` or `#| gpu` cell that cannot run here prints why instead."
     flags = {l.strip()[2:].strip() for l in lines if l.strip().startswith("#|")}
-    why = ("needs Triton, which is not installed (pip install 'memnb[triton]')" if "triton" in flags
-           and not triton_available() else "needs a CUDA GPU" if "gpu" in flags
-                   and not torch.cuda.is_available() else None)
+    why = None
+    if "triton" in flags and not triton_available():
+        why = "needs Triton, which is not installed (pip install 'memnb[triton]')"
+    elif "gpu" in flags and not torch.cuda.is_available():
+        why = "needs a CUDA GPU"
     return [f"print({f'Skipped: this cell {why}.'!r})\n"] if why else lines
 
+# %% ../nbs/00_core.ipynb #0c6a37e6
 if _in_jupyter() and not torch.cuda.is_available():
     # before any kernel is defined: `#| triton` cells run on the CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -88,9 +94,8 @@ def backend_for(device) -> str:
             raise ValueError(f"MEMNB_BACKEND must be one of {BACKENDS}, got {forced!r}")
         if forced == "triton" and not triton_runs_on(device):
             raise RuntimeError(f"MEMNB_BACKEND=triton but Triton cannot run on {torch.device(device)} "
-                               "tensors "
-                               "(it needs CUDA, or TRITON_INTERPRET=1 for CPU tensors, and `triton` "
-                                   "installed)")
+                               "tensors (it needs CUDA, or TRITON_INTERPRET=1 for CPU tensors, and "
+                               "`triton` installed)")
         return forced
     return "triton" if torch.device(device).type == "cuda" and triton_available() else "torch"
 
@@ -105,8 +110,9 @@ def resolve_impl(impl: str, # "auto" or one of `choices`
     if impl not in choices:
         raise ValueError(f"{name}: impl must be 'auto' or one of {tuple(choices)}, got {impl!r}")
     if impl == "triton" and not triton_runs_on(device):
-        why = "triton is not installed" if not triton_available() else \
-              f"inputs are on {torch.device(device)} (use CUDA tensors, or set TRITON_INTERPRET=1 before importing memnb)"
+        why = ("triton is not installed" if not triton_available() else
+               f"inputs are on {torch.device(device)} (use CUDA tensors, or set TRITON_INTERPRET=1 before "
+               "importing memnb)")
         raise RuntimeError(f"{name}: impl='triton' cannot run here: {why}")
     return impl
 
@@ -114,6 +120,28 @@ def resolve_impl(impl: str, # "auto" or one of `choices`
 def _fmt_shape(shape) -> str:
     return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
 
+# %% ../nbs/00_core.ipynb #773e09a0
+def _check_shape(x, name: str, pre: str, shape, min_ndim, dims: str):
+    "The shape part of `check_tensor`: at least `min_ndim` dimensions, and `shape` (None: any size)."
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(f"{pre}`{name}` must have at least {min_ndim} dimensions {dims}, got shape "
+                         f"{tuple(x.shape)}")
+    if shape is not None and (x.ndim != len(shape)
+                              or any(e is not None and e != s for e, s in zip(shape, x.shape))):
+        raise ValueError(f"{pre}`{name}` must have shape {dims + ' = ' if dims else ''}{_fmt_shape(shape)}, "
+                         f"got {tuple(x.shape)}")
+
+# %% ../nbs/00_core.ipynb #b156dca7
+def _check_like(x, name: str, pre: str, like: tuple):
+    "`x` has the dtype and device of `like = (tensor, its name)`."
+    ref, ref_name = like
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{pre}`{name}` must have the dtype of `{ref_name}` ({ref.dtype}), got {x.dtype}")
+    if x.device != ref.device:
+        raise ValueError(f"{pre}`{name}` must be on the device of `{ref_name}` ({ref.device}), got "
+                         f"{x.device}")
+
+# %% ../nbs/00_core.ipynb #5f05c263
 def check_tensor(x, name: str, *,
                  where: str = "",               # the calling function, prefixed to messages
                  shape: Sequence | None = None, # expected shape: ints, or None for any size
@@ -129,20 +157,9 @@ def check_tensor(x, name: str, *,
                         f"{type(x).__name__}")
     if floating and not x.is_floating_point():
         raise TypeError(f"{pre}`{name}` must have a floating dtype, got {x.dtype}")
-    if min_ndim is not None and x.ndim < min_ndim:
-        raise ValueError(f"{pre}`{name}` must have at least {min_ndim} dimensions {dims}, got shape "
-                         f"{tuple(x.shape)}")
-    if shape is not None and (x.ndim != len(shape)
-                              or any(e is not None and e != s for e, s in zip(shape, x.shape))):
-        raise ValueError(f"{pre}`{name}` must have shape {dims + ' = ' if dims else ''}{_fmt_shape(shape)}, "
-                         f"got {tuple(x.shape)}")
+    _check_shape(x, name, pre, shape, min_ndim, dims)
     if like is not None:
-        ref, ref_name = like
-        if x.dtype != ref.dtype:
-            raise TypeError(f"{pre}`{name}` must have the dtype of `{ref_name}` ({ref.dtype}), got {x.dtype}")
-        if x.device != ref.device:
-            raise ValueError(f"{pre}`{name}` must be on the device of `{ref_name}` ({ref.device}), got "
-                             f"{x.device}")
+        _check_like(x, name, pre, like)
     return x
 
 # %% ../nbs/00_core.ipynb #57f95f9c
@@ -153,7 +170,7 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
-# %% ../nbs/00_core.ipynb #3ca9091a
+# %% ../nbs/00_core.ipynb #f0dbd2db
 def patch(f):
     "Add `f` to the class its first argument is annotated with (`def forward(self: Foo, ...)`) and return it."
     cls = f.__annotations__[f.__code__.co_varnames[0]]
@@ -166,6 +183,7 @@ def patch(f):
 class NonFiniteError(FloatingPointError):
     "A NaN or infinity where a mechanism needs finite numbers; the trainer counts the step as a bad one."
 
+# %% ../nbs/00_core.ipynb #acac5189
 def check_finite(x: torch.Tensor, name: str, where: str = "") -> torch.Tensor:
     "Return `x`, or raise `NonFiniteError` naming `name` if it holds a NaN or an infinity."
     if not bool(torch.isfinite(x).all()):
@@ -177,6 +195,7 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     "The dtype to accumulate in for inputs of `dtype`: float64 stays, anything narrower becomes float32."
     return torch.promote_types(dtype, torch.float32)
 
+# %% ../nbs/00_core.ipynb #7b766a2e
 def full_precision(device):
     "A context in which autocast is off on `device`'s type (a no-op where autocast does not exist)."
     kind = torch.device(device).type
@@ -210,6 +229,7 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     x, ref = x.detach().double(), ref.detach().double()
     return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
+# %% ../nbs/00_core.ipynb #81b82996
 def assert_rel_close(x: torch.Tensor, ref: torch.Tensor, tol: float, what: str = "tensor"):
     "Assert `rel_err(x, ref) <= tol` and equal shapes, with a readable message."
     assert x.shape == ref.shape, f"{what}: shape {tuple(x.shape)} != reference {tuple(ref.shape)}"
@@ -221,8 +241,9 @@ def assert_rel_close(x: torch.Tensor, ref: torch.Tensor, tol: float, what: str =
 def _sync():
     if torch.cuda.is_available(): torch.cuda.synchronize()
 
-def median_times(fns: dict[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1) -> dict[str,
-                                                                                                     float]:
+# %% ../nbs/00_core.ipynb #bddf4e92
+def median_times(fns: dict[str, Callable[[], object]], *, repeats: int = 5,
+                 warmup: int = 1) -> dict[str, float]:
     """Median wall-clock seconds of each `fns[name]()`, the candidates interleaved run by run (CUDA
     synchronised)."""
     for fn in fns.values():
@@ -235,10 +256,12 @@ def median_times(fns: dict[str, Callable[[], object]], *, repeats: int = 5, warm
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
+# %% ../nbs/00_core.ipynb #df54557a
 def median_time(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
     "Median wall-clock seconds of `fn()` over `repeats` runs after `warmup` runs."
     return median_times({"fn": fn}, repeats=repeats, warmup=warmup)["fn"]
 
+# %% ../nbs/00_core.ipynb #62cefafa
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     "Run the block with `torch.set_num_threads(n)` (no change when `n` is None or 0)."
@@ -251,7 +274,6 @@ def torch_threads(n: int | None):
 @contextlib.contextmanager
 def _quiet_stderr():
     "Silence file descriptor 2 (the profiler's C++ start/stop chatter) for the block."
-    import sys
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -259,13 +281,17 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2); os.close(saved); os.close(devnull)
 
-def peak_memory(fn: Callable[[], object], device="cpu") -> int:
-    "Peak bytes allocated by PyTorch during `fn()` beyond what was allocated before it."
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(); base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn(); torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
+# %% ../nbs/00_core.ipynb #a261ab5e
+def _cuda_peak(fn: Callable[[], object]) -> int:
+    "Peak bytes above the allocation before `fn()`, from the CUDA caching allocator's statistics."
+    torch.cuda.synchronize(); base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn(); torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+# %% ../nbs/00_core.ipynb #704b4fbe
+def _cpu_peak(fn: Callable[[], object]) -> int:
+    "Peak bytes above the allocation before `fn()`, replaying the profiler's allocation events in order."
     from torch.profiler import profile, ProfilerActivity
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -274,3 +300,8 @@ def peak_memory(fn: Callable[[], object], device="cpu") -> int:
         current += ev.self_cpu_memory_usage
         peak = max(peak, current)
     return peak
+
+# %% ../nbs/00_core.ipynb #d8177b0b
+def peak_memory(fn: Callable[[], object], device="cpu") -> int:
+    "Peak bytes allocated by PyTorch during `fn()` beyond what was allocated before it."
+    return _cuda_peak(fn) if torch.device(device).type == "cuda" else _cpu_peak(fn)
