@@ -42,6 +42,8 @@ MECHANISMS = {
     "hebbian": ("hebbian", {}),
 }
 DEFAULT_MECHANISMS = [n for n in MECHANISMS if n != "hebbian"]
+
+# %% ../nbs/34_compare.ipynb #297a2fca
 CHANCE_BY_CONSTRUCTION = {
     "cumulative-sum scan": "at chance by construction: no key lookup (a normalised running sum, the same for "
         "every query)",
@@ -50,6 +52,7 @@ CHANCE_BY_CONSTRUCTION = {
                "and writes that token's own value, so it never binds a key to the value that follows it",
 }
 
+# %% ../nbs/34_compare.ipynb #6005d599
 def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 2,
                     mixer_kwargs: dict | None = None) -> MemLM:
     "The comparison's model for mechanism `name`: same width, depth and FFN; only the mixer differs."
@@ -63,6 +66,41 @@ def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: 
                              mixer=mixer, mixer_kwargs=kw, token_shift=True))
 
 # %% ../nbs/34_compare.ipynb #6ee89e80
+def _set_lr(opts, cfg: TrainConfig, step: int, frac: float):
+    "Every parameter group's learning rate at `step`: its initial rate times the schedule's factor."
+    for o in opts:
+        for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * lr_multiplier(cfg, step,
+                                                                                               frac)
+
+# %% ../nbs/34_compare.ipynb #4e4a565b
+def _fit_step(model, data, opts, batch_size: int, gen) -> tuple[bool, int]:
+    "A step on a training batch, gradients clipped at 1, taken only if loss and norm are finite: ok, tokens."
+    x, y = data.batch("train", batch_size, gen)
+    loss = scored_loss(model, x, y)[0]
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    ok = bool(torch.isfinite(loss) and torch.isfinite(norm))
+    for o in opts:
+        if ok: o.step()
+        o.zero_grad(set_to_none=True)
+    return ok, x.numel()
+
+# %% ../nbs/34_compare.ipynb #3bcfef95
+def _curve_point(model, data, step: int, train_s: float, batch_size: int, n_batches: int, seed: int) -> dict:
+    "A validation estimate on `n_batches` batches, with the step and the training seconds it was taken at."
+    ev = evaluate(model, data, batch_size=batch_size, n_batches=n_batches, seed=seed + 1)
+    return {"step": step, "seconds": round(train_s, 2), "accuracy": ev["accuracy"], "loss": ev["loss"]}
+
+# %% ../nbs/34_compare.ipynb #0d3eba18
+def _run_record(final: dict, curve: list, step: int, bad: int, tokens: int, train_s: float, wall_s: float,
+                used: float) -> dict:
+    "A run's record: the final validation figures, steps, seconds, tokens/s, curve, divergence, budget used."
+    return {"accuracy": final["accuracy"], "loss": final["loss"], "bpb": final.get("bpb"), "steps": step,
+            "seconds": round(train_s, 2), "wall_seconds": round(wall_s, 2),
+            "tokens_per_s": tokens / max(train_s, 1e-9), "curve": curve, "diverged": bad > 20,
+            "budget_used": min(1.0, used)}
+
+# %% ../nbs/34_compare.ipynb #4c78a60d
 def _fit(model, data, *, steps: int, minutes: float | None, lr: float, seed: int, batch_size: int,
          eval_every: int,
          eval_batches: int = 4, final_batches: int = 16, target: float = 0.99) -> dict:
@@ -76,29 +114,16 @@ def _fit(model, data, *, steps: int, minutes: float | None, lr: float, seed: int
     frac = lambda: max(step / steps, train_s / 60 / minutes if minutes else 0.0)
     while frac() < 1.0 and bad <= 20:
         t = time.perf_counter()
-        for o in opts:
-            for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * lr_multiplier(cfg, step,
-                                                                                                   frac())
+        _set_lr(opts, cfg, step, frac())
         if hasattr(data, "set_progress"): data.set_progress(frac())
-        x, y = data.batch("train", batch_size, gen)
-        loss = scored_loss(model, x, y)[0]
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        ok = bool(torch.isfinite(loss) and torch.isfinite(norm))
-        for o in opts:
-            if ok: o.step()
-            o.zero_grad(set_to_none=True)
-        step, bad, tokens, train_s = step + ok, bad + (not ok), tokens + x.numel() * ok, train_s + time.perf_counter() - t
+        ok, n = _fit_step(model, data, opts, batch_size, gen)
+        step, bad, tokens = step + ok, bad + (not ok), tokens + n * ok
+        train_s += time.perf_counter() - t
         if ok and (step % eval_every == 0 or frac() >= 1.0):
-            ev = evaluate(model, data, batch_size=batch_size, n_batches=eval_batches, seed=seed + 1)
-            curve.append({"step": step, "seconds": round(train_s, 2), "accuracy": ev["accuracy"],
-                          "loss": ev["loss"]})
-            if ev["accuracy"] >= target: break
+            curve.append(_curve_point(model, data, step, train_s, batch_size, eval_batches, seed))
+            if curve[-1]["accuracy"] >= target: break
     final = evaluate(model, data, batch_size=batch_size, n_batches=final_batches, seed=seed + 1)
-    return {"accuracy": final["accuracy"], "loss": final["loss"], "bpb": final.get("bpb"), "steps": step,
-            "seconds": round(train_s, 2), "wall_seconds": round(time.perf_counter() - t0, 2),
-            "tokens_per_s": tokens / max(train_s, 1e-9), "curve": curve, "diverged": bad > 20,
-            "budget_used": min(1.0, frac())}
+    return _run_record(final, curve, step, bad, tokens, train_s, time.perf_counter() - t0, frac())
 
 # %% ../nbs/34_compare.ipynb #81fc34b7
 def run_status(run: dict, target: float = 0.99) -> str:
@@ -110,37 +135,53 @@ def run_status(run: dict, target: float = 0.99) -> str:
     tail = [c["accuracy"] for c in curve if c["step"] >= 0.75 * curve[-1]["step"]] if curve else [acc]
     return "plateau" if max(tail + [acc]) - min(tail + [acc]) < 0.02 else "still rising"
 
+# %% ../nbs/34_compare.ipynb #a46720fd
 def reached(run: dict, threshold: float) -> tuple | None:
     "(step, training seconds) of the first evaluation at or above `threshold`, or None (not reached)."
     return next(((c["step"], c["seconds"]) for c in run["curve"] if c["accuracy"] >= threshold), None)
 
 # %% ../nbs/34_compare.ipynb #71aa08d1
+def _lr_grid(runs: list[dict]) -> dict:
+    "The mean validation accuracy of one mechanism's runs per learning rate, lowest rate first."
+    return {lr: statistics.fmean(r["accuracy"] for r in runs if r["lr"] == lr)
+            for lr in sorted({r["lr"] for r in runs})}
+
+# %% ../nbs/34_compare.ipynb #29a423a9
+def _spread(acc: list[float]) -> dict:
+    "The seeds' accuracies, their mean, standard deviation (0 for one seed) and range."
+    return {"accuracies": acc, "accuracy": statistics.fmean(acc),
+            "std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "lo": min(acc), "hi": max(acc)}
+
+# %% ../nbs/34_compare.ipynb #d61e250c
+def _summary_row(name: str, rs: list[dict], grid: dict, best: float, target: float, task: bool) -> dict:
+    "One mechanism's row from its runs `rs` at the best learning rate `best`, one per seed."
+    mean = lambda k: statistics.fmean(r[k] for r in rs)
+    return {"mechanism": name, "params": rs[0]["params"], "lr": best,
+            "lr_grid": {str(k): v for k, v in grid.items()},
+            "seeds": [r["seed"] for r in rs], **_spread([r["accuracy"] for r in rs]),
+            "loss": mean("loss"), "bpb": rs[0].get("bpb") and mean("bpb"), "steps": [r["steps"] for r in rs],
+            "seconds": [r["seconds"] for r in rs], "tokens_per_s": mean("tokens_per_s"),
+            "to_0.5": [reached(r, 0.5) for r in rs], "to_0.9": [reached(r, 0.9) for r in rs],
+            "status": [run_status(r, target) if task else "text" for r in rs], "task": task,
+            "note": CHANCE_BY_CONSTRUCTION.get(name, "") if task else ""}
+
+# %% ../nbs/34_compare.ipynb #74df3663
 def summarize(runs: list[dict], target: float = 0.99, task: bool = True) -> list[dict]:
     """One row per mechanism: the learning rate with the best mean validation accuracy, its seeds' mean and
     spread."""
     rows = []
     for name in dict.fromkeys(r["mechanism"] for r in runs):
         mine = [r for r in runs if r["mechanism"] == name]
-        grid = {lr: statistics.fmean(r["accuracy"] for r in mine if r["lr"] == lr)
-                for lr in sorted({r["lr"] for r in mine})}
+        grid = _lr_grid(mine)
         best = max(grid, key=lambda lr: (grid[lr], -lr))
         rs = sorted((r for r in mine if r["lr"] == best), key=lambda r: r["seed"])
-        acc = [r["accuracy"] for r in rs]
-        mean = lambda k: statistics.fmean(r[k] for r in rs)
-        rows.append({"mechanism": name, "params": rs[0]["params"], "lr": best,
-                     "lr_grid": {str(k): v for k, v in grid.items()},
-                     "seeds": [r["seed"] for r in rs], "accuracies": acc, "accuracy": statistics.fmean(acc),
-                     "std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "lo": min(acc), "hi": max(acc),
-                     "loss": mean("loss"), "bpb": rs[0].get("bpb") and mean("bpb"),
-                             "steps": [r["steps"] for r in rs],
-                     "seconds": [r["seconds"] for r in rs], "tokens_per_s": mean("tokens_per_s"),
-                     "to_0.5": [reached(r, 0.5) for r in rs], "to_0.9": [reached(r, 0.9) for r in rs],
-                     "status": [run_status(r, target) if task else "text" for r in rs], "task": task,
-                     "note": CHANCE_BY_CONSTRUCTION.get(name, "") if task else ""})
+        rows.append(_summary_row(name, rs, grid, best, target, task))
         if task and not rows[-1]["note"] and rows[-1]["hi"] < 0.05:
-            rows[-1]["note"] = f"not learned within {max(rows[-1]['steps'])} steps: chance here is a budget result, not a capacity one"
+            rows[-1]["note"] = (f"not learned within {max(rows[-1]['steps'])} steps: chance here is a budget "
+                                "result, not a capacity one")
     return rows
 
+# %% ../nbs/34_compare.ipynb #5ea393bd
 def budget_warning(rows: list[dict]) -> str:
     """A warning when no mechanism that can recall left chance: the budget, not the mechanisms, decided the
     table."""
@@ -165,30 +206,44 @@ def ranking_text(rows: list[dict]) -> str:
 def _steps_to(xs) -> str:
     return ",".join("-" if x is None else str(x[0]) for x in xs)
 
+# %% ../nbs/34_compare.ipynb #e2350aac
+def _table_header(bpb: bool) -> str:
+    "The header line of `format_table`."
+    return (f"{'mechanism':<20}{'params':>9}{'lr':>8}{'seeds':>6}{'accuracy (range)':>24}{'val loss':>9}"
+            + (f"{'bpb':>7}" if bpb else "") + f"{'steps':>7}{'tok/s':>8}  {'@0.5':<10}{'@0.9':<10}status")
+
+# %% ../nbs/34_compare.ipynb #86ccd6df
+def _table_line(r: dict, bpb: bool) -> str:
+    "One row of `format_table`; a `*` after the status points to the row's note."
+    acc = f"{r['accuracy']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})"
+    status = "/".join(dict.fromkeys(r["status"])) + (" *" if r.get("note") else "")
+    return (f"{r['mechanism']:<20}{r['params']:>9,}{r['lr']:>8.0e}{len(r['seeds']):>6}{acc:>24}"
+            + f"{r['loss']:>9.3f}" + (f"{r['bpb'] or 0:>7.3f}" if bpb else "")
+            + f"{max(r['steps']):>7}{r['tokens_per_s']:>8,.0f}  "
+            + f"{_steps_to(r['to_0.5']):<10}{_steps_to(r['to_0.9']):<10}{status}")
+
+# %% ../nbs/34_compare.ipynb #f0423d13
 def format_table(rows: list[dict], header: bool = True) -> str:
     """The rows as an aligned text table: mean accuracy with its seeds' range, steps to 0.5 / 0.9 ('-': not
     reached), status."""
     bpb = any(r.get("bpb") is not None for r in rows)
-    lines = [f"{'mechanism':<20}{'params':>9}{'lr':>8}{'seeds':>6}{'accuracy (range)':>24}{'val loss':>9}"
-             + (f"{'bpb':>7}" if bpb
-                else "") + f"{'steps':>7}{'tok/s':>8}  {'@0.5':<10}{'@0.9':<10}status"] if header else []
-    for r in rows:
-        acc = f"{r['accuracy']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})"
-        status = "/".join(dict.fromkeys(r["status"])) + (" *" if r.get("note") else "")
-        lines.append(f"{r['mechanism']:<20}{r['params']:>9,}{r['lr']:>8.0e}{len(r['seeds']):>6}{acc:>24}{r['loss']:>9.3f}"
-                     + (f"{r['bpb'] or 0:>7.3f}" if bpb
-                        else "") + f"{max(r['steps']):>7}{r['tokens_per_s']:>8,.0f}  "
-                     + f"{_steps_to(r['to_0.5']):<10}{_steps_to(r['to_0.9']):<10}{status}")
+    lines = [_table_header(bpb)] if header else []
+    lines += [_table_line(r, bpb) for r in rows]
     notes = [f"* {r['mechanism']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines + notes)
 
 # %% ../nbs/34_compare.ipynb #f7756d82
+def _task_words(setting: dict) -> str:
+    "The task of a comparison in words."
+    if setting.get("task") == "mqar":
+        return (f"MQAR: sequence {setting['seq_len']}, {setting['n_kv']} key-value pairs, "
+                f"vocabulary {setting['vocab_size']:,}")
+    return f"{setting.get('task', 'task')}"
+
+# %% ../nbs/34_compare.ipynb #d7c5d1ca
 def setting_title(setting: dict) -> str:
     "A plot title for people: the task, the model and the budget in words."
-    if setting.get("task") == "mqar":
-        task = f"MQAR: sequence {setting['seq_len']}, {setting['n_kv']} key-value pairs, vocabulary {setting['vocab_size']:,}"
-    else:
-        task = f"{setting.get('task', 'task')}"
+    task = _task_words(setting)
     budget = f"{setting['minutes']:g} minutes" if setting.get("minutes") else f"{setting['steps']:,} steps"
     seeds = len(setting.get("seeds", [0]))
     return (f"{task}\n{setting.get('n_layers', 2)}-layer models of width {setting.get('d_model', 64)}, "
@@ -197,14 +252,10 @@ def setting_title(setting: dict) -> str:
                     + (f"best of {len(setting['lrs'])} learning rates per mechanism"
             if setting.get("lrs") else "each mechanism at its default learning rate"))
 
-def plot_compare(rows: list[dict], path, title: str = ""):
-    "Mean accuracy with its seeds' range (and every seed as a dot), and training tokens/s, per mechanism."
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8),
-                               gridspec_kw={"width_ratios": [2, 1]})
-    names, y = [r["mechanism"] for r in rows], range(len(rows))
+# %% ../nbs/34_compare.ipynb #a6980fb6
+def _accuracy_panel(a, rows: list[dict]):
+    "Mean accuracy bars with the seeds' range, every seed as a dot, and why a row sits at chance."
+    y = range(len(rows))
     a.barh(y, [r["accuracy"] for r in rows], color="tab:blue", alpha=0.6,
            xerr=[[r["accuracy"] - r["lo"] for r in rows], [r["hi"] - r["accuracy"] for r in rows]], capsize=3)
     for i, r in enumerate(rows):
@@ -212,10 +263,21 @@ def plot_compare(rows: list[dict], path, title: str = ""):
         if r.get("note"): a.text(0.01, i, "  chance by construction"
                                  if r["mechanism"] in CHANCE_BY_CONSTRUCTION
                                  else "  not learned in budget", va="center", fontsize=7, color="tab:red")
-    a.set_yticks(list(y), names)
+    a.set_yticks(list(y), [r["mechanism"] for r in rows])
     a.set_xlim(0, 1.02)
     a.set_xlabel("validation accuracy (bar: mean; line: seeds' range)")
     a.invert_yaxis()
+
+# %% ../nbs/34_compare.ipynb #ef5503b9
+def plot_compare(rows: list[dict], path, title: str = ""):
+    "Mean accuracy with its seeds' range (and every seed as a dot), and training tokens/s, per mechanism."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8),
+                               gridspec_kw={"width_ratios": [2, 1]})
+    _accuracy_panel(a, rows)
+    y = range(len(rows))
     b.barh(list(y), [r["tokens_per_s"] for r in rows], color="tab:orange"); b.set_xlabel("training tokens/s")
     b.set_yticks(list(y), [""] * len(rows)); b.invert_yaxis()
     fig.suptitle(title, fontsize=9); fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
@@ -226,6 +288,7 @@ def setting_key(setting: dict) -> str:
     keep = {k: v for k, v in setting.items() if k not in ("mechanisms", "lrs", "seeds", "thorough")}
     return hashlib.sha1(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
+# %% ../nbs/34_compare.ipynb #1a514903
 def load_runs(path, key: str) -> list[dict]:
     "The finished runs of setting `key` in a runs.jsonl (a torn last line from a kill is ignored)."
     path = Path(path)
@@ -243,11 +306,13 @@ LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
 # per-mechanism learning rates of a committed sweep; empty until one is run (then 1e-2)
 DEFAULT_LRS = {}
 
+# %% ../nbs/34_compare.ipynb #53839a1d
 def _task_setting(task, quick, task_kw, data):
     if data is not None: return {}
     if quick: return {"seq_len": 64, "n_kv": 4, "vocab_size": 512, **task_kw}
     return {"seq_len": 128, "n_kv": 8, "vocab_size": 8192, **task_kw} if task == "mqar" else dict(task_kw)
 
+# %% ../nbs/34_compare.ipynb #49095811
 def _make_data(task, task_kw, curriculum, quick, seed):
     n_train = 4_000 if quick else 20_000
     if task == "mqar" and curriculum:      # shorter sequences first, the last stage is the task
@@ -270,27 +335,78 @@ def _models(mechanisms, presets, data, d_model, n_layers, preset_overrides, mixe
             for n in mechanisms or DEFAULT_MECHANISMS}
 
 # %% ../nbs/34_compare.ipynb #91302ea9
-def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: int | None = None,
-            minutes: float | None = None, quick: bool = False, thorough: bool = False, data=None,
-            presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,
-                    n_layers: int = 2,
-            batch_size: int = 32, lr: float | None = None, lrs: list[float] | None = None, seeds: int
-                    | list = 2,
-            seed: int = 0, out_dir=None, progress: bool = True, curriculum: bool = True, eval_every: int
-                    | None = None,
-            target: float = 0.99, mixer_kwargs: dict | None = None, **task_kw) -> list[dict]:
-    """Train every mechanism (or preset) x learning rate x seed for the same budget; one row per mechanism
-    (best lr)."""
+def _budget(thorough: bool, seeds, lrs, steps, quick: bool, minutes,
+            seed: int) -> tuple[list, list | None, int]:
+    "The seeds, learning-rate grid (None: one rate) and steps of a comparison after `thorough` and `quick`."
     if thorough: seeds, lrs, steps = (3 if seeds == 2 else seeds), (lrs or list(LR_GRID)), (steps
                                                                                             or THOROUGH_STEPS)
     seeds = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     steps = steps or (QUICK_STEPS if quick else 10**9 if minutes else DEFAULT_STEPS)
+    return seeds, lrs, steps
+
+# %% ../nbs/34_compare.ipynb #de2a5ee3
+def _jobs(builders: dict, seeds: list, lrs, lr, task_kw: dict) -> list[tuple]:
+    "(mechanism, learning rate, seed) of every run, seed-major."
+    lr_of = lambda n: lrs or [lr or (3e-3 if task_kw == {} else DEFAULT_LRS.get(n, 1e-2))]
+    # seed-major: a kill leaves whole seeds
+    return [(n, l, s) for s in seeds for n in builders for l in lr_of(n)]
+
+# %% ../nbs/34_compare.ipynb #31ad45e9
+def _resume(store, key: str, jobs: list, progress: bool) -> tuple[list, set, list]:
+    "The runs of `jobs` already in `store` (runs.jsonl or None), their (mechanism, lr, seed), the jobs left."
+    runs = [r for r in (load_runs(store, key) if store else [])
+            if (r["mechanism"], r["lr"], r["seed"]) in set(jobs)]
+    done = {(r["mechanism"], r["lr"], r["seed"]) for r in runs}
+    todo = [j for j in jobs if j not in done]
+    if progress and done: print(f"compare: {len(done)} of {len(jobs)} runs already in {store}; running the "
+                                f"other {len(todo)}")
+    return runs, done, todo
+
+# %% ../nbs/34_compare.ipynb #5df3f338
+def _log_run(store, run: dict):
+    "Append a finished run to the runs.jsonl `store` (if there is one), as one line."
+    if store:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        with store.open("a") as f: f.write(json.dumps(run) + "\n")
+
+# %% ../nbs/34_compare.ipynb #5757d991
+def _progress_line(run: dict, n: int, n_jobs: int, left: float, target: float) -> str:
+    "The line printed after run `n` of `n_jobs`: its accuracy, steps, seconds, status and the minutes left."
+    return (f"[{n}/{n_jobs}] {run['mechanism']} lr={run['lr']:g} seed={run['seed']}: accuracy "
+            f"{run['accuracy']:.3f} after "
+            f"{run['steps']} steps ({run['seconds']:.0f} s, {run_status(run, target)}); "
+            f"about {left / 60:.1f} min left")
+
+# %% ../nbs/34_compare.ipynb #3c69edb3
+def _run_jobs(todo: list, builders: dict, data, runs: list, *, key: str, store, n_done: int, n_jobs: int,
+              progress: bool, **fit_kw):
+    "Train every job of `todo`, appending each finished run to `runs` and to the log."
+    t0 = time.perf_counter()
+    for i, (name, l, s) in enumerate(todo):
+        torch.manual_seed(s)
+        model = builders[name]()
+        res = _fit(model, data, lr=l, seed=s, **fit_kw)
+        runs.append({"key": key, "mechanism": name, "lr": l, "seed": s, "params": model.num_params(), **res})
+        _log_run(store, runs[-1])
+        if progress:
+            left = (time.perf_counter() - t0) / (i + 1) * (len(todo) - i - 1)
+            print(_progress_line(runs[-1], n_done + i + 1, n_jobs, left, fit_kw["target"]), flush=True)
+
+# %% ../nbs/34_compare.ipynb #6ddfde0c
+def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: int | None = None,
+            minutes: float | None = None, quick: bool = False, thorough: bool = False, data=None,
+            presets: list[str] | None = None, preset_overrides: dict | None = None, d_model: int = 64,
+            n_layers: int = 2, batch_size: int = 32, lr: float | None = None, lrs: list[float] | None = None,
+            seeds: int | list = 2, seed: int = 0, out_dir=None, progress: bool = True,
+            curriculum: bool = True, eval_every: int | None = None, target: float = 0.99,
+            mixer_kwargs: dict | None = None, **task_kw) -> list[dict]:
+    """Train every mechanism (or preset) x learning rate x seed for the same budget; one row per mechanism
+    (best lr)."""
+    seeds, lrs, steps = _budget(thorough, seeds, lrs, steps, quick, minutes, seed)
     task_kw = _task_setting(task, quick, task_kw, data)
     data = data or _make_data(task, task_kw, curriculum, quick, seed)
     builders = _models(mechanisms, presets, data, d_model, n_layers, preset_overrides or {}, mixer_kwargs)
-    lr_of = lambda n: lrs or [lr or (3e-3 if task_kw == {} else DEFAULT_LRS.get(n, 1e-2))]
-    # seed-major: a kill leaves whole seeds
-    jobs = [(n, l, s) for s in seeds for n in builders for l in lr_of(n)]
+    jobs = _jobs(builders, seeds, lrs, lr, task_kw)
     setting = {"task": task if presets is None else "presets", **task_kw, "steps": None if minutes else steps,
                "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "batch_size": batch_size,
                        "quick": quick,
@@ -298,34 +414,17 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: i
                "data": getattr(data, "name", None), "mechanisms": list(builders), "seeds": seeds, "lrs": lrs,
                "thorough": thorough}
     key, store = setting_key(setting), Path(out_dir) / "runs.jsonl" if out_dir else None
-    runs = [r for r in (load_runs(store, key) if store else [])
-            if (r["mechanism"], r["lr"], r["seed"]) in set(jobs)]
-    done, t0 = {(r["mechanism"], r["lr"], r["seed"]) for r in runs}, time.perf_counter()
-    todo = [j for j in jobs if j not in done]
-    if progress and done: print(f"compare: {len(done)} of {len(jobs)} runs already in {store}; running the "
-                                f"other {len(todo)}")
-    for i, (name, l, s) in enumerate(todo):
-        torch.manual_seed(s)
-        model = builders[name]()
-        res = _fit(model, data, steps=steps, minutes=minutes and minutes / len(jobs), lr=l, seed=s,
-                   batch_size=batch_size,
-                   eval_every=eval_every or max(5, min(steps, 10**4) // 20), target=target)
-        runs.append({"key": key, "mechanism": name, "lr": l, "seed": s, "params": model.num_params(), **res})
-        if store:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            with store.open("a") as f: f.write(json.dumps(runs[-1]) + "\n")
-        if progress:
-            el = time.perf_counter() - t0
-            print(f"[{len(done) + i + 1}/{len(jobs)}] {name} lr={l:g} seed={s}: accuracy "
-                  f"{res['accuracy']:.3f} after "
-                  f"{res['steps']} steps ({res['seconds']:.0f} s, {run_status(runs[-1], target)}); "
-                  f"about {el / (i + 1) * (len(todo) - i - 1) / 60:.1f} min left", flush=True)
+    runs, done, todo = _resume(store, key, jobs, progress)
+    _run_jobs(todo, builders, data, runs, key=key, store=store, n_done=len(done), n_jobs=len(jobs),
+              progress=progress, steps=steps, minutes=minutes and minutes / len(jobs), batch_size=batch_size,
+              eval_every=eval_every or max(5, min(steps, 10**4) // 20), target=target)
     order = {n: i for i, n in enumerate(builders)}
     rows = sorted(summarize(runs, target, task=isinstance(data, (TaskData, Curriculum))),
                   key=lambda r: order[r["mechanism"]])
     if out_dir: write_compare(out_dir, setting, runs, rows)
     return rows
 
+# %% ../nbs/34_compare.ipynb #5e762119
 def write_compare(out_dir, setting: dict, runs: list[dict], rows: list[dict], name: str = "compare"):
     "compare.json (setting, every run, the rows, the ranking, any budget warning) and compare.png."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -342,6 +441,7 @@ def _tensors(x):
     elif hasattr(x, "__dataclass_fields__"): yield from (t for f in x.__dataclass_fields__
                                                          for t in _tensors(getattr(x, f)))
 
+# %% ../nbs/34_compare.ipynb #a09d634c
 @torch.no_grad()
 def state_bytes(model: MemLM, seq_len: int) -> int:
     """Bytes (float32) of the decode cache a model keeps per sequence after `seq_len` tokens: its recurrent
@@ -350,6 +450,16 @@ def state_bytes(model: MemLM, seq_len: int) -> int:
     return 4 * sum(t.numel() for t in _tensors(caches))
 
 # %% ../nbs/34_compare.ipynb #652f7e91
+def _sweep_points(rows: list[dict], d: int, p: int, seq_len: int, mixer_kwargs=None) -> list[dict]:
+    "The sweep's points of one `compare` at width `d` and `p` pairs: each row with its model's decode state."
+    points = []
+    for r in rows:
+        size = state_bytes(mechanism_model(r["mechanism"], 64, d_model=d, mixer_kwargs=mixer_kwargs), seq_len)
+        keep = {k: r[k] for k in ("mechanism", "accuracy", "lo", "hi", "lr", "seeds", "status", "steps")}
+        points.append({**keep, "d_model": d, "n_kv": p, "seq_len": seq_len, "state_bytes": size})
+    return points
+
+# %% ../nbs/34_compare.ipynb #81aa95a3
 def sweep(mechanisms: list[str] | None = None, *, widths=(32, 64), pairs=(4, 8, 16), seq_len: int = 128,
           out_dir="memnb-sweep", progress: bool = True, **kw) -> list[dict]:
     "Accuracy against the decode state's bytes: `compare` at every width x number of pairs, per mechanism."
@@ -359,22 +469,28 @@ def sweep(mechanisms: list[str] | None = None, *, widths=(32, 64), pairs=(4, 8, 
             sub = Path(out_dir) / f"d{d}-kv{p}"
             rows = compare(mechanisms, d_model=d, n_kv=p, seq_len=seq_len, out_dir=sub, progress=progress,
                            **kw)
-            for r in rows:
-                size = state_bytes(mechanism_model(r["mechanism"], 64, d_model=d,
-                                                   mixer_kwargs=kw.get("mixer_kwargs")), seq_len)
-                points.append({**{k: r[k]
-                        for k in ("mechanism", "accuracy", "lo", "hi", "lr", "seeds", "status", "steps")},
-                               "d_model": d, "n_kv": p, "seq_len": seq_len, "state_bytes": size})
+            points += _sweep_points(rows, d, p, seq_len, kw.get("mixer_kwargs"))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "sweep.json").write_text(json.dumps({"setting": {"widths": list(widths),
-                                                                      "pairs": list(pairs),
-                                                          "seq_len": seq_len,
-                                                              **{k: v for k, v in kw.items()}},
-                                                                      "points": points},
+    setting = {"widths": list(widths), "pairs": list(pairs), "seq_len": seq_len,
+               **{k: v for k, v in kw.items()}}
+    (Path(out_dir) / "sweep.json").write_text(json.dumps({"setting": setting, "points": points},
                                                          indent=1, default=str))
     plot_sweep(points, Path(out_dir) / "sweep.png")
     return points
 
+# %% ../nbs/34_compare.ipynb #d88e36d3
+def _sweep_panel(ax, points: list[dict], n: int):
+    "Accuracy (the seeds' range as error bars) against state bytes at `n` pairs, a line per mechanism."
+    for m in dict.fromkeys(p["mechanism"] for p in points):
+        ps = sorted((p for p in points if p["mechanism"] == m and p["n_kv"] == n),
+                    key=lambda p: p["state_bytes"])
+        ax.errorbar([p["state_bytes"] for p in ps], [p["accuracy"] for p in ps], marker="o", ms=4,
+                    capsize=2, label=m,
+                    yerr=[[p["accuracy"] - p["lo"] for p in ps], [p["hi"] - p["accuracy"] for p in ps]])
+    ax.set_xscale("log"); ax.set_xlabel("decode state per sequence (bytes)"); ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"MQAR, sequence {points[0]['seq_len']}, {n} key-value pairs", fontsize=9)
+
+# %% ../nbs/34_compare.ipynb #57ca3bdc
 def plot_sweep(points: list[dict], path):
     """One panel per number of pairs: accuracy (seeds' range as error bars) against state bytes, a line per
     mechanism."""
@@ -384,14 +500,7 @@ def plot_sweep(points: list[dict], path):
     pairs = sorted({p["n_kv"] for p in points})
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.6), sharey=True, squeeze=False)
     for ax, n in zip(axes[0], pairs):
-        for m in dict.fromkeys(p["mechanism"] for p in points):
-            ps = sorted((p for p in points if p["mechanism"] == m and p["n_kv"] == n),
-                        key=lambda p: p["state_bytes"])
-            ax.errorbar([p["state_bytes"] for p in ps], [p["accuracy"] for p in ps], marker="o", ms=4,
-                        capsize=2, label=m,
-                        yerr=[[p["accuracy"] - p["lo"] for p in ps], [p["hi"] - p["accuracy"] for p in ps]])
-        ax.set_xscale("log"); ax.set_xlabel("decode state per sequence (bytes)"); ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"MQAR, sequence {points[0]['seq_len']}, {n} key-value pairs", fontsize=9)
+        _sweep_panel(ax, points, n)
     axes[0][0].set_ylabel("validation accuracy"); axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
@@ -403,6 +512,7 @@ def _csv(kind):
                                                             f"{s!r}")
     return parse
 
+# %% ../nbs/34_compare.ipynb #49330228
 def _positive(kind):
     def parse(s):
         try: v = kind(s)
@@ -413,9 +523,8 @@ def _positive(kind):
     return parse
 
 # %% ../nbs/34_compare.ipynb #1e16f7bb
-def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "Every `memnb compare` option, with its default and help."
-    a = parser.add_argument
+def _run_arguments(a):
+    "The options of what runs, and for how long: mechanisms, budget, seeds, learning rates, --thorough."
     a("--mechanisms", type=_csv(str), help=f"comma-separated subset of: {', '.join(MECHANISMS)}")
     a("--steps", type=_positive(int), help=f"training steps per run: the budget, the same on every machine "
       f"(default {DEFAULT_STEPS}; --quick {QUICK_STEPS}; --thorough {THOROUGH_STEPS})")
@@ -433,6 +542,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
       "e.g. 1e-3,3e-3,1e-2,3e-2")
     a("--thorough", action="store_true", help=f"3 seeds, the grid {','.join(f'{x:g}' for x in LR_GRID)} and "
       f"{THOROUGH_STEPS} steps per run (hours on a CPU); resumable: rerun the same command to continue")
+
+# %% ../nbs/34_compare.ipynb #6a784cd1
+def _task_arguments(a):
+    "The options of the sweep and of the task: --sweep, widths, pairs, --quick, the task and its sizes."
     a("--sweep", action="store_true",
       help="accuracy against recurrent state size: every width x number of pairs")
     a("--widths", type=_csv(int), default=[32, 64], help="--sweep: model widths (default 32,64)")
@@ -447,6 +560,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
             "length (256)")
     a("--n-kv", type=_positive(int), help="MQAR: key-value pairs (default 8)")
     a("--vocab-size", type=_positive(int), help="MQAR: vocabulary (default 8192)")
+
+# %% ../nbs/34_compare.ipynb #6963bf16
+def _model_arguments(a):
+    "The options of the models, the output and the data: sizes, evaluation, curriculum, --out, --data."
     a("--batch-size", type=_positive(int), default=32, help="sequences per step (default 32)")
     a("--d-model", type=_positive(int), help="width of every model (default 64; presets: an override)")
     a("--n-layers", type=_positive(int), help="depth of every model (default 2; presets: an override)")
@@ -460,17 +577,28 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     a("--tokenizer", default="bpe:4096", help="with --data: 'bpe:N', 'gpt2', 'bytes' or a tokenizer.json")
     a("--presets", type=_csv(str), help="comma-separated presets to compare instead of the mechanisms")
     a("--no-progress", action="store_true", help="print only the table")
+
+# %% ../nbs/34_compare.ipynb #8e65e74f
+def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "Every `memnb compare` option, with its default and help."
+    for group in (_run_arguments, _task_arguments, _model_arguments):
+        group(parser.add_argument)
     parser.set_defaults(_compare_parser=parser)
     return parser
 
 # %% ../nbs/34_compare.ipynb #7d713725
-def _check_args(args, error):
+def _check_names(args, error):
+    "Unknown mechanisms or presets: `error` naming them and the choices."
     bad = [n for n in args.mechanisms or [] if n not in MECHANISMS]
     if bad: error(f"unknown mechanism(s) {bad}; choose from {', '.join(MECHANISMS)}")
     if args.presets:
         from memnb.presets import PRESETS
         bad = [p for p in args.presets if p not in PRESETS]
         if bad: error(f"unknown preset(s) {bad}; choose from {', '.join(sorted(PRESETS))}")
+
+# %% ../nbs/34_compare.ipynb #ef27fd97
+def _check_args(args, error):
+    _check_names(args, error)
     for a, b in [("lr", "lrs"), ("steps", "minutes"), ("sweep", "presets"), ("sweep", "data"),
                  ("presets", "mechanisms"),
                  ("quick", "thorough")]:
@@ -481,38 +609,31 @@ def _check_args(args, error):
     if args.sweep and args.n_kv: error("--sweep takes its numbers of pairs from --pairs, not --n-kv")
 
 # %% ../nbs/34_compare.ipynb #881aeafa
-def run_compare_cli(args) -> int:
-    """Run `memnb compare` from parsed arguments: the table (or the sweep), the ranking, any warning; 0 on
-    success."""
-    parser = getattr(args, "_compare_parser", None)
-    _check_args(args, parser.error if parser else (lambda m: (_ for _ in ()).throw(ValueError(m))))
-    task_kw = {k: v for k, v in (("n_kv", args.n_kv), ("vocab_size", args.vocab_size)) if v}
-    common = dict(steps=args.steps, minutes=args.minutes, seeds=args.seeds, seed=args.seed, lr=args.lr,
-                  lrs=args.lrs,
-                  thorough=args.thorough, batch_size=args.batch_size, eval_every=args.eval_every,
-                  progress=not args.no_progress, curriculum=not args.no_curriculum, n_layers=args.n_layers
-                          or 2)
-    if args.sweep:
-        pts = sweep(args.mechanisms, widths=args.widths, pairs=args.pairs, seq_len=args.seq_len or 128,
-                    out_dir=args.out,
-                    quick=args.quick, **task_kw, **{k: v for k, v in common.items() if k != "progress"},
-                            progress=common["progress"])
-        for p in pts:
-            print(f"{p['mechanism']:<20} d={p['d_model']:<4} pairs={p['n_kv']:<3} state "
-                  f"{p['state_bytes']:>12,} B  "
-                  f"accuracy {p['accuracy']:.3f} ({p['lo']:.3f}-{p['hi']:.3f})")
-        print(f"\nwrote {args.out}/sweep.json and sweep.png")
-        return 0
-    data = None
-    if args.data:
-        from memnb.cli import _token_data
-        data = _token_data(args.data, args.tokenizer, Path(args.out), args.seq_len or 256)
-    elif args.seq_len:
-        task_kw["seq_len"] = args.seq_len
-    overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
-    rows = compare(args.mechanisms, task=args.task, quick=args.quick, data=data, presets=args.presets,
-                   preset_overrides=overrides, d_model=args.d_model or 64, out_dir=args.out, **common,
-                           **task_kw)
+def _common_kwargs(args) -> dict:
+    "The arguments that `compare` and `sweep` share, from the parsed options."
+    return dict(steps=args.steps, minutes=args.minutes, seeds=args.seeds, seed=args.seed, lr=args.lr,
+                lrs=args.lrs,
+                thorough=args.thorough, batch_size=args.batch_size, eval_every=args.eval_every,
+                progress=not args.no_progress, curriculum=not args.no_curriculum, n_layers=args.n_layers
+                        or 2)
+
+# %% ../nbs/34_compare.ipynb #419819d2
+def _run_sweep_cli(args, task_kw: dict, common: dict) -> int:
+    "`memnb compare --sweep`: run the sweep and print a line per point."
+    pts = sweep(args.mechanisms, widths=args.widths, pairs=args.pairs, seq_len=args.seq_len or 128,
+                out_dir=args.out,
+                quick=args.quick, **task_kw, **{k: v for k, v in common.items() if k != "progress"},
+                        progress=common["progress"])
+    for p in pts:
+        print(f"{p['mechanism']:<20} d={p['d_model']:<4} pairs={p['n_kv']:<3} state "
+              f"{p['state_bytes']:>12,} B  "
+              f"accuracy {p['accuracy']:.3f} ({p['lo']:.3f}-{p['hi']:.3f})")
+    print(f"\nwrote {args.out}/sweep.json and sweep.png")
+    return 0
+
+# %% ../nbs/34_compare.ipynb #3a0dabe8
+def _print_compare(args, rows: list[dict]) -> int:
+    "Print the table, the ranking (on a task) and any warning; write `--json` if asked; the exit status."
     warning = budget_warning(rows)
     # text: compare bpb
     ranking = "\n\nranking: " + ranking_text(rows) if all(r["task"] for r in rows) else ""
@@ -523,3 +644,25 @@ def run_compare_cli(args) -> int:
         return _write_json({"rows": rows, "ranking": ranking_text(rows), "warning": warning,
                             "machine": machine_info()}, args.json)
     return 0
+
+# %% ../nbs/34_compare.ipynb #678d9d34
+def run_compare_cli(args) -> int:
+    """Run `memnb compare` from parsed arguments: the table (or the sweep), the ranking, any warning; 0 on
+    success."""
+    parser = getattr(args, "_compare_parser", None)
+    _check_args(args, parser.error if parser else (lambda m: (_ for _ in ()).throw(ValueError(m))))
+    task_kw = {k: v for k, v in (("n_kv", args.n_kv), ("vocab_size", args.vocab_size)) if v}
+    common = _common_kwargs(args)
+    if args.sweep:
+        return _run_sweep_cli(args, task_kw, common)
+    data = None
+    if args.data:
+        from memnb.cli import _token_data
+        data = _token_data(args.data, args.tokenizer, Path(args.out), args.seq_len or 256)
+    elif args.seq_len:
+        task_kw["seq_len"] = args.seq_len
+    overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
+    rows = compare(args.mechanisms, task=args.task, quick=args.quick, data=data, presets=args.presets,
+                   preset_overrides=overrides, d_model=args.d_model or 64, out_dir=args.out, **common,
+                           **task_kw)
+    return _print_compare(args, rows)
