@@ -30,11 +30,13 @@ from .delta_rule import delta_rule
 from .layers import RMSNorm
 from .model import generate
 from .scan import linear_scan
+from .train import TrainConfig, make_optimizers
 
 # %% auto #0
-__all__ = ['SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'cpu_name', 'bench_linear_scan', 'bench_delta_rule',
-           'bench_cdm', 'bench_ramscan', 'run_all', 'summary_rows', 'markdown_table', 'bench_generate', 'bench_train',
-           'bench_train_step', 'ptxas_stats', 'compile_kernel', 'kernel_signature', 'compile_report', 'compile_table']
+__all__ = ['FOREACH_STEP', 'SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'cpu_name', 'bench_linear_scan',
+           'bench_delta_rule', 'bench_cdm', 'bench_ramscan', 'run_all', 'summary_rows', 'markdown_table',
+           'bench_generate', 'bench_train', 'bench_train_step', 'ptxas_stats', 'compile_kernel', 'kernel_signature',
+           'compile_report', 'compile_table']
 
 # %% ../nbs/50_bench.ipynb #e6a131f3
 def cpu_name() -> str:
@@ -372,31 +374,35 @@ def _train_step(model, idx, opt, precision: str):
     opt.step()
 
 # %% ../nbs/50_bench.ipynb #2398b6d5
-def _train_runs(base, idx, precisions, compile, steps: int) -> tuple[dict, set]:
-    "`steps` training steps per precision, eager/compiled, each on a copy of `base`; the compiled names."
+FOREACH_STEP = "fp32 eager, for-each AdamW"   # the step as the published training code takes it
+
+def _train_runs(base, idx, precisions, compile, steps: int, foreach_baseline: bool = False) -> tuple[dict, set]:
+    """`steps` training steps per precision, eager/compiled, each on a copy of `base` with memnb's optimiser
+    (`make_optimizers`: fused AdamW); with `foreach_baseline` also PyTorch's default AdamW, fp32 eager."""
     runs, compiled = {}, set()
-    for prec in precisions:
-        for c in compile:
-            m = copy.deepcopy(base).train()
-            fwd, opt = (torch.compile(m) if c else m), torch.optim.AdamW(m.parameters(), lr=1e-4)
-            name = f"{prec} {'compiled' if c else 'eager'}"
-            runs[name] = lambda f=fwd, o=opt, p=prec: [_train_step(f, idx, o, p) for _ in range(steps)]
-            if c: compiled.add(name)
+    cands = [(p, c, False) for p in precisions for c in compile] + ([("fp32", False, True)] if foreach_baseline else [])
+    for prec, c, foreach in cands:
+        m = copy.deepcopy(base).train()
+        fwd = torch.compile(m) if c else m
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4) if foreach else make_optimizers(m, TrainConfig(lr=1e-4))[0]
+        name = FOREACH_STEP if foreach else f"{prec} {'compiled' if c else 'eager'}"
+        runs[name] = lambda f=fwd, o=opt, p=prec: [_train_step(f, idx, o, p) for _ in range(steps)]
+        if c: compiled.add(name)
     return runs, compiled
 
 # %% ../nbs/50_bench.ipynb #cff0fa05
 def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, True), B: int = 4, T: int = 256,
                 steps: int = 2, repeats: int = 3, threads: int | None = 2, seed: int = 0, memory: bool = True,
-                model=None) -> dict:
+                model=None, foreach_baseline: bool = False) -> dict:
     """Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the
-    same process. Seconds are per step; `first_seconds` is each candidate's first step alone;
+    same process; `foreach_baseline` adds the fp32 eager step with PyTorch's default AdamW. Seconds are per step; `first_seconds` is each candidate's first step alone;
     `compile_seconds` (compiled candidates only, None for eager ones) is the first call's time minus the
     median of the later calls."""
     from memnb.presets import build
     torch.manual_seed(seed)
     base = model if model is not None else build(preset, seq_len=T)
     idx = torch.randint(0, base.config.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(seed))
-    runs, compiled = _train_runs(base, idx, precisions, compile, steps)
+    runs, compiled = _train_runs(base, idx, precisions, compile, steps, foreach_baseline)
     first, secs, peak = _measure_first(runs, repeats, threads, memory)
     one = {n: s / steps for n, s in secs.items()}                                  # seconds per step
     first = {n: f - (steps - 1) * one[n] for n, f in first.items()}               # the first step alone
