@@ -20,7 +20,7 @@ from .scan import linear_scan
 
 # %% auto #0
 __all__ = ['UPDATES', 'DECAYS', 'READOUTS', 'cdm_write_keep', 'dock', 'dock_readout', 'slot_xattn', 'final_slots',
-           'load_balancing_loss', 'gate_entropy_loss', 'RoutingStats', 'routing_stats', 'CDMCache', 'CDMOutput',
+           'load_balancing_loss', 'gate_entropy_loss', 'RoutingStats', 'routing_stats', 'CDMCache',
            'CompetitiveDockingMemory']
 
 # %% ../nbs/03_cdm.ipynb #e1cce8a8
@@ -382,14 +382,6 @@ class CDMCache:
     "Decode state of a CDM layer: the slots after the last token."
     slots: torch.Tensor  # [B, K, D]
 
-@dataclass
-class CDMOutput:
-    y: torch.Tensor                   # [B, T, d_model]
-    aux: dict                         # {"lbl": ..., "entropy": ...}: scalars to weight into the loss
-    stats: RoutingStats | None = None
-    cache: CDMCache | None = None
-    gates: torch.Tensor | None = None # [B, T, K], for probes
-
 # %% ../nbs/03_cdm.ipynb #ed986a2e
 class CompetitiveDockingMemory(nn.Module):
     "A CDM token mixer: K slots written through a competitive router, read by gate or slot cross-attention."
@@ -413,6 +405,9 @@ class CompetitiveDockingMemory(nn.Module):
                              "decay='slot' or 'slot+eta'")
         self.n_slots, self.decay_kind, self.update, self.readout, self.exclusive = n_slots, decay, update, readout, exclusive
         self.impl, self.chunk_size, self.slot_input = impl, chunk_size, slot_input
+        # what a model passes to forward beside x; and what the last forward left for the loss and probes
+        self.reads = ("residual",) if slot_input == "residual" else ()
+        self.aux, self.gates, self.stats = {}, None, None
         self.norm = RMSNorm(d_model, norm_eps)
         self.router = nn.Linear(d_model, n_slots)
         self.eta = nn.Linear(d_model, 1) if "eta" in decay else None
@@ -478,8 +473,9 @@ class CompetitiveDockingMemory(nn.Module):
         return self.norm(residual), x
 
     def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False,
-                return_stats: bool = False,
-                residual: torch.Tensor | None = None) -> CDMOutput:
+                residual: torch.Tensor | None = None, return_stats: bool = False):
+        """`(y, cache)`. Also sets `aux` (the routing losses, while training or with gradients), `gates`
+        `[B, T, K]` (detached, for probes) and `stats` (`RoutingStats` with `return_stats`, else None)."""
         check_tensor(x, "x", where="CompetitiveDockingMemory",
                      shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
         B, T, D = x.shape
@@ -496,14 +492,13 @@ class CompetitiveDockingMemory(nn.Module):
         else:
             y, S = self._xattn(hq, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
         # not at inference
-        aux = {"lbl": load_balancing_loss(p),
-               "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}
-        want_cache = use_cache or cache is not None
-        return CDMOutput(y, aux, routing_stats(g) if return_stats else None, CDMCache(S) if want_cache
-                         else None, g)
+        self.aux = {"lbl": load_balancing_loss(p),
+                    "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}
+        self.gates, self.stats = g.detach(), (routing_stats(g) if return_stats else None)
+        return y, (CDMCache(S) if use_cache or cache is not None else None)
 
     def step(self, x_t, cache: CDMCache | None = None, residual_t: torch.Tensor | None = None):
         "One token `[B, d_model]` (and its residual stream, with `slot_input='residual'`) -> (y_t, cache)."
-        out = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None
-                   else residual_t[:, None])
-        return out.y[:, 0], out.cache
+        y, cache = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None
+                        else residual_t[:, None])
+        return y[:, 0], cache

@@ -149,10 +149,11 @@ class GatedRecurrence(nn.Module):
         self.o = linear(d_model, d_model, bias=False)
         self.conv = ShortConvolution(d_model, kernel_size, activation=None)
 
-    def forward(self, x, state: torch.Tensor | None = None):
+    def forward(self, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
+        "`(y, cache)`: the cache is the conv window `[B, d_model, k-1]` (None unless asked for or given)."
         g, v = self.up(x).chunk(2, -1)
-        c, state = self.conv(v, state)
-        return self.o(torch.sigmoid(g) * c), state
+        c, state = self.conv(v, cache)
+        return self.o(torch.sigmoid(g) * c), (state if use_cache or cache is not None else None)
 
 # %% ../nbs/07_layers.ipynb #0312ca0f
 def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor,
@@ -185,14 +186,15 @@ class ParallelGatedRecurrence(nn.Module):
         self.f_bias = nn.Parameter(torch.zeros(d_model))
         self.norm_weight, self.norm_bias = nn.Parameter(torch.ones(d_model)), nn.Parameter(torch.zeros(d_model))
 
-    def forward(self, x, state: torch.Tensor | None = None):
-        if state is not None and self.norm == "groupnorm_seq":
+    def forward(self, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
+        "`(y, cache)`: the cache is the last state h `[B, d_model]` (None unless asked for or given)."
+        if (use_cache or cache is not None) and self.norm == "groupnorm_seq":
             raise ValueError("ParallelGatedRecurrence: norm='groupnorm_seq' pools the whole sequence; it "
                              "cannot decode "
                              "from a state (use the causal norm='head')")
         lb = self.lower_bound
         f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)
-        h, _ = linear_scan(f, (1 - f) * self.v(x), state, impl=self.impl)
+        h, _ = linear_scan(f, (1 - f) * self.v(x), cache, impl=self.impl)
         norm = head_norm if self.norm == "head" else seq_group_norm
         y = norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
-        return self.out(y), h[:, -1]
+        return self.out(y), (h[:, -1] if use_cache or cache is not None else None)

@@ -30,6 +30,7 @@ class CortexCache:
 
 class CortexMixer(nn.Module):
     "CORTEX-VIII mixer: W_c(g * sliding-window attention + (1 - g) * gated delta memory), g = sigmoid(W_g x)."
+    reads = ("residual",)   # a model passes its un-normalised stream, which the memory reads
     def __init__(self, d_model: int, n_heads: int = 4, *, window: int = 64, mem_heads: int = 4,
                  mem_head_dim: int = 32,
                  impl: str = "auto", chunk_size: int = 64, causal: bool = True):

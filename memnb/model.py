@@ -26,9 +26,9 @@ from .layers import (BitLinear, GatedRecurrence, GeGLU, ParallelGatedRecurrence,
 from .mixers import CortexMixer, CumScanMixer
 
 # %% auto #0
-__all__ = ['MIXERS', 'FFNS', 'MANIFEST', 'MemLMConfig', 'Block', 'MemLM', 'position_limit', 'preallocate_caches', 'decode_step',
-           'generate', 'CheckpointError', 'file_sha256', 'write_manifest', 'read_json', 'verify_manifest', 'save',
-           'load', 'load_published_state']
+__all__ = ['MIXERS', 'FFNS', 'MANIFEST', 'MemLMConfig', 'BlockCache', 'ModelCache', 'Block', 'MemLM', 'position_limit',
+           'preallocate_caches', 'decode_step', 'generate', 'CheckpointError', 'file_sha256', 'write_manifest',
+           'read_json', 'verify_manifest', 'save', 'load', 'load_published_state']
 
 # %% ../nbs/10_model.ipynb #298a42c8
 @dataclass
@@ -80,26 +80,16 @@ class MemLMConfig:
 
 # %% ../nbs/10_model.ipynb #0b8c2992
 class _Mixer(nn.Module):
-    "Wraps a memnb mixer into `forward(x, cache, use_cache) -> (y, cache, aux)`."
+    """A mixer in a block: `forward(x, cache, use_cache, **inputs) -> (y, cache, aux)`, passing on the inputs
+    the mixer `reads` and returning the auxiliary losses its forward left in `aux`."""
     def __init__(self, kind: str, module: nn.Module):
         super().__init__()
         self.kind, self.inner = kind, module
 
-    def forward(self, x, cache=None, use_cache=False, ids=None, residual=None):
-        if self.kind == "cortex":   # its memory reads the un-normalised stream through a norm of its own
-            y, cache = self.inner(x, cache, use_cache=use_cache, residual=residual)
-            return y, cache, {}
-        if self.kind == "cdm":     # with slot_input="residual" its slots read the stream through its own norm
-            out = self.inner(x, cache, use_cache=use_cache, residual=residual)
-            return out.y, out.cache, out.aux
-        if self.kind in ("gated_recurrence", "pgr"):
-            y, state = self.inner(x, cache)
-            return y, (state if use_cache or cache is not None else None), {}
-        if getattr(self.inner, "value_embed", None) is not None:
-            y, cache = self.inner(x, cache, use_cache=use_cache, ids=ids)
-        else:
-            y, cache = self.inner(x, cache, use_cache=use_cache)
-        return y, cache, {}
+    def forward(self, x, cache=None, use_cache=False, **inputs):
+        extra = {name: inputs[name] for name in getattr(self.inner, "reads", ())}
+        y, cache = self.inner(x, cache, use_cache=use_cache, **extra)
+        return y, cache, getattr(self.inner, "aux", {})
 
 def _ve(cfg):
     return {"value_vocab": cfg.vocab_size} if cfg.value_embeds else {}
@@ -129,6 +119,18 @@ FFNS = {"swiglu": SwiGLU, "geglu": GeGLU, "relu2": ReLU2, "relu": ReLUFFN, "none
 def _norm(cfg):
     return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.d_model)
 
+@dataclass
+class BlockCache:
+    "Decode state of a `Block`: one cache per mixer, and each token shift's last token."
+    mixers: list
+    shifts: list
+
+@dataclass
+class ModelCache:
+    "Decode state of a `MemLM`: the tokens seen so far (a 0-d tensor) and one `BlockCache` per virtual layer."
+    pos: torch.Tensor
+    layers: list
+
 class Block(nn.Module):
     """Pre-norm residual sub-layers, one per mixer in the spec (`a+b`; in turn, or in parallel on one
     input), then the FFN."""
@@ -152,14 +154,13 @@ class Block(nn.Module):
         new_states.append(st)
         return h
 
-    def forward(self, x, cache=None, use_cache=False, ids=None):
+    def forward(self, x, cache: BlockCache | None = None, use_cache=False, ids=None):
         want = use_cache or cache is not None
-        mixer_caches, shift_states = cache if cache is not None else (None, None)
+        mixer_caches, shift_states = (cache.mixers, cache.shifts) if cache is not None else (None, None)
         caches, shifts, aux, ys = [], [], {}, []
         for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
             y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches
-                            else None, want, ids,
-                            residual=x)
+                            else None, want, ids=ids, residual=x)
             if self.parallel: ys.append(y)    # every sub-layer reads the block's input x
             else: x = x + y
             caches.append(c)
@@ -168,7 +169,7 @@ class Block(nn.Module):
             x = x + sum(ys[1:], ys[0])
         if self.ffn is not None:
             x = x + self.ffn(self._shift(len(self.mixers), self.ffn_norm(x), shift_states, shifts))
-        return x, ((caches, shifts) if want else None), aux
+        return x, (BlockCache(caches, shifts) if want else None), aux
 
 class MemLM(nn.Module):
     "A language model whose layers mix tokens with any memnb mechanism."
@@ -192,17 +193,16 @@ class MemLM(nn.Module):
         self.value = nn.Linear(cfg.d_model, 1) if cfg.value_head else None
         self.aux = {}
 
-    def features(self, idx, caches: list | None = None, *, use_cache: bool = False):
-        """Final normalised hidden states `[B, T, d_model]` (and the caches, `(position, per-layer
-        caches)`, if `use_cache`)."""
+    def features(self, idx, caches: ModelCache | None = None, *, use_cache: bool = False):
+        """Final normalised hidden states `[B, T, d_model]` (and the `ModelCache`, if `use_cache`)."""
         cfg = self.config
         x = self.embed(idx)
         if self.pos is not None:
-            x = self.pos(x, offset=caches[0] if caches else 0)
+            x = self.pos(x, offset=caches.pos if caches is not None else 0)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         order = [b for _ in range(cfg.n_passes) for b in self.blocks]
-        layer_caches = caches[1] if caches else [None] * len(order)
+        layer_caches = caches.layers if caches is not None else [None] * len(order)
         new_caches, skips, aux = [], [], {}
         half = len(order) // 2
         for i, (block, cache) in enumerate(zip(order, layer_caches)):
@@ -217,8 +217,8 @@ class MemLM(nn.Module):
         h = self.norm(x)
         if not use_cache:
             return h
-        # a tensor position
-        return h, ((caches[0] if caches else idx.new_zeros(())) + idx.shape[1], new_caches)
+        seen = caches.pos if caches is not None else idx.new_zeros(())   # a tensor position
+        return h, ModelCache(seen + idx.shape[1], new_caches)
 
     def logits(self, h):
         "The head (and logit soft-cap) on hidden states `[..., d_model]`."
@@ -226,7 +226,7 @@ class MemLM(nn.Module):
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap else logits
 
-    def forward(self, idx, caches: list | None = None, *, use_cache: bool = False):
+    def forward(self, idx, caches: ModelCache | None = None, *, use_cache: bool = False):
         if not use_cache:
             return self.logits(self.features(idx, caches))
         h, caches = self.features(idx, caches, use_cache=True)

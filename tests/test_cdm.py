@@ -113,22 +113,24 @@ def test_layer_parallel_equals_step(readout, update, decay):
     layer = CompetitiveDockingMemory(24, 5, decay=decay, update=update, readout=readout, n_heads=4, n_kv_heads=2).double()
     x = torch.randn(2, 40, 24, dtype=torch.float64)
     with torch.no_grad():
-        full = layer(x)
+        full, none = layer(x)
         cache, ys = None, []
         for t in range(40):
             y_t, cache = layer.step(x[:, t], cache)
             ys.append(y_t)
-    assert_rel_close(torch.stack(ys, 1), full.y, 1e-10, "step")
+    assert none is None
+    assert_rel_close(torch.stack(ys, 1), full, 1e-10, "step")
 
 
 def test_layer_trains_and_aux_losses_have_gradients():
     torch.manual_seed(0)
     layer = CompetitiveDockingMemory(16, 4)
-    out = layer(torch.randn(2, 40, 16), return_stats=True)
-    (out.y.square().mean() + 0.01 * out.aux["lbl"] + 0.01 * out.aux["entropy"]).backward()
+    y, _ = layer(torch.randn(2, 40, 16), return_stats=True)
+    (y.square().mean() + 0.01 * layer.aux["lbl"] + 0.01 * layer.aux["entropy"]).backward()
     for name, p in layer.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    assert 0 <= out.stats.entropy_pct <= 100 and 1 <= out.stats.k_eff <= 4
+    assert 0 <= layer.stats.entropy_pct <= 100 and 1 <= layer.stats.k_eff <= 4
+    assert layer.gates.shape == (2, 40, 4) and not layer.gates.requires_grad
 
 
 @pytest.mark.parametrize("bad,match", [
