@@ -20,93 +20,96 @@ class Preset:
     tolerance: float      # relative
     note: str = ""
 
+# %% ../nbs/11_presets.ipynb #babf495d
+PRESETS = {}   # name -> Preset, in the order the families are registered below
+
+PRESETS["flashlm-bolt"] = Preset(
+    MemLMConfig(vocab_size=10_000, d_model=192, n_layers=6, n_heads=4, d_ff=512, mixer="gated_recurrence",
+                ternary=True, mixer_kwargs={"gated_recurrence": {"kernel_size": 8, "ternary_groups": 1}}),
+    4_300_000, 0.05, "FlashLM v4 Bolt: one ternary scale for the mixer's gate and value; sequence length 256")
+PRESETS["flashlm-thunderbolt"] = Preset(
+    MemLMConfig(vocab_size=8192, d_model=384, n_layers=18, n_heads=8, d_ff=1152, mixer="pgr",
+                ffn="relu2", norm="layernorm", ternary=True, token_shift=True),
+    29_750_784, 0.01, "FlashLM v5 Thunderbolt; per-position head norm instead of the "
+    "sequence-pooled GroupNorm (mixer_kwargs pgr norm='groupnorm_seq' is the published one)")
+PRESETS["flashlm-cortex8"] = Preset(
+    MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512, mixer="cortex",
+                embed_norm=True, mixer_kwargs={"cortex": {"window": 64, "mem_heads": 4, "mem_head_dim": 32}}),
+    6_564_864, 0.03, "FlashLM v7.4 CORTEX-VIII; the causal gated delta rule its memory meant "
+    "(mixer_kwargs cortex causal=False is the published read); sequence length 256")
+
+# %% ../nbs/11_presets.ipynb #07b03fb6
+PRESETS["cpuflow-v97"] = Preset(
+    MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, d_ff=128, mixer="ramscan", ffn="relu",
+                norm="layernorm", pos="cumstep", max_len=256, fsp_head=True,
+                mixer_kwargs={"ramscan": {"d_scan": 64, "n_groups": 3, "group_size": 8, "topk": 8,
+                                          "d_mem": 64, "chunk": 32, "decay": 0.99, "renorm_eps": 1e-8}}),
+    2_476_544, 0.01, "CPUFlow v9.7 (top-k weights p / (sum p + 1e-8), as published); "
+    "ram_memory=False gives the same model without the memory")
+
+# %% ../nbs/11_presets.ipynb #10b254bc
+PRESETS["flashlm-nova"] = Preset(
+    MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512, mixer="attention",
+                norm="layernorm", ffn="geglu", mixer_kwargs={"attention": {"rope_dtype": "input"}}),
+    4_987_392, 0.0, "FlashLM v5.2 Nova: LayerNorm with biases, GELU-gated FFN; sequence length 128")
+
+# %% ../nbs/11_presets.ipynb #87c05456
 _CDM = dict(n_slots=16, decay="eta", update="gated", readout="xattn", exclusive=True, slot_input="residual")
 _DUO = dict(vocab_size=50_257, n_heads=8, n_kv_heads=4, norm_eps=None)   # DuoNeural: nn.RMSNorm's default eps
 
-PRESETS = {
-    "flashlm-bolt": Preset(MemLMConfig(vocab_size=10_000, d_model=192, n_layers=6, n_heads=4, d_ff=512,
-                                       mixer="gated_recurrence",
-                                       ternary=True,
-                                           mixer_kwargs={"gated_recurrence": {"kernel_size": 8,
-                                                                              "ternary_groups": 1}}),
-                           4_300_000, 0.05,
-                               "FlashLM v4 Bolt: one ternary scale for the mixer's gate and value; sequence "
-                                   "length 256"),
-    "flashlm-thunderbolt": Preset(MemLMConfig(vocab_size=8192, d_model=384, n_layers=18, n_heads=8,
-                                              d_ff=1152, mixer="pgr",
-                                              ffn="relu2", norm="layernorm", ternary=True, token_shift=True),
-                                                      29_750_784, 0.01,
-                                  "FlashLM v5 Thunderbolt; per-position head norm instead of the "
-                                      "sequence-pooled GroupNorm "
-                                  "(mixer_kwargs pgr norm='groupnorm_seq' is the published one)"),
-    "flashlm-cortex8": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512,
-                                          mixer="cortex",
-                                          embed_norm=True,
-                                              mixer_kwargs={"cortex": {"window": 64, "mem_heads": 4,
-                                                                       "mem_head_dim": 32}}),
-                              6_564_864, 0.03,
-                                  "FlashLM v7.4 CORTEX-VIII; the causal gated delta rule its memory meant "
-                              "(mixer_kwargs cortex causal=False is the published read); sequence length 256"),
-    "cpuflow-v97": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, d_ff=128, mixer="ramscan",
-                                      ffn="relu",
-                                      norm="layernorm", pos="cumstep", max_len=256, fsp_head=True,
-                                      mixer_kwargs={"ramscan": {"d_scan": 64, "n_groups": 3, "group_size": 8,
-                                                                "topk": 8,
-                                                                "d_mem": 64, "chunk": 32, "decay": 0.99,
-                                                                        "renorm_eps": 1e-8}}),
-                          2_476_544, 0.01, "CPUFlow v9.7 (top-k weights p / (sum p + 1e-8), as published); "
-                          "ram_memory=False gives the same model without the memory"),
-    "flashlm-nova": Preset(MemLMConfig(vocab_size=4096, d_model=256, n_layers=6, n_heads=4, d_ff=512,
-                                       mixer="attention",
-                                       norm="layernorm", ffn="geglu",
-                                               mixer_kwargs={"attention": {"rope_dtype": "input"}}),
-                           4_987_392, 0.0,
-                           "FlashLM v5.2 Nova: LayerNorm with biases, GELU-gated FFN; sequence length 128"),
-    "cdm-v2": Preset(MemLMConfig(**_DUO, d_model=384, n_layers=8, d_ff=1024, mixer="attention+cdm",
-                                 block="parallel",
-                                 mixer_kwargs={"cdm": _CDM}), 37_107_592, 0.01,
-                     "CDM V2: parallel block x + SA(norm_sa x) + SX(norm_sx x, slots(norm_cdm x)); eta "
-                         "network, slot "
-                     "cross-attention; GPT-2 vocabulary"),
-    "cdm-v3": Preset(MemLMConfig(**_DUO, d_model=384, n_layers=8, d_ff=1024, mixer="attention+cdm",
-                                 block="parallel",
-                                 mixer_kwargs={"cdm": {**_CDM, "decay": "slot+eta"}}), 37_107_720, 0.01,
-                     "CDM V3: V2 plus per-slot alpha"),
-    "cdm-v5": Preset(MemLMConfig(**_DUO, d_model=512, n_layers=12, d_ff=2048, mixer="attention+cdm",
-                                 block="parallel",
-                                 mixer_kwargs={"cdm": {**_CDM, "decay": "slot+eta"}}), 85_728_652, 0.01,
-                     "CDM V5: the V3 network at d=512, 12 layers"),
-    "gqa-baseline": Preset(MemLMConfig(**_DUO, d_model=512, n_layers=12, d_ff=2048, mixer="attention"),
-                           72_930_304, 0.0,
-                           "the CDM cards' GQA baseline (DuoNeural BaselineGPT at d=512, 12 layers)"),
-    "golf-recurrent": Preset(MemLMConfig(vocab_size=1024, d_model=768, n_layers=3, n_passes=3,
-                                         unet_skips=True, n_heads=8,
-                                         n_kv_heads=2, d_ff=1536, ffn="relu2", mixer="attention",
-                                                 value_embeds=True,
-                                         logit_softcap=30.0, max_len=2048,
-                                         mixer_kwargs={"attention": {"rope_base": 500_000.0, "k_rank": 32}}),
-                              None, 0.0,
-                                  "parameter golf, depth-recurrent: 3 shared blocks x 3 passes; sequence "
-                                      "length 2048; "
-                              "limit: 16,000,000 bytes of int8 + zlib artifact"),
-}
+PRESETS["cdm-v2"] = Preset(
+    MemLMConfig(**_DUO, d_model=384, n_layers=8, d_ff=1024, mixer="attention+cdm", block="parallel",
+                mixer_kwargs={"cdm": _CDM}),
+    37_107_592, 0.01, "CDM V2: parallel block x + SA(norm_sa x) + SX(norm_sx x, slots(norm_cdm x)); eta "
+    "network, slot cross-attention; GPT-2 vocabulary")
+PRESETS["cdm-v3"] = Preset(
+    MemLMConfig(**_DUO, d_model=384, n_layers=8, d_ff=1024, mixer="attention+cdm", block="parallel",
+                mixer_kwargs={"cdm": {**_CDM, "decay": "slot+eta"}}),
+    37_107_720, 0.01, "CDM V3: V2 plus per-slot alpha")
+PRESETS["cdm-v5"] = Preset(
+    MemLMConfig(**_DUO, d_model=512, n_layers=12, d_ff=2048, mixer="attention+cdm", block="parallel",
+                mixer_kwargs={"cdm": {**_CDM, "decay": "slot+eta"}}),
+    85_728_652, 0.01, "CDM V5: the V3 network at d=512, 12 layers")
+PRESETS["gqa-baseline"] = Preset(
+    MemLMConfig(**_DUO, d_model=512, n_layers=12, d_ff=2048, mixer="attention"),
+    72_930_304, 0.0, "the CDM cards' GQA baseline (DuoNeural BaselineGPT at d=512, 12 layers)")
 
-def build(name: str, *, ram_memory: bool = True, seq_len: int | None = None, **overrides) -> MemLM:
-    """The preset's model, with `MemLMConfig` fields overridden; `ram_memory=False` drops RAM-Net side paths; `seq_len`
-    (the longest sequence it will see) stretches a learned position code to cover it."""
-    if name not in PRESETS:
-        raise ValueError(f"build: unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    config = PRESETS[name].config
-    if not ram_memory:
-        if "ramscan" not in config.mixer_kwargs:
-            raise ValueError(f"build: preset {name!r} has no RAM-Net memory to drop (ram_memory=False)")
-        config = replace(config,
-            mixer_kwargs={**config.mixer_kwargs,
-                          "ramscan": {**config.mixer_kwargs["ramscan"], "memory": False}})
+# %% ../nbs/11_presets.ipynb #94394a6f
+PRESETS["golf-recurrent"] = Preset(
+    MemLMConfig(vocab_size=1024, d_model=768, n_layers=3, n_passes=3, unet_skips=True, n_heads=8,
+                n_kv_heads=2, d_ff=1536, ffn="relu2", mixer="attention", value_embeds=True,
+                logit_softcap=30.0, max_len=2048,
+                mixer_kwargs={"attention": {"rope_base": 500_000.0, "k_rank": 32}}),
+    None, 0.0, "parameter golf, depth-recurrent: 3 shared blocks x 3 passes; sequence length 2048; "
+    "limit: 16,000,000 bytes of int8 + zlib artifact")
+
+# %% ../nbs/11_presets.ipynb #3563a2b3
+def _without_ram_memory(name: str, config: MemLMConfig) -> MemLMConfig:
+    "The configuration with its RAM-Net side path turned off (an error for a preset without one)."
+    if "ramscan" not in config.mixer_kwargs:
+        raise ValueError(f"build: preset {name!r} has no RAM-Net memory to drop (ram_memory=False)")
+    return replace(config,
+        mixer_kwargs={**config.mixer_kwargs,
+                      "ramscan": {**config.mixer_kwargs["ramscan"], "memory": False}})
+
+# %% ../nbs/11_presets.ipynb #b89e5739
+def _check_overrides(overrides: dict):
+    "An error naming any override that is not a `MemLMConfig` field."
     bad = [k for k in overrides if k not in MemLMConfig.__dataclass_fields__]
     if bad:
         raise ValueError(f"build: {bad} are not MemLMConfig fields "
                          f"({sorted(MemLMConfig.__dataclass_fields__)})")
+
+# %% ../nbs/11_presets.ipynb #c69ec8b6
+def build(name: str, *, ram_memory: bool = True, seq_len: int | None = None, **overrides) -> MemLM:
+    """The preset's model, with `MemLMConfig` fields overridden; `ram_memory=False` drops RAM-Net side
+    paths; `seq_len` (the longest sequence it will see) stretches a learned position code to cover it."""
+    if name not in PRESETS:
+        raise ValueError(f"build: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    config = PRESETS[name].config
+    if not ram_memory:
+        config = _without_ram_memory(name, config)
+    _check_overrides(overrides)
     if seq_len and config.pos is not None and "max_len" not in overrides:
         overrides["max_len"] = max(config.max_len, seq_len)
     return MemLM(replace(config, **overrides))
@@ -117,6 +120,7 @@ def from_published(name: str, checkpoint, *, config: dict | None = None, faithfu
     from memnb.published import from_published as load   # memnb.published builds presets: imported on use
     return load(name, checkpoint, config=config, faithful=faithful)
 
+# %% ../nbs/11_presets.ipynb #f23aae63
 def to_published(model: MemLM, name: str, *, config: dict | None = None) -> dict:
     "The published state dict of a memnb model of preset `name` (`memnb.published.to_published`)."
     from memnb.published import to_published as export
