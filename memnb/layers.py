@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor
+from .core import check_tensor, patch
 from .scan import linear_scan
 
 # %% auto #0
@@ -26,13 +26,16 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):
-        if x.dtype in (torch.float32, torch.float64) and _HAS_RMS_NORM:   # one call into ATen (torch >= 2.4)
-            w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
-            return F.rms_norm(x, self.weight.shape, w, self.eps)
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))   # at least fp32; float64 stays float64
-        eps = torch.finfo(xf.dtype).eps if self.eps is None else self.eps
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * self.weight
+# %% ../nbs/07_layers.ipynb #4b2ef134
+@patch
+def forward(self: RMSNorm, x):
+    "`x` normalised over its last dimension, times the gain."
+    if x.dtype in (torch.float32, torch.float64) and _HAS_RMS_NORM:   # one call into ATen (torch >= 2.4)
+        w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.weight.shape, w, self.eps)
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))   # at least fp32; float64 stays float64
+    eps = torch.finfo(xf.dtype).eps if self.eps is None else self.eps
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * self.weight
 
 # %% ../nbs/07_layers.ipynb #7a1f1f14
 class ShortConvolution(nn.Module):
@@ -44,19 +47,21 @@ class ShortConvolution(nn.Module):
         self.dim, self.kernel_size, self.activation = dim, kernel_size, activation
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim, bias=bias)
 
-    def forward(self, x, state: torch.Tensor | None = None):
-        "Returns `(y, new_state)`; `state` holds the previous `kernel_size - 1` inputs (zeros if None)."
-        check_tensor(x, "x", where="ShortConvolution", shape=(None, None, self.dim), dims="[B, T, D]")
-        xt = x.transpose(1, 2)
-        W = self.kernel_size
-        if state is None:
-            state = xt.new_zeros(x.shape[0], self.dim, W - 1)
-        else:
-            check_tensor(state, "state", where="ShortConvolution", shape=(x.shape[0], self.dim, W - 1),
-                         dims="[B, D, W-1]")
-        full = torch.cat([state.to(xt.dtype), xt], -1)
-        y = F.conv1d(full, self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
-        return (F.silu(y) if self.activation == "silu" else y), full[..., full.shape[-1] - (W - 1):]
+# %% ../nbs/07_layers.ipynb #ec76507f
+@patch
+def forward(self: ShortConvolution, x, state: torch.Tensor | None = None):
+    "Returns `(y, new_state)`; `state` holds the previous `kernel_size - 1` inputs (zeros if None)."
+    check_tensor(x, "x", where="ShortConvolution", shape=(None, None, self.dim), dims="[B, T, D]")
+    xt = x.transpose(1, 2)
+    W = self.kernel_size
+    if state is None:
+        state = xt.new_zeros(x.shape[0], self.dim, W - 1)
+    else:
+        check_tensor(state, "state", where="ShortConvolution", shape=(x.shape[0], self.dim, W - 1),
+                     dims="[B, D, W-1]")
+    full = torch.cat([state.to(xt.dtype), xt], -1)
+    y = F.conv1d(full, self.conv.weight, self.conv.bias, groups=self.dim).transpose(1, 2)
+    return (F.silu(y) if self.activation == "silu" else y), full[..., full.shape[-1] - (W - 1):]
 
 # %% ../nbs/07_layers.ipynb #15f2b8b5
 class SwiGLU(nn.Module):
@@ -66,29 +71,40 @@ class SwiGLU(nn.Module):
         self.w1, self.w3, self.w2 = linear(d_model, d_ff, bias=False), linear(d_model, d_ff,
                 bias=False), linear(d_ff, d_model, bias=False)
 
-    def activation(self, h):
-        return F.silu(h)
+# %% ../nbs/07_layers.ipynb #4d8c1e33
+@patch
+def activation(self: SwiGLU, h):
+    return F.silu(h)
 
-    def forward(self, x):
-        return self.w2(self.activation(self.w1(x)) * self.w3(x))
+# %% ../nbs/07_layers.ipynb #ba8b19c1
+@patch
+def forward(self: SwiGLU, x):
+    return self.w2(self.activation(self.w1(x)) * self.w3(x))
 
+# %% ../nbs/07_layers.ipynb #c2405d9e
 class GeGLU(SwiGLU):
     "W2(gelu(W1 x) * W3 x), the exact (erf) GELU: FlashLM v5.2 Nova's FFN."
     def activation(self, h):
         return F.gelu(h)
 
+# %% ../nbs/07_layers.ipynb #0d0de7f5
 class ReLUFFN(nn.Module):
     "W2(relu(W1 x)): CPUFlow's feed-forward network (no biases)."
     def __init__(self, d_model: int, d_ff: int, *, linear=nn.Linear):
         super().__init__()
         self.w1, self.w2 = linear(d_model, d_ff, bias=False), linear(d_ff, d_model, bias=False)
 
-    def activation(self, h):
-        return F.relu(h)
+# %% ../nbs/07_layers.ipynb #c066469f
+@patch
+def activation(self: ReLUFFN, h):
+    return F.relu(h)
 
-    def forward(self, x):
-        return self.w2(self.activation(self.w1(x)))
+# %% ../nbs/07_layers.ipynb #f8c6ef55
+@patch
+def forward(self: ReLUFFN, x):
+    return self.w2(self.activation(self.w1(x)))
 
+# %% ../nbs/07_layers.ipynb #59dac502
 class ReLU2(ReLUFFN):
     "W2(relu(W1 x)^2)."
     def activation(self, h):
@@ -104,6 +120,7 @@ def ternarize(w: torch.Tensor, eps: float = 1e-5, groups: int = 1) -> torch.Tens
     s = wg.abs().mean(dim=tuple(range(1, wg.dim())), keepdim=True).clamp_min(eps)
     return ((wg / s).round().clamp(-1, 1) * s).flatten(0, 1)
 
+# %% ../nbs/07_layers.ipynb #f016626d
 class BitLinear(nn.Linear):
     """A linear layer with ternary weights {-s, 0, s} (a scale per group of rows) and a straight-through
     gradient."""
@@ -114,9 +131,11 @@ class BitLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, **kwargs)
         self.groups = groups
 
-    def forward(self, x):
-        w = self.weight + (ternarize(self.weight, groups=self.groups) - self.weight).detach()
-        return F.linear(x, w, self.bias)
+# %% ../nbs/07_layers.ipynb #9363b5f5
+@patch
+def forward(self: BitLinear, x):
+    w = self.weight + (ternarize(self.weight, groups=self.groups) - self.weight).detach()
+    return F.linear(x, w, self.bias)
 
 # %% ../nbs/07_layers.ipynb #49f20af4
 class TokenShift(nn.Module):
@@ -129,11 +148,14 @@ class TokenShift(nn.Module):
         self.mix = nn.Parameter(torch.full((dim,),
                                            float(torch.logit(torch.tensor(1.0 - init, dtype=torch.float64)))))
 
-    def forward(self, x, state: torch.Tensor | None = None):
-        prev = torch.cat([x.new_zeros(x.shape[0], 1,
-                                      x.shape[2]) if state is None else state[:, None], x[:, :-1]], 1)
-        m = torch.sigmoid(self.mix)
-        return x * m + prev * (1 - m), x[:, -1]
+# %% ../nbs/07_layers.ipynb #2e91d932
+@patch
+def forward(self: TokenShift, x, state: torch.Tensor | None = None):
+    "`(y, state)`: each token mixed with its predecessor (`state`, or zeros, before the first)."
+    prev = torch.cat([x.new_zeros(x.shape[0], 1,
+                                  x.shape[2]) if state is None else state[:, None], x[:, :-1]], 1)
+    m = torch.sigmoid(self.mix)
+    return x * m + prev * (1 - m), x[:, -1]
 
 # %% ../nbs/07_layers.ipynb #da04ac23
 class GatedRecurrence(nn.Module):
@@ -149,11 +171,13 @@ class GatedRecurrence(nn.Module):
         self.o = linear(d_model, d_model, bias=False)
         self.conv = ShortConvolution(d_model, kernel_size, activation=None)
 
-    def forward(self, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
-        "`(y, cache)`: the cache is the conv window `[B, d_model, k-1]` (None unless asked for or given)."
-        g, v = self.up(x).chunk(2, -1)
-        c, state = self.conv(v, cache)
-        return self.o(torch.sigmoid(g) * c), (state if use_cache or cache is not None else None)
+# %% ../nbs/07_layers.ipynb #d8635be2
+@patch
+def forward(self: GatedRecurrence, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
+    "`(y, cache)`: the cache is the conv window `[B, d_model, k-1]` (None unless asked for or given)."
+    g, v = self.up(x).chunk(2, -1)
+    c, state = self.conv(v, cache)
+    return self.o(torch.sigmoid(g) * c), (state if use_cache or cache is not None else None)
 
 # %% ../nbs/07_layers.ipynb #0312ca0f
 def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor,
@@ -162,6 +186,7 @@ def head_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.T
     # positions as the batch
     return F.group_norm(x.reshape(-1, x.shape[-1]), n_heads, weight, bias, eps).view(x.shape)
 
+# %% ../nbs/07_layers.ipynb #274085d1
 def seq_group_norm(x: torch.Tensor, n_heads: int, weight: torch.Tensor, bias: torch.Tensor,
                    eps: float = 1e-5) -> torch.Tensor:
     """The published GroupNorm over `[B, D, T]`: each head's statistics pool the whole sequence (it sees
@@ -184,17 +209,19 @@ class ParallelGatedRecurrence(nn.Module):
         self.lower_bound = layer / max(1, n_layers - 1) * 0.9        # the published order of the arithmetic
         self.f, self.v, self.o, self.out = (linear(d_model, d_model, bias=False) for _ in range(4))
         self.f_bias = nn.Parameter(torch.zeros(d_model))
-        self.norm_weight, self.norm_bias = nn.Parameter(torch.ones(d_model)), nn.Parameter(torch.zeros(d_model))
+        self.norm_weight = nn.Parameter(torch.ones(d_model))
+        self.norm_bias = nn.Parameter(torch.zeros(d_model))
 
-    def forward(self, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
-        "`(y, cache)`: the cache is the last state h `[B, d_model]` (None unless asked for or given)."
-        if (use_cache or cache is not None) and self.norm == "groupnorm_seq":
-            raise ValueError("ParallelGatedRecurrence: norm='groupnorm_seq' pools the whole sequence; it "
-                             "cannot decode "
-                             "from a state (use the causal norm='head')")
-        lb = self.lower_bound
-        f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)
-        h, _ = linear_scan(f, (1 - f) * self.v(x), cache, impl=self.impl)
-        norm = head_norm if self.norm == "head" else seq_group_norm
-        y = norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
-        return self.out(y), (h[:, -1] if use_cache or cache is not None else None)
+# %% ../nbs/07_layers.ipynb #1370e2d4
+@patch
+def forward(self: ParallelGatedRecurrence, x, cache: torch.Tensor | None = None, *, use_cache: bool = False):
+    "`(y, cache)`: the cache is the last state h `[B, d_model]` (None unless asked for or given)."
+    if (use_cache or cache is not None) and self.norm == "groupnorm_seq":
+        raise ValueError("ParallelGatedRecurrence: norm='groupnorm_seq' pools the whole sequence; it "
+                         "cannot decode from a state (use the causal norm='head')")
+    lb = self.lower_bound
+    f = lb + (1 - lb) * torch.sigmoid(self.f(x) + self.f_bias)
+    h, _ = linear_scan(f, (1 - f) * self.v(x), cache, impl=self.impl)
+    norm = head_norm if self.norm == "head" else seq_group_norm
+    y = norm(torch.sigmoid(self.o(x)) * h, self.n_heads, self.norm_weight, self.norm_bias)
+    return self.out(y), (h[:, -1] if use_cache or cache is not None else None)
