@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import Attention, KVCache
-from .core import check_tensor
+from .core import check_tensor, patch
 from .cumscan import CumScanState, cumsum_scan
 from .delta_rule import delta_rule, l2norm
 from .layers import RMSNorm
@@ -28,6 +28,7 @@ class CortexCache:
     local: KVCache | None
     memory: torch.Tensor | None
 
+# %% ../nbs/08_mixers.ipynb #2b51aaac
 class CortexMixer(nn.Module):
     "CORTEX-VIII mixer: W_c(g * sliding-window attention + (1 - g) * gated delta memory), g = sigmoid(W_g x)."
     reads = ("residual",)   # a model passes its un-normalised stream, which the memory reads
@@ -36,52 +37,74 @@ class CortexMixer(nn.Module):
                  impl: str = "auto", chunk_size: int = 64, causal: bool = True):
         super().__init__()
         H, K = mem_heads, mem_head_dim
-        self.mem_heads, self.mem_head_dim, self.impl, self.chunk_size, self.causal = H, K, impl, chunk_size, causal
+        self.mem_heads, self.mem_head_dim, self.impl = H, K, impl
+        self.chunk_size, self.causal = chunk_size, causal
         self.local = Attention(d_model, n_heads, window=window, rope_base=None)
-        self.mem_norm = RMSNorm(d_model)
-        # [W_q; W_k; W_v; W_beta; W_decay] in one matmul
-        self.mem_in = nn.Linear(d_model, 3 * H * K + 2 * H, bias=False)
-        self.decay_bias = nn.Parameter(torch.full((H,), 4.6))              # sigmoid(4.6) ~ 0.99
-        # the decay starts at that bias for every token
-        nn.init.zeros_(self.mem_in.weight.data[-H:])
-        self.mem_out = nn.Linear(H * K, d_model, bias=False)
+        _add_memory_stream(self, d_model, H, K)
         self.gate = nn.Linear(d_model, d_model, bias=False)
         self.combine = nn.Linear(d_model, d_model, bias=False)
 
-    def memory(self, x, state=None, want_state=False):
-        "The global stream `[B, T, d_model]` read from `mem_norm(x)`, and the delta memory's final state."
-        B, T, _ = x.shape
-        H, K = self.mem_heads, self.mem_head_dim
-        qk, v, beta, decay = self.mem_in(self.mem_norm(x)).split([2 * H * K, H * K, H, H], -1)
-        # the published read (sees the future)
-        if not self.causal:
-            q, k = qk.view(B, T, 2, H, K).unbind(2)
-            o = published_cortex_memory(q, k, v.view(B, T, H, K), torch.sigmoid(beta))
-            return self.mem_out(o.reshape(B, T, -1)), None
-        q, k = l2norm(qk.view(B, T, 2, H, K)).unbind(2)                    # q and k normalised in one pass
-        v, beta = v.view(B, T, H, K), torch.sigmoid(beta)
-        z = decay + self.decay_bias
-        g = F.logsigmoid(z) if z.dtype in (torch.float32,
-                                           torch.float64) else F.logsigmoid(z.float()).to(z.dtype)
-        o, S = delta_rule(q, k, v, beta, g, initial_state=state, output_final_state=want_state,
-                          impl=self.impl, chunk_size=self.chunk_size)
-        return self.mem_out(o.reshape(B, T, -1)), S
+# %% ../nbs/08_mixers.ipynb #18b05b0e
+def _add_memory_stream(layer, d_model: int, H: int, K: int):
+    "Give a `CortexMixer` its delta-memory stream of `H` heads of size `K`."
+    layer.mem_norm = RMSNorm(d_model)
+    # [W_q; W_k; W_v; W_beta; W_decay] in one matmul
+    layer.mem_in = nn.Linear(d_model, 3 * H * K + 2 * H, bias=False)
+    layer.decay_bias = nn.Parameter(torch.full((H,), 4.6))              # sigmoid(4.6) ~ 0.99
+    # the decay starts at that bias for every token
+    nn.init.zeros_(layer.mem_in.weight.data[-H:])
+    layer.mem_out = nn.Linear(H * K, d_model, bias=False)
 
-    def forward(self, x, cache: CortexCache | None = None, *, use_cache: bool = False, residual=None):
-        """`x`: the block's normalised input; `residual`: the stream before that norm, which the memory
-        reads (default `x`)."""
-        check_tensor(x, "x", where="CortexMixer", shape=(None, None, self.gate.in_features),
-                     dims="[B, T, d_model]")
-        want = use_cache or cache is not None
-        if want and not self.causal:
-            raise ValueError("CortexMixer: causal=False (the published anti-causal memory) has no decode "
-                             "state")
-        local, local_cache = self.local(x, None if cache is None else cache.local, use_cache=want)
-        glob, S = self.memory(x if residual is None else residual, None if cache is None else cache.memory,
-                              want)
-        g = torch.sigmoid(self.gate(x))
-        # g local + (1 - g) glob
-        return self.combine(torch.lerp(glob, local, g)), (CortexCache(local_cache, S) if want else None)
+# %% ../nbs/08_mixers.ipynb #d554282c
+def _log_sigmoid(z):
+    "log sigmoid(z), computed in float32 when `z` is narrower."
+    if z.dtype in (torch.float32, torch.float64):
+        return F.logsigmoid(z)
+    return F.logsigmoid(z.float()).to(z.dtype)
+
+# %% ../nbs/08_mixers.ipynb #2b0f7ead
+@patch
+def _published_memory(self: CortexMixer, qk, v, beta):
+    "The published read of the memory stream (it sees the future), and no state."
+    B, T, H, K = *qk.shape[:2], self.mem_heads, self.mem_head_dim
+    # the published read (sees the future)
+    q, k = qk.view(B, T, 2, H, K).unbind(2)
+    o = published_cortex_memory(q, k, v.view(B, T, H, K), torch.sigmoid(beta))
+    return self.mem_out(o.reshape(B, T, -1)), None
+
+# %% ../nbs/08_mixers.ipynb #c3ea4983
+@patch
+def memory(self: CortexMixer, x, state=None, want_state=False):
+    "The global stream `[B, T, d_model]` read from `mem_norm(x)`, and the delta memory's final state."
+    B, T, _ = x.shape
+    H, K = self.mem_heads, self.mem_head_dim
+    qk, v, beta, decay = self.mem_in(self.mem_norm(x)).split([2 * H * K, H * K, H, H], -1)
+    if not self.causal:
+        return self._published_memory(qk, v, beta)
+    q, k = l2norm(qk.view(B, T, 2, H, K)).unbind(2)                    # q and k normalised in one pass
+    v, beta = v.view(B, T, H, K), torch.sigmoid(beta)
+    o, S = delta_rule(q, k, v, beta, _log_sigmoid(decay + self.decay_bias), initial_state=state,
+                      output_final_state=want_state, impl=self.impl, chunk_size=self.chunk_size)
+    return self.mem_out(o.reshape(B, T, -1)), S
+
+# %% ../nbs/08_mixers.ipynb #3e5dbe0d
+@patch
+def forward(self: CortexMixer, x, cache: CortexCache | None = None, *, use_cache: bool = False,
+            residual=None):
+    """`x`: the block's normalised input; `residual`: the stream before that norm, which the memory
+    reads (default `x`)."""
+    check_tensor(x, "x", where="CortexMixer", shape=(None, None, self.gate.in_features),
+                 dims="[B, T, d_model]")
+    want = use_cache or cache is not None
+    if want and not self.causal:
+        raise ValueError("CortexMixer: causal=False (the published anti-causal memory) has no decode "
+                         "state")
+    local, local_cache = self.local(x, None if cache is None else cache.local, use_cache=want)
+    glob, S = self.memory(x if residual is None else residual, None if cache is None else cache.memory,
+                          want)
+    g = torch.sigmoid(self.gate(x))
+    # g local + (1 - g) glob
+    return self.combine(torch.lerp(glob, local, g)), (CortexCache(local_cache, S) if want else None)
 
 # %% ../nbs/08_mixers.ipynb #acd51252
 def published_cortex_memory(q, k, v, beta):
@@ -104,6 +127,7 @@ class CumScanCache:
     scan: CumScanState | None
     memory: RAMState | None
 
+# %% ../nbs/08_mixers.ipynb #93152a56
 class CumScanMixer(nn.Module):
     "CPUFlow mixer: W_out(W_m cumsum_scan(q, sigmoid(k), tanh(v)) + RAM-Net read), in a `d_scan`-wide space."
     def __init__(self, d_model: int, d_scan: int = 64, *, memory: bool = True, n_groups: int = 3,
@@ -113,59 +137,84 @@ class CumScanMixer(nn.Module):
         super().__init__()
         # CPUFlow's top-k weights: p / (sum p + renorm_eps); 0: exactly p / sum p
         self.renorm_eps = renorm_eps
-        self.eps, self.impl, self.G, self.S, self.topk, self.chunk, self.decay = eps, impl, n_groups, group_size, topk, chunk, decay
+        self.eps, self.impl, self.G, self.S = eps, impl, n_groups, group_size
+        self.topk, self.chunk, self.decay = topk, chunk, decay
         self.proj = nn.Linear(d_model, 3 * d_scan, bias=False)
         self.mix = nn.Linear(d_scan, d_scan, bias=False)
         self.out = nn.Linear(d_scan, d_model, bias=False)
         self.has_memory = memory
         if memory:
-            if not 1 <= topk <= group_size ** n_groups:
-                raise ValueError(f"CumScanMixer: topk must be in [1, {group_size ** n_groups}], got {topk}")
-            self.addr = nn.Linear(d_model, n_groups * group_size, bias=False)
-            self.write = nn.Linear(d_model, 2 * d_mem, bias=False)       # [W_wg; W_val] in one matmul
-            self.read = nn.Linear(d_mem, d_mem, bias=False)
-            self.mem_proj = nn.Linear(d_mem, d_scan, bias=False)
-            self.memory0 = nn.Parameter(torch.randn(group_size ** n_groups, d_mem) * 0.01)
+            _add_memory(self, d_model, d_scan, d_mem)
 
-    def address(self, x):
-        "Addressed virtual slots and weights `[B, T, topk]`."
-        return self._address(self.addr(x))
+# %% ../nbs/08_mixers.ipynb #0d7faeb3
+def _add_memory(mixer, d_model: int, d_scan: int, d_mem: int):
+    "Give a `CumScanMixer` its RAM-Net parameters."
+    G, S, topk = mixer.G, mixer.S, mixer.topk
+    if not 1 <= topk <= S ** G:
+        raise ValueError(f"CumScanMixer: topk must be in [1, {S ** G}], got {topk}")
+    mixer.addr = nn.Linear(d_model, G * S, bias=False)
+    mixer.write = nn.Linear(d_model, 2 * d_mem, bias=False)       # [W_wg; W_val] in one matmul
+    mixer.read = nn.Linear(d_mem, d_mem, bias=False)
+    mixer.mem_proj = nn.Linear(d_mem, d_scan, bias=False)
+    mixer.memory0 = nn.Parameter(torch.randn(S ** G, d_mem) * 0.01)
 
-    def _address(self, logits):
-        lg = logits.unflatten(-1, (self.G, self.S))
-        idx, w = product_topk(lg, self.topk)
-        if not self.renorm_eps:
-            return idx, w
-        # [..., G*S]
-        logp = torch.log_softmax(lg if lg.dtype == torch.float64 else lg.float(), -1).flatten(-2)
-        digits = idx[..., None] // self.S ** torch.arange(self.G - 1, -1, -1, device=idx.device) % self.S
-        # [..., k*G]
-        at = (digits + torch.arange(self.G, device=idx.device) * self.S).flatten(-2)
-        # sum of winners' p
-        p_sum = logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)
-        return idx, w * (p_sum / (p_sum + self.renorm_eps)).to(w.dtype)
+# %% ../nbs/08_mixers.ipynb #c7a304e3
+@patch
+def address(self: CumScanMixer, x):
+    "Addressed virtual slots and weights `[B, T, topk]`."
+    return self._address(self.addr(x))
 
-    def forward(self, x, cache: CumScanCache | None = None, *, use_cache: bool = False):
-        check_tensor(x, "x", where="CumScanMixer", shape=(None, None, self.proj.in_features),
-                     dims="[B, T, d_model]")
-        want = use_cache or cache is not None
-        if not self.has_memory:
-            q, k, v = self.proj(x).chunk(3, -1)
-        else:   # everything read from x in one matmul: [W_q; W_k; W_v; W_addr; W_wg; W_val]
-            w_in = torch.cat([self.proj.weight, self.addr.weight, self.write.weight])
-            q, k, v, logits, gate, val = F.linear(x, w_in).split([self.mix.in_features] * 3
-                    + [self.G * self.S] + [self.read.in_features] * 2, -1)
-        s, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps, output_final_state=True,
-                                    impl=self.impl,
-                                    initial_state=None if cache is None else cache.scan)
-        if not self.has_memory:
-            return self.out(self.mix(s)), (CumScanCache(scan_state, None) if want else None)
-        idx, w = self._address(logits)
-        u = torch.sigmoid(gate) * torch.tanh(val)
-        reads, mem_state = ram_memory(idx, w, u, self.memory0 if cache is None else cache.memory,
-                                      chunk=self.chunk,
-                                      decay=self.decay, output_final_state=want, impl=self.impl)
-        # W_m s + W_mp W_read r in one matmul: [s, r] [W_m, W_mp W_read]^T
-        w_mix = torch.cat([self.mix.weight, self.mem_proj.weight @ self.read.weight], 1)
-        merged = F.linear(torch.cat([s, reads], -1), w_mix)
-        return self.out(merged), (CumScanCache(scan_state, mem_state) if want else None)
+# %% ../nbs/08_mixers.ipynb #b77d0046
+@patch
+def _address(self: CumScanMixer, logits):
+    lg = logits.unflatten(-1, (self.G, self.S))
+    idx, w = product_topk(lg, self.topk)
+    if not self.renorm_eps:
+        return idx, w
+    # [..., G*S]
+    logp = torch.log_softmax(lg if lg.dtype == torch.float64 else lg.float(), -1).flatten(-2)
+    digits = idx[..., None] // self.S ** torch.arange(self.G - 1, -1, -1, device=idx.device) % self.S
+    # [..., k*G]
+    at = (digits + torch.arange(self.G, device=idx.device) * self.S).flatten(-2)
+    # sum of winners' p
+    p_sum = logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)
+    return idx, w * (p_sum / (p_sum + self.renorm_eps)).to(w.dtype)
+
+# %% ../nbs/08_mixers.ipynb #b08675fe
+@patch
+def _read_inputs(self: CumScanMixer, x):
+    "`(q, k, v)`, then (with the memory) the address logits, the write gate and the written value."
+    if not self.has_memory:
+        return self.proj(x).chunk(3, -1)
+    # everything read from x in one matmul: [W_q; W_k; W_v; W_addr; W_wg; W_val]
+    w_in = torch.cat([self.proj.weight, self.addr.weight, self.write.weight])
+    return F.linear(x, w_in).split([self.mix.in_features] * 3
+            + [self.G * self.S] + [self.read.in_features] * 2, -1)
+
+# %% ../nbs/08_mixers.ipynb #9351fd65
+@patch
+def _merge_memory(self: CumScanMixer, s, logits, gate, val, memory, want):
+    "The scan `s` merged with the RAM-Net read, and the memory's final state (if `want`)."
+    idx, w = self._address(logits)
+    u = torch.sigmoid(gate) * torch.tanh(val)
+    reads, mem_state = ram_memory(idx, w, u, memory, chunk=self.chunk,
+                                  decay=self.decay, output_final_state=want, impl=self.impl)
+    # W_m s + W_mp W_read r in one matmul: [s, r] [W_m, W_mp W_read]^T
+    w_mix = torch.cat([self.mix.weight, self.mem_proj.weight @ self.read.weight], 1)
+    return F.linear(torch.cat([s, reads], -1), w_mix), mem_state
+
+# %% ../nbs/08_mixers.ipynb #4b854fd6
+@patch
+def forward(self: CumScanMixer, x, cache: CumScanCache | None = None, *, use_cache: bool = False):
+    "`(y, cache)`: the scan and (with `memory=True`) the RAM-Net read; the cache holds both states."
+    check_tensor(x, "x", where="CumScanMixer", shape=(None, None, self.proj.in_features),
+                 dims="[B, T, d_model]")
+    want = use_cache or cache is not None
+    q, k, v, *mem_in = self._read_inputs(x)
+    s, scan_state = cumsum_scan(q, torch.sigmoid(k), torch.tanh(v), self.eps, output_final_state=True,
+                                impl=self.impl,
+                                initial_state=None if cache is None else cache.scan)
+    if not self.has_memory:
+        return self.out(self.mix(s)), (CumScanCache(scan_state, None) if want else None)
+    merged, mem_state = self._merge_memory(s, *mem_in, self.memory0 if cache is None else cache.memory, want)
+    return self.out(merged), (CumScanCache(scan_state, mem_state) if want else None)
