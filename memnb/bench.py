@@ -376,15 +376,24 @@ def _train_step(model, idx, opt, precision: str):
 # %% ../nbs/50_bench.ipynb #2398b6d5
 FOREACH_STEP = "fp32 eager, for-each AdamW"   # the step as the published training code takes it
 
-def _train_runs(base, idx, precisions, compile, steps: int, foreach_baseline: bool = False) -> tuple[dict, set]:
+def _train_optimizer(m, foreach: bool):
+    "PyTorch's default (for-each) AdamW, or memnb's own optimiser (`make_optimizers`: fused AdamW), at 1e-4."
+    if foreach:
+        return torch.optim.AdamW(m.parameters(), lr=1e-4)
+    return make_optimizers(m, TrainConfig(lr=1e-4))[0]
+
+# %% ../nbs/50_bench.ipynb #2cf2b867
+def _train_runs(base, idx, precisions, compile, steps: int,
+                foreach_baseline: bool = False) -> tuple[dict, set]:
     """`steps` training steps per precision, eager/compiled, each on a copy of `base` with memnb's optimiser
     (`make_optimizers`: fused AdamW); with `foreach_baseline` also PyTorch's default AdamW, fp32 eager."""
     runs, compiled = {}, set()
-    cands = [(p, c, False) for p in precisions for c in compile] + ([("fp32", False, True)] if foreach_baseline else [])
+    cands = [(p, c, False) for p in precisions for c in compile]
+    cands += [("fp32", False, True)] if foreach_baseline else []
     for prec, c, foreach in cands:
         m = copy.deepcopy(base).train()
         fwd = torch.compile(m) if c else m
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-4) if foreach else make_optimizers(m, TrainConfig(lr=1e-4))[0]
+        opt = _train_optimizer(m, foreach)
         name = FOREACH_STEP if foreach else f"{prec} {'compiled' if c else 'eager'}"
         runs[name] = lambda f=fwd, o=opt, p=prec: [_train_step(f, idx, o, p) for _ in range(steps)]
         if c: compiled.add(name)
@@ -395,9 +404,9 @@ def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, Tru
                 steps: int = 2, repeats: int = 3, threads: int | None = 2, seed: int = 0, memory: bool = True,
                 model=None, foreach_baseline: bool = False) -> dict:
     """Training tokens/s of a preset per precision and eager/compiled, ratios to the fp32 eager step in the
-    same process; `foreach_baseline` adds the fp32 eager step with PyTorch's default AdamW. Seconds are per step; `first_seconds` is each candidate's first step alone;
-    `compile_seconds` (compiled candidates only, None for eager ones) is the first call's time minus the
-    median of the later calls."""
+    same process; `foreach_baseline` adds the fp32 eager step with PyTorch's default AdamW. Seconds are per
+    step; `first_seconds` is each candidate's first step alone; `compile_seconds` (compiled candidates only,
+    None for eager ones) is the first call's time minus the median of the later calls."""
     from memnb.presets import build
     torch.manual_seed(seed)
     base = model if model is not None else build(preset, seq_len=T)
