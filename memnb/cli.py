@@ -400,6 +400,7 @@ def _train_config(args, out: Path, objectives: dict, from_step):
     return TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
                        eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed,
                        device=args.device, precision=args.precision, objectives=objectives, keep=args.keep,
+                       compile={"on": True, "off": False}.get(args.compile, "auto"),
                        word_dropout=args.word_dropout, from_step=from_step, bad_streak=args.bad_streak,
                        on_blowup=args.on_blowup,
                        aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
@@ -492,6 +493,8 @@ def _add_train_budget(tr):
     tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="optimiser")
     tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    tr.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                    help="torch.compile the model; auto: for a run of >= 2000 steps and no budget under 10 minutes")
 
 # %% ../nbs/90_cli.ipynb #5a6b7c8e
 def _add_train_checkpoints(tr):
