@@ -221,10 +221,12 @@ COMPILE_PAYS = {"steps": 2000, "minutes": 10.0}   # the shortest run `compile="a
 
 def compile_pays(cfg: TrainConfig) -> bool:
     "Whether a run of `cfg` is long enough, on a device Inductor builds for, to win back the compile time."
-    long = cfg.max_steps >= COMPILE_PAYS["steps"] and (cfg.minutes is None or cfg.minutes >= COMPILE_PAYS["minutes"])
+    long = cfg.max_steps >= COMPILE_PAYS["steps"] and (cfg.minutes is None
+                                                       or cfg.minutes >= COMPILE_PAYS["minutes"])
     kind = torch.device(cfg.device).type
     return long and (kind == "cuda" or kind == "cpu" and any(map(shutil.which, ("g++", "c++", "clang++"))))
 
+# %% ../nbs/30_train.ipynb #361a57d5
 def compiles(cfg: TrainConfig) -> bool:
     "Whether training under `cfg` compiles the model: `compile` itself, or `compile_pays` for \"auto\"."
     return compile_pays(cfg) if cfg.compile == "auto" else bool(cfg.compile)
