@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .core import (check_tensor, resolve_impl, triton_available, median_times, peak_memory,
                         torch_threads,
-                        acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS)
+                        acc_dtype, full_precision, pad_to_chunks, DECODE_TOKENS, patch)
 from .layers import RMSNorm
 from .scan import linear_scan
 
@@ -44,6 +44,14 @@ def cdm_write_keep(gate: torch.Tensor,                # g [B, T, K]: route proba
     return gate * rate, (1 - rate).expand_as(gate)
 
 # %% ../nbs/03_cdm.ipynb #2af34e1d
+def _check_range(where, **coefficients):
+    "Raise unless every coefficient tensor lies in [0, 1] (a host read: only when asked for)."
+    for name, x in coefficients.items():
+        if bool(((x < 0) | (x > 1)).any()):
+            raise ValueError(f"{where}: `{name}` must lie in [0, 1] (got range [{x.min().item():.3g}, "
+                             f"{x.max().item():.3g}])")
+
+# %% ../nbs/03_cdm.ipynb #b343cefb
 def _check_dock(v, write, keep, read, initial_state, check_range, where):
     check_tensor(v, "v", where=where, min_ndim=3, dims="[B, T, D]")
     check_tensor(v, "v", where=where, shape=(None, None, None), dims="[B, T, D]")
@@ -60,11 +68,9 @@ def _check_dock(v, write, keep, read, initial_state, check_range, where):
                      shape=(K, v.shape[-1]) if initial_state.ndim == 2 else (v.shape[0], K, v.shape[-1]),
                      dims="[K, D] or [B, K, D]")
     if check_range:
-        for name, x in (("write", write), ("keep", keep)):
-            if bool(((x < 0) | (x > 1)).any()):
-                raise ValueError(f"{where}: `{name}` must lie in [0, 1] (got range [{x.min().item():.3g}, "
-                                 f"{x.max().item():.3g}])")
+        _check_range(where, write=write, keep=keep)
 
+# %% ../nbs/03_cdm.ipynb #e3bc5b00
 def _slots0(initial_state, B, K, D, like):
     "The slots before the first token, `[B, K, D]` in the accumulation dtype (zeros if None)."
     if initial_state is None:
@@ -72,6 +78,7 @@ def _slots0(initial_state, B, K, D, like):
     s0 = initial_state.expand(B, K, D) if initial_state.ndim == 2 else initial_state
     return s0.to(acc_dtype(like.dtype))
 
+# %% ../nbs/03_cdm.ipynb #62522305
 def dock(v: torch.Tensor,      # slot values [B, T, D]
          write: torch.Tensor,  # write coefficients [B, T, K]
          keep: torch.Tensor,   # keep (decay) coefficients [B, T, K]
@@ -100,6 +107,7 @@ def _readout_recurrent(v, write, keep, read, s0, exclusive):
         S = new
     return torch.stack(out, 1), S
 
+# %% ../nbs/03_cdm.ipynb #574ac8ca
 def _chunk_gammas(write, keep, C):
     "Pad to whole chunks (identity steps: write 0, keep 1); Gamma `[B, n, C, C, K]`, P `[B, n, C, K]`."
     B, T, K = write.shape
@@ -112,6 +120,7 @@ def _chunk_gammas(write, keep, C):
     Gam = Gam.masked_fill(later.T[:, :, None], 0.0)                           # j > t: not yet written
     return write, Gam.to(dt), keep.cumprod(2).to(dt), n
 
+# %% ../nbs/03_cdm.ipynb #5cc00ba1
 def _readout_chunk_inclusive(v, write, keep, read, s0, C):
     B, T, D = v.shape
     K = write.shape[-1]
@@ -125,6 +134,7 @@ def _readout_chunk_inclusive(v, write, keep, read, s0, C):
     out = A @ v + torch.einsum("bntk,bnkd->bntd", read * P, entering)
     return out.reshape(B, n * C, D)[:, :T], ends[:, -1]
 
+# %% ../nbs/03_cdm.ipynb #c82fd04b
 def _readout_chunk(v, write, keep, read, s0, exclusive, C):
     if not exclusive:
         return _readout_chunk_inclusive(v, write, keep, read, s0, C)
@@ -134,6 +144,16 @@ def _readout_chunk(v, write, keep, read, s0, exclusive, C):
     return torch.cat([first, out[:, :-1]], 1), S
 
 # %% ../nbs/03_cdm.ipynb #cf9bcbf9
+def _readout_path(impl: str, v) -> str:
+    "The implementation `dock_readout` runs for `impl` on `v`'s device and length."
+    auto, impl = impl == "auto", resolve_impl(impl, v.device, name="dock_readout")
+    if auto and impl == "chunk" and v.shape[1] <= DECODE_TOKENS:  # decoding: a chunk would be mostly padding
+        return "recurrent"
+    if auto and impl == "triton" and v.device.type == "cuda":   # see "Which path `auto` takes"
+        return "chunk"
+    return impl
+
+# %% ../nbs/03_cdm.ipynb #f8caf27c
 def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
                  write: torch.Tensor,  # write coefficients [B, T, K]
                  keep: torch.Tensor,   # keep coefficients [B, T, K]
@@ -145,12 +165,8 @@ def dock_readout(v: torch.Tensor,      # slot values [B, T, D]
     """`o_t = sum_k read_t[k] s_t[k]` (`s_{t-1}` if exclusive) `[B, T, D]`, and the final slots `[B, K, D]`
     if asked."""
     _check_dock(v, write, keep, read, initial_state, check_range, "dock_readout")
-    auto, impl = impl == "auto", resolve_impl(impl, v.device, name="dock_readout")
+    impl = _readout_path(impl, v)
     B, T, D = v.shape
-    if auto and impl == "chunk" and T <= DECODE_TOKENS:  # decoding: a chunk would be mostly padding
-        impl = "recurrent"
-    if auto and impl == "triton" and v.device.type == "cuda":   # see "Which path `auto` takes"
-        impl = "chunk"
     s0 = _slots0(initial_state, B, write.shape[-1], D, v)
     if B == 0 or T == 0:   # no tokens: the slots pass through
         return v.new_zeros(B, T, D), (s0 if output_final_state else None)
@@ -183,6 +199,7 @@ def _slot_xattn_inclusive(q, vk, vv, write, keep, s0k, s0v, C, scale):
         + torch.einsum("bntgrk,bnkgd->bntgrd", a * P[:, :, :, None, None, :], S0v)
     return o.reshape(B, n * C, G, R, hd)[:, :T]
 
+# %% ../nbs/03_cdm.ipynb #716c1861
 def slot_xattn(q: torch.Tensor,   # queries [B, T, G, R, hd]: G key/value groups of R query heads
                vk: torch.Tensor,  # slot values projected to keys [B, T, G, hd]
                vv: torch.Tensor,  # ... and to values [B, T, G, hd]
@@ -200,6 +217,7 @@ def slot_xattn(q: torch.Tensor,   # queries [B, T, G, R, hd]: G key/value groups
     a0 = torch.softmax(scale * torch.einsum("bgrd,bkgd->bgrk", q[:, 0], s0k), -1)
     return torch.cat([torch.einsum("bgrk,bkgd->bgrd", a0, s0v)[:, None], o[:, :-1]], 1)
 
+# %% ../nbs/03_cdm.ipynb #a674235d
 def final_slots(v, write, keep, s0, chunk_size: int = 32):
     "The slots after the last step `[B, K, D]`, by the chunk-level recurrence only (no per-step slots)."
     if v.shape[0] == 0 or v.shape[1] == 0:   # no tokens: the slots pass through
@@ -304,6 +322,7 @@ def _dock_blocks(K, D, device):
     BD = min(16 if torch.device(device).type != "cuda" else 64, triton.next_power_of_2(D))
     return triton.next_power_of_2(K), BD, 32
 
+# %% ../nbs/03_cdm.ipynb #1d9ffaba
 class _DockReadoutTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, write, keep, read, s0, exclusive):
@@ -346,17 +365,21 @@ def load_balancing_loss(p: torch.Tensor) -> torch.Tensor:
     f = F.one_hot(p.argmax(-1), K).to(p.dtype).mean(0)
     return K * (f * p.mean(0)).sum()
 
+# %% ../nbs/03_cdm.ipynb #98fa4b64
 def _normalised_mean(gates, dims):
     m = gates.float().mean(dims)
     return m / m.sum(-1, keepdim=True).clamp_min(1e-12)
 
+# %% ../nbs/03_cdm.ipynb #3b71227b
 def _entropy(m):
     return -(m * m.clamp_min(1e-12).log()).sum(-1)
 
+# %% ../nbs/03_cdm.ipynb #e7a39f4f
 def gate_entropy_loss(gates: torch.Tensor) -> torch.Tensor:
     "`-mean_b H(time-averaged gate of sequence b, renormalised)` for gates `[B, T, K]`."
     return -_entropy(_normalised_mean(gates, 1)).mean()
 
+# %% ../nbs/03_cdm.ipynb #e92321e0
 @dataclass
 class RoutingStats:
     "How a batch used the slots."
@@ -366,6 +389,7 @@ class RoutingStats:
     active: int          # slots with at least 0.1/K of the gate
     usage: list = field(default_factory=list)  # the time-averaged gate share per slot
 
+# %% ../nbs/03_cdm.ipynb #f2f98674
 def routing_stats(gates: torch.Tensor, active_share: float = 0.1) -> RoutingStats:
     "Statistics of gates `[B, T, K]` (or route probabilities)."
     K = gates.shape[-1]
@@ -383,6 +407,34 @@ class CDMCache:
     slots: torch.Tensor  # [B, K, D]
 
 # %% ../nbs/03_cdm.ipynb #ed986a2e
+def _check_cdm_options(n_slots, decay, update, readout, slot_input):
+    "Raise a `ValueError` naming the first option of `CompetitiveDockingMemory` that is out of range."
+    if n_slots < 1: raise ValueError(f"CompetitiveDockingMemory: n_slots must be >= 1, got {n_slots}")
+    for name, val, ok in (("decay", decay, DECAYS), ("update", update, UPDATES),
+                          ("readout", readout, READOUTS)):
+        if val not in ok: raise ValueError(f"CompetitiveDockingMemory: {name} must be one of {ok}, got "
+                                           f"{val!r}")
+    if slot_input not in ("shared", "residual"):
+        raise ValueError("CompetitiveDockingMemory: slot_input must be 'shared' or 'residual', got "
+                         f"{slot_input!r}")
+    if update == "ema" and "slot" not in decay:
+        raise ValueError("CompetitiveDockingMemory: update='ema' (the card's rule) needs per-slot rates: "
+                         "decay='slot' or 'slot+eta'")
+
+# %% ../nbs/03_cdm.ipynb #f37458c1
+def _add_slot_xattn(layer, d_model: int, n_heads: int, n_kv_heads: int | None):
+    "Give a CDM layer its slot cross-attention projections (`readout='xattn'`)."
+    n_kv_heads = n_kv_heads or n_heads
+    if d_model % n_heads or n_heads % n_kv_heads:
+        raise ValueError("CompetitiveDockingMemory: need d_model % n_heads == 0 and n_heads % "
+                         f"n_kv_heads == 0, got {d_model}, {n_heads}, {n_kv_heads}")
+    layer.n_heads, layer.n_kv_heads, layer.head_dim = n_heads, n_kv_heads, d_model // n_heads
+    layer.q_proj = nn.Linear(d_model, d_model, bias=False)
+    layer.k_proj = nn.Linear(d_model, n_kv_heads * layer.head_dim, bias=False)
+    layer.v_proj = nn.Linear(d_model, n_kv_heads * layer.head_dim, bias=False)
+    layer.o_proj = nn.Linear(d_model, d_model, bias=False)
+
+# %% ../nbs/03_cdm.ipynb #7c6a0c2c
 class CompetitiveDockingMemory(nn.Module):
     "A CDM token mixer: K slots written through a competitive router, read by gate or slot cross-attention."
     def __init__(self, d_model: int, n_slots: int = 16, *,
@@ -392,19 +444,10 @@ class CompetitiveDockingMemory(nn.Module):
                  impl: str = "auto", chunk_size: int = 32, norm_eps: float | None = 1e-6,
                          slot_input: str = "shared"):
         super().__init__()
-        if n_slots < 1: raise ValueError(f"CompetitiveDockingMemory: n_slots must be >= 1, got {n_slots}")
-        for name, val, ok in (("decay", decay, DECAYS), ("update", update, UPDATES),
-                              ("readout", readout, READOUTS)):
-            if val not in ok: raise ValueError(f"CompetitiveDockingMemory: {name} must be one of {ok}, got "
-                                               f"{val!r}")
-        if slot_input not in ("shared", "residual"):
-            raise ValueError("CompetitiveDockingMemory: slot_input must be 'shared' or 'residual', got "
-                             f"{slot_input!r}")
-        if update == "ema" and "slot" not in decay:
-            raise ValueError("CompetitiveDockingMemory: update='ema' (the card's rule) needs per-slot rates: "
-                             "decay='slot' or 'slot+eta'")
-        self.n_slots, self.decay_kind, self.update, self.readout, self.exclusive = n_slots, decay, update, readout, exclusive
-        self.impl, self.chunk_size, self.slot_input = impl, chunk_size, slot_input
+        _check_cdm_options(n_slots, decay, update, readout, slot_input)
+        self.n_slots, self.decay_kind, self.update = n_slots, decay, update
+        self.readout, self.exclusive, self.impl, self.chunk_size = readout, exclusive, impl, chunk_size
+        self.slot_input = slot_input
         # what a model passes to forward beside x; and what the last forward left for the loss and probes
         self.reads = ("residual",) if slot_input == "residual" else ()
         self.aux, self.gates, self.stats = {}, None, None
@@ -418,87 +461,111 @@ class CompetitiveDockingMemory(nn.Module):
         if readout == "gate":
             self.out_proj = nn.Linear(d_model, d_model, bias=False)
         else:
-            n_kv_heads = n_kv_heads or n_heads
-            if d_model % n_heads or n_heads % n_kv_heads:
-                raise ValueError("CompetitiveDockingMemory: need d_model % n_heads == 0 and n_heads % "
-                                 f"n_kv_heads == 0, got {d_model}, {n_heads}, {n_kv_heads}")
-            self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
-            self.q_proj = nn.Linear(d_model, d_model, bias=False)
-            self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
-            self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
-            self.o_proj = nn.Linear(d_model, d_model, bias=False)
+            _add_slot_xattn(self, d_model, n_heads, n_kv_heads)
 
-    def route(self, h):
-        "Route probabilities p and gates g = p (* eta), both `[B, T, K]`."
-        p = torch.softmax(self.router(h), -1)
-        return p, (p * torch.sigmoid(self.eta(h)) if self.eta is not None else p)
+# %% ../nbs/03_cdm.ipynb #873cfd01
+@patch
+def route(self: CompetitiveDockingMemory, h):
+    "Route probabilities p and gates g = p (* eta), both `[B, T, K]`."
+    p = torch.softmax(self.router(h), -1)
+    return p, (p * torch.sigmoid(self.eta(h)) if self.eta is not None else p)
 
-    def timescales(self) -> torch.Tensor | None:
-        """Per-slot timescale 1 / sigmoid(alpha) in steps (the card's EMA memory length), if the slots have
-        rates."""
-        return None if self.alpha is None else 1 / torch.sigmoid(self.alpha.detach())
+# %% ../nbs/03_cdm.ipynb #c46f1895
+@patch
+def timescales(self: CompetitiveDockingMemory) -> torch.Tensor | None:
+    """Per-slot timescale 1 / sigmoid(alpha) in steps (the card's EMA memory length), if the slots have
+    rates."""
+    return None if self.alpha is None else 1 / torch.sigmoid(self.alpha.detach())
 
-    def _xattn(self, h, v, write, keep, s0, want_cache):
-        """Slot cross-attention; chunked in slot space for sequences, through the materialised slots for
-        decoding."""
-        B, T, D = v.shape
-        H, G, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        q = self.q_proj(h).view(B, T, G, H // G, hd)
-        if T > DECODE_TOKENS:
-            vk, vv = self.k_proj(v).view(B, T, G, hd), self.v_proj(v).view(B, T, G, hd)
-            s0k, s0v = self.k_proj(s0).view(B, -1, G, hd), self.v_proj(s0).view(B, -1, G, hd)
-            o = slot_xattn(q, vk, vv, write, keep, s0k, s0v, exclusive=self.exclusive,
-                           chunk_size=self.chunk_size, scale=hd ** -0.5)
-            S = final_slots(v, write, keep, s0, self.chunk_size) if want_cache else None
-            return self.o_proj(o.reshape(B, T, H * hd)), S
-        slots, _ = dock(v, write, keep, s0, impl=self.impl)
-        S = slots[:, -1]
-        if self.exclusive:
-            slots = torch.cat([s0[:, None], slots[:, :-1]], 1)
-        K = slots.shape[2]
-        k, vv = self.k_proj(slots).view(B, T, K, G, hd), self.v_proj(slots).view(B, T, K, G, hd)
-        att = torch.softmax(torch.einsum("btgrd,btkgd->btgrk", q, k) * hd ** -0.5, -1)
-        return self.o_proj(torch.einsum("btgrk,btkgd->btgrd", att, vv).reshape(B, T, H * hd)), S
+# %% ../nbs/03_cdm.ipynb #b74c79e7
+@patch
+def _xattn_chunked(self: CompetitiveDockingMemory, q, v, write, keep, s0, want_cache):
+    "Slot cross-attention over a sequence, without the slots at every step; the final slots if `want_cache`."
+    B, T, G, R, hd = q.shape
+    vk, vv = self.k_proj(v).view(B, T, G, hd), self.v_proj(v).view(B, T, G, hd)
+    s0k, s0v = self.k_proj(s0).view(B, -1, G, hd), self.v_proj(s0).view(B, -1, G, hd)
+    o = slot_xattn(q, vk, vv, write, keep, s0k, s0v, exclusive=self.exclusive,
+                   chunk_size=self.chunk_size, scale=hd ** -0.5)
+    S = final_slots(v, write, keep, s0, self.chunk_size) if want_cache else None
+    return self.o_proj(o.reshape(B, T, G * R * hd)), S
 
-    def _inputs(self, x, residual):
-        "(what the slots are written from, what the queries read): norm(x) twice, or norm(residual) and x."
-        if self.slot_input == "shared":
-            h = self.norm(x)
-            return h, h
-        if residual is None:
-            raise ValueError("CompetitiveDockingMemory: slot_input='residual' needs the residual stream: "
-                             "residual=[B, T, d_model]")
-        check_tensor(residual, "residual", where="CompetitiveDockingMemory", shape=tuple(x.shape),
-                     dims="[B, T, d_model] like x")
-        return self.norm(residual), x
+# %% ../nbs/03_cdm.ipynb #4628098c
+@patch
+def _xattn_slots(self: CompetitiveDockingMemory, q, v, write, keep, s0):
+    "Slot cross-attention through the slots at every step (`dock`): for a handful of decoding tokens."
+    B, T, G, R, hd = q.shape
+    slots, _ = dock(v, write, keep, s0, impl=self.impl)
+    S = slots[:, -1]
+    if self.exclusive:
+        slots = torch.cat([s0[:, None], slots[:, :-1]], 1)
+    K = slots.shape[2]
+    k, vv = self.k_proj(slots).view(B, T, K, G, hd), self.v_proj(slots).view(B, T, K, G, hd)
+    att = torch.softmax(torch.einsum("btgrd,btkgd->btgrk", q, k) * hd ** -0.5, -1)
+    return self.o_proj(torch.einsum("btgrk,btkgd->btgrd", att, vv).reshape(B, T, G * R * hd)), S
 
-    def forward(self, x, cache: CDMCache | None = None, *, use_cache: bool = False,
-                residual: torch.Tensor | None = None, return_stats: bool = False):
-        """`(y, cache)`. Also sets `aux` (the routing losses, while training or with gradients), `gates`
-        `[B, T, K]` (detached, for probes) and `stats` (`RoutingStats` with `return_stats`, else None)."""
-        check_tensor(x, "x", where="CompetitiveDockingMemory",
-                     shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
-        B, T, D = x.shape
-        h, hq = self._inputs(x, residual)
-        p, g = self.route(h)
-        write, keep = cdm_write_keep(g, self.alpha, self.update)
-        v = self.write_proj(h)
-        s0 = (cache.slots if cache is not None else self.initial_slots.expand(B, -1, -1)).to(x.dtype)
-        if self.readout == "gate":
-            out, S = dock_readout(v, write.to(v.dtype), keep.to(v.dtype), g.to(v.dtype), s0,
-                                  exclusive=self.exclusive,
-                                  impl=self.impl, chunk_size=self.chunk_size, output_final_state=True)
-            y = self.out_proj(out)
-        else:
-            y, S = self._xattn(hq, v, write.to(v.dtype), keep.to(v.dtype), s0, use_cache or cache is not None)
-        # not at inference
-        self.aux = {"lbl": load_balancing_loss(p),
-                    "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}
-        self.gates, self.stats = g.detach(), (routing_stats(g) if return_stats else None)
-        return y, (CDMCache(S) if use_cache or cache is not None else None)
+# %% ../nbs/03_cdm.ipynb #6a1ea9f5
+@patch
+def _xattn(self: CompetitiveDockingMemory, h, v, write, keep, s0, want_cache):
+    """Slot cross-attention; chunked in slot space for sequences, through the materialised slots for
+    decoding."""
+    B, T, D = v.shape
+    H, G, hd = self.n_heads, self.n_kv_heads, self.head_dim
+    q = self.q_proj(h).view(B, T, G, H // G, hd)
+    if T > DECODE_TOKENS:
+        return self._xattn_chunked(q, v, write, keep, s0, want_cache)
+    return self._xattn_slots(q, v, write, keep, s0)
 
-    def step(self, x_t, cache: CDMCache | None = None, residual_t: torch.Tensor | None = None):
-        "One token `[B, d_model]` (and its residual stream, with `slot_input='residual'`) -> (y_t, cache)."
-        y, cache = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None
-                        else residual_t[:, None])
-        return y[:, 0], cache
+# %% ../nbs/03_cdm.ipynb #aed2822d
+@patch
+def _inputs(self: CompetitiveDockingMemory, x, residual):
+    "(what the slots are written from, what the queries read): norm(x) twice, or norm(residual) and x."
+    if self.slot_input == "shared":
+        h = self.norm(x)
+        return h, h
+    if residual is None:
+        raise ValueError("CompetitiveDockingMemory: slot_input='residual' needs the residual stream: "
+                         "residual=[B, T, d_model]")
+    check_tensor(residual, "residual", where="CompetitiveDockingMemory", shape=tuple(x.shape),
+                 dims="[B, T, d_model] like x")
+    return self.norm(residual), x
+
+# %% ../nbs/03_cdm.ipynb #828cef8c
+@patch
+def _read(self: CompetitiveDockingMemory, hq, v, write, keep, g, s0, want_cache):
+    "The mixer output and the slots after the last token, by the gate readout or slot cross-attention."
+    write, keep = write.to(v.dtype), keep.to(v.dtype)
+    if self.readout == "xattn":
+        return self._xattn(hq, v, write, keep, s0, want_cache)
+    out, S = dock_readout(v, write, keep, g.to(v.dtype), s0, exclusive=self.exclusive,
+                          impl=self.impl, chunk_size=self.chunk_size, output_final_state=True)
+    return self.out_proj(out), S
+
+# %% ../nbs/03_cdm.ipynb #2b83dfc7
+@patch
+def forward(self: CompetitiveDockingMemory, x, cache: CDMCache | None = None, *, use_cache: bool = False,
+            residual: torch.Tensor | None = None, return_stats: bool = False):
+    """`(y, cache)`. Also sets `aux` (the routing losses, while training or with gradients), `gates`
+    `[B, T, K]` (detached, for probes) and `stats` (`RoutingStats` with `return_stats`, else None)."""
+    check_tensor(x, "x", where="CompetitiveDockingMemory",
+                 shape=(None, None, self.write_proj.in_features), dims="[B, T, d_model]")
+    B, T, D = x.shape
+    h, hq = self._inputs(x, residual)
+    p, g = self.route(h)
+    write, keep = cdm_write_keep(g, self.alpha, self.update)
+    v = self.write_proj(h)
+    s0 = (cache.slots if cache is not None else self.initial_slots.expand(B, -1, -1)).to(x.dtype)
+    y, S = self._read(hq, v, write, keep, g, s0, use_cache or cache is not None)
+    # not at inference
+    self.aux = {"lbl": load_balancing_loss(p),
+                "entropy": gate_entropy_loss(g)} if self.training or torch.is_grad_enabled() else {}
+    self.gates, self.stats = g.detach(), (routing_stats(g) if return_stats else None)
+    return y, (CDMCache(S) if use_cache or cache is not None else None)
+
+# %% ../nbs/03_cdm.ipynb #40699fcc
+@patch
+def step(self: CompetitiveDockingMemory, x_t, cache: CDMCache | None = None,
+         residual_t: torch.Tensor | None = None):
+    "One token `[B, d_model]` (and its residual stream, with `slot_input='residual'`) -> (y_t, cache)."
+    y, cache = self(x_t[:, None], cache, use_cache=True, residual=None if residual_t is None
+                    else residual_t[:, None])
+    return y[:, 0], cache
