@@ -39,6 +39,12 @@ __all__ = ['FOREACH_STEP', 'SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS'
            'compile_report', 'compile_table']
 
 # %% ../nbs/50_bench.ipynb #e6a131f3
+def _bf16_flags(info: str) -> list[str]:
+    "The flags in /proc/cpuinfo's text that matter for bf16: AVX2, AVX-512 (and its bf16 dot product), AMX."
+    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
+    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+
+# %% ../nbs/50_bench.ipynb #20cd0114
 def cpu_name() -> str:
     """The CPU's model name and its vector/matrix flags that matter for bf16 (from /proc/cpuinfo where
     there is one)."""
@@ -47,10 +53,8 @@ def cpu_name() -> str:
     except OSError:
         return platform.processor() or platform.machine()
     name = re.search(r"model name\s*:\s*(.*)", info)
-    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
-    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     model = name.group(1).strip() if name else platform.machine()
-    return f"{model} ({', '.join(keep) or 'no AVX2'}), {os.cpu_count()} cores"
+    return f"{model} ({', '.join(_bf16_flags(info)) or 'no AVX2'}), {os.cpu_count()} cores"
 
 # %% ../nbs/50_bench.ipynb #eb05e249
 def _interleaved(runs: dict, repeats: int) -> tuple[dict, dict]:
@@ -102,13 +106,19 @@ def _scan_candidates(a, b, device, chunk_size: int) -> dict:
     return fns
 
 # %% ../nbs/50_bench.ipynb #7190545b
+def _scan_inputs(B: int, T: int, D: int, dtype, device) -> tuple:
+    "Seeded decays `a` in [0, 1) and inputs `b` for `linear_scan`, both requiring gradients."
+    gen = torch.Generator(device).manual_seed(0)
+    a = torch.rand(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
+    b = torch.randn(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
+    return a, b
+
+# %% ../nbs/50_bench.ipynb #223f749c
 def bench_linear_scan(B: int = 4, T: int = 4096, D: int = 256, *,
                       dtype: torch.dtype = torch.float32, device: str = "cpu",
                       threads: int | None = 2, repeats: int = 5, chunk_size: int = 64) -> dict:
     "`linear_scan` forward+backward per implementation: median seconds, peak memory, speed-up over the loop."
-    gen = torch.Generator(device).manual_seed(0)
-    a = torch.rand(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
-    b = torch.randn(B, T, D, device=device, dtype=dtype, generator=gen).requires_grad_()
+    a, b = _scan_inputs(B, T, D, dtype, device)
     def fwd_bwd(fn):
         a.grad = b.grad = None
         fn().sum().backward()
@@ -229,8 +239,7 @@ def _cdm_layers(D: int, K: int) -> dict:
 
 # %% ../nbs/50_bench.ipynb #feef8b35
 def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: str = "cpu",
-              threads: int | None = 2,
-              repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
+              threads: int | None = 2, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
     """Forward+backward of the CDM readout (loop, chunk [, Triton]) and layer (vs attention): time, peak
     memory."""
     readout = _cdm_readout_runs(B, T, D, K, device, dtype)
@@ -259,8 +268,7 @@ def _ramscan_step(x, d_model: int, d_ff: int, memory: bool, device, **memory_kw)
 
 # %% ../nbs/50_bench.ipynb #77e21f96
 def bench_ramscan(B: int = 4, T: int = 256, d_model: int = 256, *, d_ff: int | None = None,
-                  threads: int | None = 2,
-                  repeats: int = 7, device: str = "cpu", **memory_kw) -> dict:
+                  threads: int | None = 2, repeats: int = 7, device: str = "cpu", **memory_kw) -> dict:
     "Training steps of a RAMScanBlock with and without its RAM-Net memory: seconds, peak memory, tokens/s."
     gen = torch.Generator(device).manual_seed(0)
     x = torch.randn(B, T, d_model, device=device, generator=gen)
@@ -272,16 +280,21 @@ def bench_ramscan(B: int = 4, T: int = 256, d_model: int = 256, *, d_ff: int | N
                    tokens_per_s={n: B * T / s for n, s in secs.items()})
 
 # %% ../nbs/50_bench.ipynb #03730fe3
+def _run_quick(kw: dict) -> dict:
+    "Every mechanism benchmark at tiny sizes: a check of the plumbing, not a measurement."
+    return {"scan": bench_linear_scan(B=1, T=64, D=8, repeats=1, **kw),
+            "delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, repeats=1, **kw),
+            "gated_delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, gated=True, repeats=1, **kw),
+            "cdm": bench_cdm(B=1, T=32, D=16, K=4, repeats=1, **kw),
+            "ramscan": bench_ramscan(B=1, T=32, d_model=32, repeats=1, **kw)}
+
+# %% ../nbs/50_bench.ipynb #99a87b31
 def run_all(*, device: str = "cpu", threads: int | None = 2, quick: bool = False) -> dict:
     """Run every mechanism benchmark; `quick` uses tiny sizes (checks the plumbing, measures nothing
     meaningful)."""
     kw = dict(device=device, threads=threads)
     if quick:
-        return {"scan": bench_linear_scan(B=1, T=64, D=8, repeats=1, **kw),
-                "delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, repeats=1, **kw),
-                "gated_delta_rule": bench_delta_rule(B=1, T=64, H=1, D=16, gated=True, repeats=1, **kw),
-                "cdm": bench_cdm(B=1, T=32, D=16, K=4, repeats=1, **kw),
-                "ramscan": bench_ramscan(B=1, T=32, d_model=32, repeats=1, **kw)}
+        return _run_quick(kw)
     return {"scan": bench_linear_scan(repeats=7, **kw),
             "delta_rule": bench_delta_rule(repeats=7, **kw),
             "gated_delta_rule": bench_delta_rule(gated=True, repeats=7, **kw),
@@ -343,9 +356,8 @@ def _generate_runs(model, prompt, new_tokens: int, compile, full_recompute: bool
 
 # %% ../nbs/50_bench.ipynb #e4498441
 def bench_generate(preset: str, *, new_tokens: int = 512, compile=(False, True), repeats: int = 3,
-                   prompt_len: int = 16,
-                   full_recompute: bool = False, threads: int | None = 2, seed: int = 0, memory: bool = True,
-                   model=None) -> dict:
+                   prompt_len: int = 16, full_recompute: bool = False, threads: int | None = 2, seed: int = 0,
+                   memory: bool = True, model=None) -> dict:
     """Greedy generation of `new_tokens` tokens: eager and compiled cached decoding (and full
     recomputation), tokens checked. `compile_seconds` (the compiled mode only, None for the others): its
     first call's time minus the median of its later calls."""
