@@ -24,6 +24,7 @@ from .layers import (BitLinear, GatedRecurrence, GeGLU, ParallelGatedRecurrence,
                           RMSNorm, SwiGLU,
                           TokenShift)
 from .mixers import CortexMixer, CumScanMixer
+from .core import patch
 
 # %% auto #0
 __all__ = ['MIXERS', 'FFNS', 'MANIFEST', 'MemLMConfig', 'BlockCache', 'ModelCache', 'Block', 'MemLM', 'position_limit',
@@ -62,21 +63,29 @@ class MemLMConfig:
     # attention layers mix a per-token value embedding into v (parameter golf)
     value_embeds: bool = False
 
-    def mixers(self) -> list[str]:
-        names = [self.mixer] * self.n_layers if isinstance(self.mixer, str) else list(self.mixer)
-        if len(names) != self.n_layers:
-            raise ValueError(f"MemLMConfig: mixer must name one mixer or {self.n_layers}, got {len(names)}")
-        unknown = [p for m in names for p in m.split("+") if p not in MIXERS]
-        if unknown:
-            raise ValueError(f"MemLMConfig: unknown mixer(s) {unknown}; choose from {sorted(MIXERS)}")
-        for name, val, ok in (("ffn", self.ffn, FFNS), ("norm", self.norm, ("rmsnorm", "layernorm")),
-                              ("pos", self.pos, (None, "cumstep")),
-                              ("block", self.block, ("sequential", "parallel"))):
-            if val not in ok:
-                raise ValueError(f"MemLMConfig: {name} must be one of {ok}, got {val!r}")
-        if not isinstance(self.n_passes, int) or self.n_passes < 1:   # 0 passes would skip every block
-            raise ValueError(f"MemLMConfig: n_passes must be an int >= 1, got {self.n_passes!r}")
-        return names
+# %% ../nbs/10_model.ipynb #57c82f04
+def _check_options(cfg):
+    "Raise a `ValueError` naming the first option of `cfg` outside its choices."
+    for name, val, ok in (("ffn", cfg.ffn, FFNS), ("norm", cfg.norm, ("rmsnorm", "layernorm")),
+                          ("pos", cfg.pos, (None, "cumstep")),
+                          ("block", cfg.block, ("sequential", "parallel"))):
+        if val not in ok:
+            raise ValueError(f"MemLMConfig: {name} must be one of {ok}, got {val!r}")
+    if not isinstance(cfg.n_passes, int) or cfg.n_passes < 1:   # 0 passes would skip every block
+        raise ValueError(f"MemLMConfig: n_passes must be an int >= 1, got {cfg.n_passes!r}")
+
+# %% ../nbs/10_model.ipynb #98ac11f5
+@patch
+def mixers(self: MemLMConfig) -> list[str]:
+    "The mixer spec of every layer (`\"a+b\"`: a block of two), once the config is checked."
+    names = [self.mixer] * self.n_layers if isinstance(self.mixer, str) else list(self.mixer)
+    if len(names) != self.n_layers:
+        raise ValueError(f"MemLMConfig: mixer must name one mixer or {self.n_layers}, got {len(names)}")
+    unknown = [p for m in names for p in m.split("+") if p not in MIXERS]
+    if unknown:
+        raise ValueError(f"MemLMConfig: unknown mixer(s) {unknown}; choose from {sorted(MIXERS)}")
+    _check_options(self)
+    return names
 
 # %% ../nbs/10_model.ipynb #0b8c2992
 class _Mixer(nn.Module):
@@ -86,17 +95,22 @@ class _Mixer(nn.Module):
         super().__init__()
         self.kind, self.inner = kind, module
 
-    def forward(self, x, cache=None, use_cache=False, **inputs):
-        extra = {name: inputs[name] for name in getattr(self.inner, "reads", ())}
-        y, cache = self.inner(x, cache, use_cache=use_cache, **extra)
-        return y, cache, getattr(self.inner, "aux", {})
+# %% ../nbs/10_model.ipynb #f86a4263
+@patch
+def forward(self: _Mixer, x, cache=None, use_cache=False, **inputs):
+    extra = {name: inputs[name] for name in getattr(self.inner, "reads", ())}
+    y, cache = self.inner(x, cache, use_cache=use_cache, **extra)
+    return y, cache, getattr(self.inner, "aux", {})
 
+# %% ../nbs/10_model.ipynb #637d4ded
 def _ve(cfg):
     return {"value_vocab": cfg.vocab_size} if cfg.value_embeds else {}
 
+# %% ../nbs/10_model.ipynb #282c0ac3
 def _linear(cfg):
     return BitLinear if cfg.ternary else nn.Linear
 
+# %% ../nbs/10_model.ipynb #a2868c8d
 MIXERS = {
     "attention": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **_ve(c), **kw),
     "swa": lambda c, l, kw: Attention(c.d_model, c.n_heads, c.n_kv_heads, **{"window": 64, **_ve(c), **kw}),
@@ -113,24 +127,29 @@ MIXERS = {
     "cumscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": False, **kw}),
     "ramscan": lambda c, l, kw: CumScanMixer(c.d_model, **{"memory": True, **kw}),
 }
+
+# %% ../nbs/10_model.ipynb #2b824f95
 FFNS = {"swiglu": SwiGLU, "geglu": GeGLU, "relu2": ReLU2, "relu": ReLUFFN, "none": None}
 
 # %% ../nbs/10_model.ipynb #4438384c
 def _norm(cfg):
     return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.d_model)
 
+# %% ../nbs/10_model.ipynb #76e91dad
 @dataclass
 class BlockCache:
     "Decode state of a `Block`: one cache per mixer, and each token shift's last token."
     mixers: list
     shifts: list
 
+# %% ../nbs/10_model.ipynb #5ead3459
 @dataclass
 class ModelCache:
     "Decode state of a `MemLM`: the tokens seen so far (a 0-d tensor) and one `BlockCache` per virtual layer."
     pos: torch.Tensor
     layers: list
 
+# %% ../nbs/10_model.ipynb #1f0c59a4
 class Block(nn.Module):
     """Pre-norm residual sub-layers, one per mixer in the spec (`a+b`; in turn, or in parallel on one
     input), then the FFN."""
@@ -147,30 +166,43 @@ class Block(nn.Module):
         self.shifts = nn.ModuleList(TokenShift(cfg.d_model) for _ in range(n_shifts))
         self.parallel = cfg.block == "parallel"
 
-    def _shift(self, i, h, states, new_states):
-        if not self.shifts:
-            return h
-        h, st = self.shifts[i](h, states[i] if states else None)
-        new_states.append(st)
+# %% ../nbs/10_model.ipynb #f71ebe53
+@patch
+def _shift(self: Block, i, h, states, new_states):
+    if not self.shifts:
         return h
+    h, st = self.shifts[i](h, states[i] if states else None)
+    new_states.append(st)
+    return h
 
-    def forward(self, x, cache: BlockCache | None = None, use_cache=False, ids=None):
-        want = use_cache or cache is not None
-        mixer_caches, shift_states = (cache.mixers, cache.shifts) if cache is not None else (None, None)
-        caches, shifts, aux, ys = [], [], {}, []
-        for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches
-                            else None, want, ids=ids, residual=x)
-            if self.parallel: ys.append(y)    # every sub-layer reads the block's input x
-            else: x = x + y
-            caches.append(c)
-            aux.update(a)
-        if ys:
-            x = x + sum(ys[1:], ys[0])
-        if self.ffn is not None:
-            x = x + self.ffn(self._shift(len(self.mixers), self.ffn_norm(x), shift_states, shifts))
-        return x, (BlockCache(caches, shifts) if want else None), aux
+# %% ../nbs/10_model.ipynb #e90b2a8d
+@patch
+def forward(self: Block, x, cache: BlockCache | None = None, use_cache=False, ids=None):
+    "`(x, cache, aux)`: the stream after the mixers and the FFN, the `BlockCache`, the mixers' aux losses."
+    want = use_cache or cache is not None
+    mixer_caches, shift_states = (cache.mixers, cache.shifts) if cache is not None else (None, None)
+    caches, shifts, aux, ys = [], [], {}, []
+    for i, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+        y, c, a = mixer(self._shift(i, norm(x), shift_states, shifts), mixer_caches[i] if mixer_caches
+                        else None, want, ids=ids, residual=x)
+        if self.parallel: ys.append(y)    # every sub-layer reads the block's input x
+        else: x = x + y
+        caches.append(c)
+        aux.update(a)
+    if ys:
+        x = x + sum(ys[1:], ys[0])
+    if self.ffn is not None:
+        x = x + self.ffn(self._shift(len(self.mixers), self.ffn_norm(x), shift_states, shifts))
+    return x, (BlockCache(caches, shifts) if want else None), aux
 
+# %% ../nbs/10_model.ipynb #de724471
+def _extra_heads(model, cfg):
+    "The future-sentence and t+2 projections and the value head, where `cfg` asks for them."
+    model.fsp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.fsp_head else None
+    model.mtp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.mtp_head else None
+    model.value = nn.Linear(cfg.d_model, 1) if cfg.value_head else None
+
+# %% ../nbs/10_model.ipynb #ffad7270
 class MemLM(nn.Module):
     "A language model whose layers mix tokens with any memnb mechanism."
     def __init__(self, config: MemLMConfig):
@@ -188,53 +220,67 @@ class MemLM(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
-        self.fsp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.fsp_head else None
-        self.mtp = nn.Linear(cfg.d_model, cfg.d_model, bias=False) if cfg.mtp_head else None
-        self.value = nn.Linear(cfg.d_model, 1) if cfg.value_head else None
+        _extra_heads(self, cfg)
         self.aux = {}
 
-    def features(self, idx, caches: ModelCache | None = None, *, use_cache: bool = False):
-        """Final normalised hidden states `[B, T, d_model]` (and the `ModelCache`, if `use_cache`)."""
-        cfg = self.config
-        x = self.embed(idx)
-        if self.pos is not None:
-            x = self.pos(x, offset=caches.pos if caches is not None else 0)
-        if self.embed_norm is not None:
-            x = self.embed_norm(x)
-        order = [b for _ in range(cfg.n_passes) for b in self.blocks]
-        layer_caches = caches.layers if caches is not None else [None] * len(order)
-        new_caches, skips, aux = [], [], {}
-        half = len(order) // 2
-        for i, (block, cache) in enumerate(zip(order, layer_caches)):
-            if self.skip_weights is not None and i >= len(order) - half:
-                x = x + self.skip_weights[len(order) - 1 - i] * skips.pop()
-            x, cache, a = block(x, cache, use_cache, idx)
-            if self.skip_weights is not None and i < half:
-                skips.append(x)
-            new_caches.append(cache)
-            for k, v in a.items(): aux[k] = aux.get(k, 0) + v
-        self.aux = aux
-        h = self.norm(x)
-        if not use_cache:
-            return h
-        seen = caches.pos if caches is not None else idx.new_zeros(())   # a tensor position
-        return h, ModelCache(seen + idx.shape[1], new_caches)
+# %% ../nbs/10_model.ipynb #a8e81121
+@patch
+def _embed(self: MemLM, idx, caches: ModelCache | None):
+    "The token embeddings, placed after the cached tokens by the position code, normalised if configured."
+    x = self.embed(idx)
+    if self.pos is not None:
+        x = self.pos(x, offset=caches.pos if caches is not None else 0)
+    if self.embed_norm is not None:
+        x = self.embed_norm(x)
+    return x
 
-    def logits(self, h):
-        "The head (and logit soft-cap) on hidden states `[..., d_model]`."
-        logits = self.head(h)
-        cap = self.config.logit_softcap
-        return cap * torch.tanh(logits / cap) if cap else logits
+# %% ../nbs/10_model.ipynb #6bef6ba4
+@patch
+def features(self: MemLM, idx, caches: ModelCache | None = None, *, use_cache: bool = False):
+    """Final normalised hidden states `[B, T, d_model]` (and the `ModelCache`, if `use_cache`)."""
+    cfg = self.config
+    x = self._embed(idx, caches)
+    order = [b for _ in range(cfg.n_passes) for b in self.blocks]
+    layer_caches = caches.layers if caches is not None else [None] * len(order)
+    new_caches, skips, aux = [], [], {}
+    half = len(order) // 2
+    for i, (block, cache) in enumerate(zip(order, layer_caches)):
+        if self.skip_weights is not None and i >= len(order) - half:
+            x = x + self.skip_weights[len(order) - 1 - i] * skips.pop()
+        x, cache, a = block(x, cache, use_cache, idx)
+        if self.skip_weights is not None and i < half:
+            skips.append(x)
+        new_caches.append(cache)
+        for k, v in a.items(): aux[k] = aux.get(k, 0) + v
+    self.aux = aux
+    h = self.norm(x)
+    if not use_cache:
+        return h
+    seen = caches.pos if caches is not None else idx.new_zeros(())   # a tensor position
+    return h, ModelCache(seen + idx.shape[1], new_caches)
 
-    def forward(self, idx, caches: ModelCache | None = None, *, use_cache: bool = False):
-        if not use_cache:
-            return self.logits(self.features(idx, caches))
-        h, caches = self.features(idx, caches, use_cache=True)
-        return self.logits(h), caches
+# %% ../nbs/10_model.ipynb #c081aa18
+@patch
+def logits(self: MemLM, h):
+    "The head (and logit soft-cap) on hidden states `[..., d_model]`."
+    logits = self.head(h)
+    cap = self.config.logit_softcap
+    return cap * torch.tanh(logits / cap) if cap else logits
 
-    def num_params(self) -> int:
-        "Parameters, counting tied embeddings once."
-        return sum(p.numel() for p in self.parameters())
+# %% ../nbs/10_model.ipynb #ee4cad56
+@patch
+def forward(self: MemLM, idx, caches: ModelCache | None = None, *, use_cache: bool = False):
+    "Logits `[B, T, V]` (and the `ModelCache`, with `use_cache`)."
+    if not use_cache:
+        return self.logits(self.features(idx, caches))
+    h, caches = self.features(idx, caches, use_cache=True)
+    return self.logits(h), caches
+
+# %% ../nbs/10_model.ipynb #ff0ed4b0
+@patch
+def num_params(self: MemLM) -> int:
+    "Parameters, counting tied embeddings once."
+    return sum(p.numel() for p in self.parameters())
 
 # %% ../nbs/10_model.ipynb #bca89bcc
 def _sample(logits, temperature, top_k, top_p, generator):
@@ -256,6 +302,7 @@ def position_limit(model: MemLM) -> int | None:
     pos = getattr(model, "pos", None)   # models other than MemLM (a probe's toy model) have no position code
     return None if pos is None else pos.steps.shape[0]
 
+# %% ../nbs/10_model.ipynb #04945b64
 def _check_generate(model, idx, max_new_tokens: int):
     if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.dtype != torch.long or idx.shape[1] == 0:
         raise ValueError(f"generate: idx must be int64 token ids [B, T] with T >= 1, got "
@@ -271,8 +318,9 @@ def _check_generate(model, idx, max_new_tokens: int):
 
 # %% ../nbs/10_model.ipynb #30f9d433
 def preallocate_caches(caches, length: int):
-    """`caches` with every growing `KVCache` preallocated to `length` positions (all other states are fixed-size already)
-    and every tensor in a dense layout of its own (a view of a prompt-sized tensor has other strides than a step's)."""
+    """`caches` with every growing `KVCache` preallocated to `length` positions (all other states are
+    fixed-size already) and every tensor in a dense layout of its own (a view of a prompt-sized tensor has
+    other strides than a step's)."""
     if isinstance(caches, torch.Tensor):
         return caches.clone(memory_format=torch.contiguous_format)
     if isinstance(caches, KVCache):
@@ -284,10 +332,12 @@ def preallocate_caches(caches, length: int):
                                               for f in dataclasses.fields(caches) if f.init})
     return caches
 
+# %% ../nbs/10_model.ipynb #f769d6cd
 def _decode(model, tokens, caches):
     logits, caches = model(tokens, caches, use_cache=True)
     return logits[:, -1], caches
 
+# %% ../nbs/10_model.ipynb #d6604721
 _COMPILED = weakref.WeakKeyDictionary()   # model -> {length: compiled step}
 
 def decode_step(model: MemLM, length: int, compile: bool = False):
@@ -301,15 +351,20 @@ def decode_step(model: MemLM, length: int, compile: bool = False):
     return steps[length]
 
 # %% ../nbs/10_model.ipynb #34af7002
+def _uncached_tokens(model, idx, max_new_tokens, pick):
+    "Yield the sequence after each new token, recomputing the whole sequence every time (the reference)."
+    out = idx
+    for _ in range(max_new_tokens):
+        out = torch.cat([out, pick(model(out)[:, -1], out)[:, None]], 1)
+        yield out
+
+# %% ../nbs/10_model.ipynb #d209cecd
 def _tokens(model, idx, max_new_tokens, pick, use_cache, compile):
     "Yield the sequence after each new token."
-    out = idx
     if not use_cache:
-        for _ in range(max_new_tokens):
-            out = torch.cat([out, pick(model(out)[:, -1], out)[:, None]], 1)
-            yield out
+        yield from _uncached_tokens(model, idx, max_new_tokens, pick)
         return
-    length = idx.shape[1] + max_new_tokens
+    out, length = idx, idx.shape[1] + max_new_tokens
     logits, caches = model(idx, use_cache=True)                 # the prompt, through the checked dispatchers
     logits, caches = logits[:, -1], preallocate_caches(caches, length)
     step = decode_step(model, length, compile)
@@ -321,6 +376,7 @@ def _tokens(model, idx, max_new_tokens, pick, use_cache, compile):
         if i + 1 < max_new_tokens:
             logits, caches = step(nxt, caches)
 
+# %% ../nbs/10_model.ipynb #6a721c9f
 def generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
                      compile: bool = False,
@@ -350,6 +406,7 @@ MANIFEST = "manifest.json"
 class CheckpointError(ValueError):
     "A checkpoint file that is missing, truncated, corrupt or of another model; the message names the file."
 
+# %% ../nbs/10_model.ipynb #7014e369
 def file_sha256(path) -> str:
     "The SHA-256 of a file, read in 1 MiB blocks."
     import hashlib
@@ -368,6 +425,7 @@ def write_manifest(directory, **extra) -> dict:
     (d / MANIFEST).write_text(json.dumps(man, indent=1))
     return man
 
+# %% ../nbs/10_model.ipynb #f4de8b9e
 def read_json(path, what: str = "file"):
     "A JSON file's content, or a one-line `CheckpointError` naming it."
     try:
@@ -376,6 +434,7 @@ def read_json(path, what: str = "file"):
         raise CheckpointError(f"{path}: cannot read this {what} ({'empty' if not str(e) else e}); "
                               "it is truncated or corrupt") from None
 
+# %% ../nbs/10_model.ipynb #39935493
 def verify_manifest(directory) -> dict | None:
     "Check every file of `directory` against its manifest (None: no manifest, an older checkpoint)."
     d = Path(directory)
@@ -399,6 +458,7 @@ def save(model: MemLM, directory) -> Path:
     write_manifest(d)
     return d
 
+# %% ../nbs/10_model.ipynb #2b03ca8b
 def load(directory, map_location: str = "cpu") -> MemLM:
     "Rebuild a `MemLM` from `save`'s files, checking their checksums first."
     from safetensors.torch import load_model
@@ -411,7 +471,8 @@ def load(directory, map_location: str = "cpu") -> MemLM:
     try:
         load_model(model, str(d / "model.safetensors"), device=map_location)
     except Exception as e:  # safetensors' own errors: truncated header, wrong shapes, missing file
-        raise CheckpointError(f"{d / 'model.safetensors'}: cannot load ({str(e).splitlines()[0][:200]})") from None
+        first = str(e).splitlines()[0][:200]
+        raise CheckpointError(f"{d / 'model.safetensors'}: cannot load ({first})") from None
     return model
 
 # %% ../nbs/10_model.ipynb #661a9ca1
