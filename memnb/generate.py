@@ -10,6 +10,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from .core import patch
 from .model import MemLM
 
 # %% auto #0
@@ -21,6 +22,7 @@ def _counts(tokens: torch.Tensor, V: int, window: int | None) -> torch.Tensor:
     return torch.zeros(tokens.shape[0], V, device=tokens.device).scatter_add_(1, recent,
             torch.ones_like(recent, dtype=torch.float))
 
+# %% ../nbs/33_generate.ipynb #d74f7a99
 def repetition_penalty(penalty: float = 1.2, window: int | None = None):
     "A processor applying CTRL's repetition penalty to the tokens of the context (the last `window`)."
     if penalty <= 0:
@@ -30,6 +32,7 @@ def repetition_penalty(penalty: float = 1.2, window: int | None = None):
         return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
     return process
 
+# %% ../nbs/33_generate.ipynb #0aa2cd38
 def frequency_penalty(frequency: float = 0.0, presence: float = 0.0, window: int | None = None):
     "A processor subtracting `frequency` * count + `presence` * [count > 0] from each token's logit."
     def process(logits, tokens):
@@ -38,6 +41,14 @@ def frequency_penalty(frequency: float = 0.0, presence: float = 0.0, window: int
     return process
 
 # %% ../nbs/33_generate.ipynb #e8646170
+def _ngram_counts(tokens: torch.Tensor, V: int, n: int):
+    "Sorted int64 keys of every (context of `n` tokens, next token) pair in `tokens`, and their counts."
+    key = torch.zeros(max(len(tokens) - n, 0), dtype=torch.long)
+    for i in range(n):                       # context c_0 (oldest) .. c_{n-1}: c_i weighs V**(n-1-i)
+        key = key * V + tokens[i : len(tokens) - n + i]
+    return torch.unique(key * V + tokens[n:], return_counts=True)
+
+# %% ../nbs/33_generate.ipynb #e636dd3f
 class NGramTable:
     "Counts of next tokens after every context of 1 .. order-1 tokens, as sorted int64 keys."
     def __init__(self, tokens, vocab_size: int, order: int = 3):
@@ -49,29 +60,27 @@ class NGramTable:
                              "lower the order")
         if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
             raise ValueError(f"NGramTable: token ids must lie in [0, {vocab_size})")
-        self.V, self.order, self.tables = vocab_size, order, {}
-        for n in range(1, order):
-            key = torch.zeros(max(len(tokens) - n, 0), dtype=torch.long)
-            for i in range(n):                       # context c_0 (oldest) .. c_{n-1}: c_i weighs V**(n-1-i)
-                key = key * vocab_size + tokens[i : len(tokens) - n + i]
-            keys, counts = torch.unique(key * vocab_size + tokens[n:], return_counts=True)
-            self.tables[n] = (keys, counts)
+        self.V, self.order = vocab_size, order
+        self.tables = {n: _ngram_counts(tokens, vocab_size, n) for n in range(1, order)}
 
-    def next_counts(self, context) -> torch.Tensor:
-        """Counts `[V]` of the next token after the longest suffix of `context` seen in the corpus (zeros
-        if none)."""
-        context = torch.as_tensor(context, dtype=torch.long).flatten()
-        out = torch.zeros(self.V)
-        for n in range(min(self.order - 1, len(context)), 0, -1):
-            c = 0
-            for t in context[-n:].tolist():
-                c = c * self.V + t
-            keys, counts = self.tables[n]
-            lo, hi = torch.searchsorted(keys, torch.tensor([c * self.V, (c + 1) * self.V])).tolist()
-            if hi > lo:
-                return out.index_put_((keys[lo:hi] % self.V,), counts[lo:hi].float())
-        return out
+# %% ../nbs/33_generate.ipynb #1a7f95d4
+@patch
+def next_counts(self: NGramTable, context) -> torch.Tensor:
+    """Counts `[V]` of the next token after the longest suffix of `context` seen in the corpus (zeros
+    if none)."""
+    context = torch.as_tensor(context, dtype=torch.long).flatten()
+    out = torch.zeros(self.V)
+    for n in range(min(self.order - 1, len(context)), 0, -1):
+        c = 0
+        for t in context[-n:].tolist():
+            c = c * self.V + t
+        keys, counts = self.tables[n]
+        lo, hi = torch.searchsorted(keys, torch.tensor([c * self.V, (c + 1) * self.V])).tolist()
+        if hi > lo:
+            return out.index_put_((keys[lo:hi] % self.V,), counts[lo:hi].float())
+    return out
 
+# %% ../nbs/33_generate.ipynb #1bcc48ce
 def ngram_blend(table: NGramTable, lam: float = 0.2):
     "A processor returning log((1 - lam) p_model + lam p_ngram) where the table knows the context."
     if not 0 <= lam <= 1:
@@ -96,6 +105,7 @@ def _map_batch(obj, fn, B: int):
                 **{f.name: _map_batch(getattr(obj, f.name), fn, B) for f in dataclasses.fields(obj)})
     return obj
 
+# %% ../nbs/33_generate.ipynb #1dbcbec0
 @torch.no_grad()
 def value_guided_generate(model: MemLM, idx: torch.Tensor, max_new_tokens: int, *, candidates: int = 4,
                           beta: float = 1.0) -> torch.Tensor:
