@@ -50,8 +50,9 @@ def _record_cdm(name: str, mod):
     rec = LayerRecord(name, "cdm", timescales=mod.timescales())
     def on_cdm(m, args, out, rec=rec):
         rec.probs = m.route(m.norm(args[0]))[0].detach()
-        rec.gates = out.gates.detach()
-        rec.slots = out.cache.slots.detach() if out.cache is not None else None
+        y, cache = out                     # every mixer returns (y, cache)
+        rec.gates = m.gates                # what the forward left on the layer, detached
+        rec.slots = cache.slots.detach() if cache is not None else None
     return rec, mod.register_forward_hook(on_cdm)
 
 # %% ../nbs/40_probes.ipynb #3b8e0c76
