@@ -46,10 +46,10 @@ DEFAULT_MECHANISMS = [n for n in MECHANISMS if n != "hebbian"]
 # %% ../nbs/34_compare.ipynb #297a2fca
 CHANCE_BY_CONSTRUCTION = {
     "cumulative-sum scan": "at chance by construction: no key lookup (a normalised running sum, the same for "
-        "every query)",
+                           "every query)",
     "ram-net": "at chance by construction: CPUFlow's memory reads and writes one address computed from the "
-        "same token "
-               "and writes that token's own value, so it never binds a key to the value that follows it",
+               "same token and writes that token's own value, so it never binds a key to the value that "
+               "follows it",
 }
 
 # %% ../nbs/34_compare.ipynb #6005d599
@@ -69,8 +69,8 @@ def mechanism_model(name: str, vocab_size: int, *, d_model: int = 64, n_layers: 
 def _set_lr(opts, cfg: TrainConfig, step: int, frac: float):
     "Every parameter group's learning rate at `step`: its initial rate times the schedule's factor."
     for o in opts:
-        for g in o.param_groups: g["lr"] = g.setdefault("initial_lr", g["lr"]) * lr_multiplier(cfg, step,
-                                                                                               frac)
+        for g in o.param_groups:
+            g["lr"] = g.setdefault("initial_lr", g["lr"]) * lr_multiplier(cfg, step, frac)
 
 # %% ../nbs/34_compare.ipynb #4e4a565b
 def _fit_step(model, data, opts, batch_size: int, gen) -> tuple[bool, int]:
@@ -188,8 +188,8 @@ def budget_warning(rows: list[dict]) -> str:
     able = [r for r in rows if r.get("task", True) and r["mechanism"] not in CHANCE_BY_CONSTRUCTION]
     if able and all(r["hi"] < 0.05 for r in able):
         return (f"WARNING: no mechanism left chance level (at most {max(max(r['steps']) for r in able)} "
-                "steps each): the "
-                "budget was too short for any of them to learn; this table is not a result. Raise --steps.")
+                "steps each): the budget was too short for any of them to learn; this table is not a result. "
+                "Raise --steps.")
     return ""
 
 # %% ../nbs/34_compare.ipynb #8eec9b85
@@ -246,11 +246,10 @@ def setting_title(setting: dict) -> str:
     task = _task_words(setting)
     budget = f"{setting['minutes']:g} minutes" if setting.get("minutes") else f"{setting['steps']:,} steps"
     seeds = len(setting.get("seeds", [0]))
+    lrs = (f"best of {len(setting['lrs'])} learning rates per mechanism" if setting.get("lrs")
+           else "each mechanism at its default learning rate")
     return (f"{task}\n{setting.get('n_layers', 2)}-layer models of width {setting.get('d_model', 64)}, "
-            f"{budget} each, "
-            f"{seeds} seed{'s' * (seeds > 1)}, "
-                    + (f"best of {len(setting['lrs'])} learning rates per mechanism"
-            if setting.get("lrs") else "each mechanism at its default learning rate"))
+            f"{budget} each, {seeds} seed{'s' * (seeds > 1)}, " + lrs)
 
 # %% ../nbs/34_compare.ipynb #a6980fb6
 def _accuracy_panel(a, rows: list[dict]):
@@ -338,8 +337,8 @@ def _models(mechanisms, presets, data, d_model, n_layers, preset_overrides, mixe
 def _budget(thorough: bool, seeds, lrs, steps, quick: bool, minutes,
             seed: int) -> tuple[list, list | None, int]:
     "The seeds, learning-rate grid (None: one rate) and steps of a comparison after `thorough` and `quick`."
-    if thorough: seeds, lrs, steps = (3 if seeds == 2 else seeds), (lrs or list(LR_GRID)), (steps
-                                                                                            or THOROUGH_STEPS)
+    if thorough:
+        seeds, lrs, steps = (3 if seeds == 2 else seeds), (lrs or list(LR_GRID)), (steps or THOROUGH_STEPS)
     seeds = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     steps = steps or (QUICK_STEPS if quick else 10**9 if minutes else DEFAULT_STEPS)
     return seeds, lrs, steps
@@ -373,8 +372,8 @@ def _log_run(store, run: dict):
 def _progress_line(run: dict, n: int, n_jobs: int, left: float, target: float) -> str:
     "The line printed after run `n` of `n_jobs`: its accuracy, steps, seconds, status and the minutes left."
     return (f"[{n}/{n_jobs}] {run['mechanism']} lr={run['lr']:g} seed={run['seed']}: accuracy "
-            f"{run['accuracy']:.3f} after "
-            f"{run['steps']} steps ({run['seconds']:.0f} s, {run_status(run, target)}); "
+            f"{run['accuracy']:.3f} after {run['steps']} steps "
+            f"({run['seconds']:.0f} s, {run_status(run, target)}); "
             f"about {left / 60:.1f} min left")
 
 # %% ../nbs/34_compare.ipynb #3c69edb3
@@ -409,8 +408,8 @@ def compare(mechanisms: list[str] | None = None, *, task: str = "mqar", steps: i
     jobs = _jobs(builders, seeds, lrs, lr, task_kw)
     setting = {"task": task if presets is None else "presets", **task_kw, "steps": None if minutes else steps,
                "minutes": minutes, "d_model": d_model, "n_layers": n_layers, "batch_size": batch_size,
-                       "quick": quick,
-               "curriculum": isinstance(data, Curriculum), "target": target, "mixer_kwargs": mixer_kwargs,
+               "quick": quick, "curriculum": isinstance(data, Curriculum), "target": target,
+               "mixer_kwargs": mixer_kwargs,
                "data": getattr(data, "name", None), "mechanisms": list(builders), "seeds": seeds, "lrs": lrs,
                "thorough": thorough}
     key, store = setting_key(setting), Path(out_dir) / "runs.jsonl" if out_dir else None
@@ -508,8 +507,8 @@ def plot_sweep(points: list[dict], path):
 def _csv(kind):
     def parse(s):
         try: return [kind(x) for x in s.split(",") if x.strip()]
-        except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got "
-                                                            f"{s!r}")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {s!r}")
     return parse
 
 # %% ../nbs/34_compare.ipynb #49330228
@@ -517,8 +516,8 @@ def _positive(kind):
     def parse(s):
         try: v = kind(s)
         except ValueError: v = None
-        if v is None or v <= 0: raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got "
-                                                                 f"{s!r}")
+        if v is None or v <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {s!r}")
         return v
     return parse
 
@@ -600,10 +599,9 @@ def _check_names(args, error):
 def _check_args(args, error):
     _check_names(args, error)
     for a, b in [("lr", "lrs"), ("steps", "minutes"), ("sweep", "presets"), ("sweep", "data"),
-                 ("presets", "mechanisms"),
-                 ("quick", "thorough")]:
-        if getattr(args, a) and getattr(args,
-                                        b): error(f"--{a} and --{b.replace('_', '-')} cannot be combined")
+                 ("presets", "mechanisms"), ("quick", "thorough")]:
+        if getattr(args, a) and getattr(args, b):
+            error(f"--{a} and --{b.replace('_', '-')} cannot be combined")
     if any(x <= 0 for x in args.lrs or []): error(f"--lrs must be positive, got {args.lrs}")
     if args.task != "mqar" and (args.n_kv or args.sweep): error("--n-kv and --sweep are for --task mqar")
     if args.sweep and args.n_kv: error("--sweep takes its numbers of pairs from --pairs, not --n-kv")
@@ -612,22 +610,19 @@ def _check_args(args, error):
 def _common_kwargs(args) -> dict:
     "The arguments that `compare` and `sweep` share, from the parsed options."
     return dict(steps=args.steps, minutes=args.minutes, seeds=args.seeds, seed=args.seed, lr=args.lr,
-                lrs=args.lrs,
-                thorough=args.thorough, batch_size=args.batch_size, eval_every=args.eval_every,
-                progress=not args.no_progress, curriculum=not args.no_curriculum, n_layers=args.n_layers
-                        or 2)
+                lrs=args.lrs, thorough=args.thorough, batch_size=args.batch_size, eval_every=args.eval_every,
+                progress=not args.no_progress, curriculum=not args.no_curriculum,
+                n_layers=args.n_layers or 2)
 
 # %% ../nbs/34_compare.ipynb #419819d2
 def _run_sweep_cli(args, task_kw: dict, common: dict) -> int:
     "`memnb compare --sweep`: run the sweep and print a line per point."
     pts = sweep(args.mechanisms, widths=args.widths, pairs=args.pairs, seq_len=args.seq_len or 128,
-                out_dir=args.out,
-                quick=args.quick, **task_kw, **{k: v for k, v in common.items() if k != "progress"},
-                        progress=common["progress"])
+                out_dir=args.out, quick=args.quick, **task_kw,
+                **{k: v for k, v in common.items() if k != "progress"}, progress=common["progress"])
     for p in pts:
         print(f"{p['mechanism']:<20} d={p['d_model']:<4} pairs={p['n_kv']:<3} state "
-              f"{p['state_bytes']:>12,} B  "
-              f"accuracy {p['accuracy']:.3f} ({p['lo']:.3f}-{p['hi']:.3f})")
+              f"{p['state_bytes']:>12,} B  accuracy {p['accuracy']:.3f} ({p['lo']:.3f}-{p['hi']:.3f})")
     print(f"\nwrote {args.out}/sweep.json and sweep.png")
     return 0
 
@@ -664,5 +659,5 @@ def run_compare_cli(args) -> int:
     overrides = {k: v for k, v in (("n_layers", args.n_layers), ("d_model", args.d_model)) if v}
     rows = compare(args.mechanisms, task=args.task, quick=args.quick, data=data, presets=args.presets,
                    preset_overrides=overrides, d_model=args.d_model or 64, out_dir=args.out, **common,
-                           **task_kw)
+                   **task_kw)
     return _print_compare(args, rows)
