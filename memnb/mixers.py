@@ -166,18 +166,24 @@ def address(self: CumScanMixer, x):
 
 # %% ../nbs/08_mixers.ipynb #b77d0046
 @patch
-def _address(self: CumScanMixer, logits):
-    lg = logits.unflatten(-1, (self.G, self.S))
-    idx, w = product_topk(lg, self.topk)
-    if not self.renorm_eps:
-        return idx, w
+def _winners_p(self: CumScanMixer, lg, idx):
+    "The summed product probability `[..., 1]` of the top-k slots `idx`, from the group logits `lg`."
     # [..., G*S]
     logp = torch.log_softmax(lg if lg.dtype == torch.float64 else lg.float(), -1).flatten(-2)
     digits = idx[..., None] // self.S ** torch.arange(self.G - 1, -1, -1, device=idx.device) % self.S
     # [..., k*G]
     at = (digits + torch.arange(self.G, device=idx.device) * self.S).flatten(-2)
     # sum of winners' p
-    p_sum = logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)
+    return logp.gather(-1, at).view(digits.shape).sum(-1).exp().sum(-1, keepdim=True)
+
+# %% ../nbs/08_mixers.ipynb #5c0ffee8
+@patch
+def _address(self: CumScanMixer, logits):
+    lg = logits.unflatten(-1, (self.G, self.S))
+    idx, w = product_topk(lg, self.topk)
+    if not self.renorm_eps:
+        return idx, w
+    p_sum = self._winners_p(lg, idx)
     return idx, w * (p_sum / (p_sum + self.renorm_eps)).to(w.dtype)
 
 # %% ../nbs/08_mixers.ipynb #b08675fe
