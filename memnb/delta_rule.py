@@ -18,6 +18,11 @@ from .core import (check_tensor, resolve_impl, triton_available, median_times, p
                         patch)
 from .layers import RMSNorm, ShortConvolution
 
+if triton_available():   # optional: the PyTorch paths need none of it
+    import triton
+    import triton.language as tl
+    from memnb.core import block_2d, triton_interpreting
+
 # %% auto #0
 __all__ = ['HEBBIAN_IMPLS', 'delta_rule_step', 'delta_rule_recurrent', 'l2norm', 'delta_rule', 'DeltaNetCache', 'DeltaNet',
            'hebbian_step', 'hebbian_rule']
@@ -294,10 +299,6 @@ class _DeltaRuleChunk(torch.autograd.Function):
 
 # %% ../nbs/02_delta_rule.ipynb #0114b61f
 if triton_available():
-    import triton
-    import triton.language as tl
-    from memnb.core import block_2d, triton_interpreting
-
     @triton.jit
     def _slab_mm(X, base, k0, rc, S, K: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
         "`X[:, k0:k0+BK] @ S`: a [C, BK] slab of the row-major chunk matrix at `base` times a state slab."
@@ -785,6 +786,14 @@ def _hebbian_blocks(q, k, v, beta, g, S, chunk_size: int):
         outs.append(o_c)
     return torch.cat(outs, 1), S
 
+# %% ../nbs/02_delta_rule.ipynb #74d48bad
+def _hebbian_run(q, k, v, beta, g, S, scale: float, impl: str, chunk_size: int):
+    "The implementation `impl` on checked inputs in the accumulation dtype: (o, final state)."
+    if impl == "recurrent":
+        return _recurrent(hebbian_step, q, k, v, beta, g, scale, S)
+    o, S = _hebbian_blocks(q, k, v, beta, g, S, chunk_size)
+    return scale * o, S
+
 # %% ../nbs/02_delta_rule.ipynb #64c404cd
 HEBBIAN_IMPLS = ("recurrent", "chunk")   # a baseline: no Triton kernel
 
@@ -802,9 +811,5 @@ def hebbian_rule(q, k, v, beta, g=None, *, scale: float | None = None, initial_s
     out_dtype = q.dtype
     with full_precision(q.device):   # accumulate in at least float32, under autocast too
         q, k, v, beta, g, S = _to_acc(acc_dtype(q.dtype), q, k, v, beta, g, initial_state)
-        if impl == "recurrent":
-            o, S = _recurrent(hebbian_step, q, k, v, beta, g, scale, S)
-        else:
-            o, S = _hebbian_blocks(q, k, v, beta, g, S, chunk_size)
-            o = scale * o
+        o, S = _hebbian_run(q, k, v, beta, g, S, scale, impl, chunk_size)
     return o.to(out_dtype), (S if output_final_state else None)
