@@ -494,7 +494,8 @@ def _add_train_budget(tr):
     tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     tr.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                    help="torch.compile the model; auto: for a run of >= 2000 steps and no budget under 10 minutes")
+                    help="torch.compile the model; auto: for a run of >= 2000 steps and no budget under "
+                         "10 minutes")
 
 # %% ../nbs/90_cli.ipynb #5a6b7c8e
 def _add_train_checkpoints(tr):

@@ -174,7 +174,8 @@ def seed_everything(seed: int) -> torch.Generator:
 def patch(f):
     "Add `f` to the class its first argument is annotated with (`def forward(self: Foo, ...)`) and return it."
     cls = f.__annotations__[f.__code__.co_varnames[0]]
-    if isinstance(cls, str): cls = eval(cls, f.__globals__)   # `from __future__ import annotations` leaves strings
+    # `from __future__ import annotations` leaves the annotation as a string
+    if isinstance(cls, str): cls = eval(cls, f.__globals__)
     f.__qualname__ = f"{cls.__name__}.{f.__name__}"
     setattr(cls, f.__name__, f)
     return f
