@@ -226,10 +226,21 @@ def compile_pays(cfg: TrainConfig) -> bool:
     kind = torch.device(cfg.device).type
     return long and (kind == "cuda" or kind == "cpu" and any(map(shutil.which, ("g++", "c++", "clang++"))))
 
-# %% ../nbs/30_train.ipynb #361a57d5
-def compiles(cfg: TrainConfig) -> bool:
-    "Whether training under `cfg` compiles the model: `compile` itself, or `compile_pays` for \"auto\"."
-    return compile_pays(cfg) if cfg.compile == "auto" else bool(cfg.compile)
+# %% ../nbs/30_train.ipynb #4cbd1547
+def _reads_back(model: nn.Module) -> bool:
+    "Whether `model` addresses a memory by product-key top-k, whose search reads counts back on the host."
+    from memnb.mixers import CumScanMixer
+    from memnb.ramkv import RAMKVMemory
+    from memnb.ramnet import RAMNetMemory
+    return any(isinstance(m, (RAMKVMemory, RAMNetMemory)) or isinstance(m, CumScanMixer) and m.has_memory
+               for m in model.modules())
+
+def compiles(cfg: TrainConfig, model: nn.Module | None = None) -> bool:
+    """Whether training `model` under `cfg` compiles it: `compile` itself, or for "auto" a run that pays
+    (`compile_pays`) of a model whose graph does not break at a host read."""
+    if cfg.compile != "auto":
+        return bool(cfg.compile)
+    return compile_pays(cfg) and not (model is not None and _reads_back(model))
 
 # %% ../nbs/30_train.ipynb #3d3fd393
 def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
@@ -609,7 +620,7 @@ def _resume(run):
 # %% ../nbs/30_train.ipynb #74284774
 def _loss_module(model: MemLM, cfg: TrainConfig, world: int) -> nn.Module:
     "The model and its loss (the model compiled if asked), wrapped in DDP on more than one process."
-    loss_mod = _Loss(torch.compile(model) if compiles(cfg) else model, cfg)
+    loss_mod = _Loss(torch.compile(model) if compiles(cfg, model) else model, cfg)
     if world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
     return loss_mod
