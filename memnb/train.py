@@ -226,7 +226,7 @@ def compile_pays(cfg: TrainConfig) -> bool:
     kind = torch.device(cfg.device).type
     return long and (kind == "cuda" or kind == "cpu" and any(map(shutil.which, ("g++", "c++", "clang++"))))
 
-# %% ../nbs/30_train.ipynb #4cbd1547
+# %% ../nbs/30_train.ipynb #bedd903d
 def _reads_back(model: nn.Module) -> bool:
     "Whether `model` addresses a memory by product-key top-k, whose search reads counts back on the host."
     from memnb.mixers import CumScanMixer
