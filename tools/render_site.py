@@ -142,6 +142,7 @@ def main() -> int:
     SITE.mkdir()
     import jupyter_server_mathjax
     shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", SITE / "mathjax")
+    shutil.copytree(ROOT / "nbs" / "benchmarks", SITE / "benchmarks")   # figures the pages link to
     ex, pages = exporter(), []
     for nb_path in sorted(PROC.rglob("*.ipynb")):  # tutorials/ pages land beside the rest
         if ".ipynb_checkpoints" in nb_path.parts: continue
