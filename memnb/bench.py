@@ -245,9 +245,9 @@ def bench_cdm(B: int = 8, T: int = 256, D: int = 384, K: int = 16, *, device: st
     readout = _cdm_readout_runs(B, T, D, K, device, dtype)
     x = torch.randn(B, T, D, device=device, dtype=dtype, generator=None).requires_grad_()
     layers = _cdm_layers(D, K)
-    def layer_run(m):   # a tensor, a mixer's `(y, cache)` or an output with `.y`
+    def layer_run(m):   # a layer's tensor, or a mixer's `(y, cache)`
         y = m(x)
-        (y if isinstance(y, torch.Tensor) else y[0] if isinstance(y, tuple) else y.y).sum().backward()
+        (y[0] if isinstance(y, tuple) else y).sum().backward()
     runs = dict(readout, **{n: (lambda m=m.to(device, dtype): layer_run(m)) for n, m in layers.items()})
     secs, mem = _measure(runs, repeats, threads, device)
     return _result(dict(B=B, T=T, D=D, K=K, dtype=str(dtype), device=str(device), threads=threads,
