@@ -186,8 +186,9 @@ class NonFiniteError(FloatingPointError):
 
 # %% ../nbs/00_core.ipynb #acac5189
 def check_finite(x: torch.Tensor, name: str, where: str = "") -> torch.Tensor:
-    "Return `x`, or raise `NonFiniteError` naming `name` if it holds a NaN or an infinity."
-    if not bool(torch.isfinite(x).all()):
+    """Return `x`, or raise `NonFiniteError` naming `name` if it holds a NaN or an infinity. Inside a traced
+    (compiled) step it checks nothing: the step cannot read values back to the host."""
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         raise NonFiniteError(f"{where + ': ' if where else ''}`{name}` holds non-finite values (NaN or inf)")
     return x
 

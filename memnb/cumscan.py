@@ -100,12 +100,16 @@ class CumStepPos(nn.Module):
 
 # %% ../nbs/05_cumscan.ipynb #f9af6fb5
 @patch
-def forward(self: CumStepPos, x, offset: int = 0):
-    "`x` plus the position code of positions `offset` to `offset + T - 1`."
-    T = x.shape[1]
-    if offset + T > self.steps.shape[0]:
-        raise ValueError(f"CumStepPos: positions up to {offset + T} exceed max_len={self.steps.shape[0]}")
-    return x + self.steps.cumsum(0)[offset:offset + T].to(x.dtype)
+def forward(self: CumStepPos, x, offset: int | torch.Tensor = 0):
+    """`x` plus the position code of positions `offset` to `offset + T - 1`; a decode cache's `offset` is a
+    0-d tensor, gathered so that a compiled step has static shapes (`generate` checks the length once)."""
+    T, limit = x.shape[1], self.steps.shape[0]
+    if not torch.compiler.is_compiling() and int(offset) + T > limit:
+        raise ValueError(f"CumStepPos: positions up to {int(offset) + T} exceed max_len={limit}")
+    code = self.steps.cumsum(0)
+    if isinstance(offset, torch.Tensor):
+        return x + code.index_select(0, offset + torch.arange(T, device=x.device)).to(x.dtype)
+    return x + code[offset:offset + T].to(x.dtype)
 
 # %% ../nbs/05_cumscan.ipynb #6adf6f42
 @dataclass

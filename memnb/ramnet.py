@@ -29,13 +29,18 @@ def _topk_lowest_index_first(scores, index, k):
     return scores.gather(-1, top), index.gather(-1, top)
 
 # %% ../nbs/04_ramnet.ipynb #bce02cd2
+def _all_products(probs):
+    "Every slot's weight `[..., S**G]`, the groups multiplied in order (as every exact path rounds)."
+    full = probs[..., 0, :]
+    for g in range(1, probs.shape[-2]):
+        full = (full[..., :, None] * probs[..., g, None, :]).flatten(-2)
+    return full
+
+# %% ../nbs/04_ramnet.ipynb #6df9b599
 def product_topk_dense(logits, k):
     "Reference: form all S**G products, then the top-k (same tie rule)."
     G, S = logits.shape[-2:]
-    probs = torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
-    full = probs[..., 0, :]
-    for g in range(1, G):
-        full = (full[..., :, None] * probs[..., g, None, :]).flatten(-2)
+    full = _all_products(torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), -1))
     w, idx = _topk_lowest_index_first(full, torch.arange(S ** G, device=logits.device).expand_as(full), k)
     return idx, (w / w.sum(-1, keepdim=True)).to(logits.dtype)
 
@@ -161,10 +166,23 @@ def _ranked(probs, positions, C, k):
     return digit.flatten(-2).gather(-1, win.flatten(-2)).view(win.shape), settled
 
 # %% ../nbs/04_ramnet.ipynb #6f91e581
+_DENSE_TRACED = 1 << 16   # slots up to which a traced (compiled) step ranks all S**G products
+
+def _dense_digits(probs, k):
+    """The top-k slots' digits `[..., k, G]` from all S**G products, ties towards the lower index: static
+    shapes, no host reads."""
+    S, G = probs.shape[-1], probs.shape[-2]
+    full = _all_products(probs)
+    _, idx = _topk_lowest_index_first(full, torch.arange(S ** G, device=probs.device).expand_as(full), k)
+    return _digits(idx, S, G)
+
+# %% ../nbs/04_ramnet.ipynb #e89956b0
 def _top_digits(probs, k):
     """The exact top-k slots' digits `[..., k, G]`, best first: by rank tuples where they are few, else and
-    for ties by `_beam`."""
+    for ties by `_beam`; in a traced step over a small table, by `_dense_digits`."""
     S, G = probs.shape[-1], probs.shape[-2]
+    if torch.compiler.is_compiling() and S ** G <= _DENSE_TRACED:   # the beam's shapes depend on the values
+        return _dense_digits(probs, k)
     ranks = _rank_tuples(S, G, k)
     if ranks is None:
         return _digits(_beam(probs, k), S, G)
@@ -254,16 +272,20 @@ def addressing_stats(idx: torch.Tensor, weights: torch.Tensor, n_slots: int) -> 
 @dataclass
 class RAMState:
     "Decode state of a RAM-Net memory."
-    memory: torch.Tensor   # [B, N, Dm] at the start of the current chunk
-    pending: torch.Tensor  # [B, N, Dm] writes of the current chunk, applied at its end
-    pos: int = 0           # tokens of the current chunk already seen
+    memory: torch.Tensor         # [B, N, Dm] at the start of the current chunk
+    pending: torch.Tensor        # [B, N, Dm] writes of the current chunk, applied at its end
+    pos: torch.Tensor | int = 0  # tokens of the current chunk already seen: a 0-d int64 tensor
+
+    def __post_init__(self):     # a tensor, so that a compiled step neither reads it nor recompiles per value
+        if not isinstance(self.pos, torch.Tensor):
+            self.pos = torch.tensor(self.pos, dtype=torch.long, device=self.memory.device)
 
 # %% ../nbs/04_ramnet.ipynb #e83efb20
 @patch
 def final_memory(self: RAMState, decay: float) -> torch.Tensor:
     """The memory `[B, N, Dm]` once the current chunk closes here: CPUFlow's final memory, a partial
     last chunk included."""
-    return decay * self.memory + self.pending if self.pos else self.memory
+    return torch.where(self.pos > 0, decay * self.memory + self.pending, self.memory)
 
 # %% ../nbs/04_ramnet.ipynb #aec728ce
 def _check_ram_inputs(idx, weights, values, where):
@@ -345,6 +367,7 @@ def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
     """Chunk by chunk: read from the memory at the chunk's start; writes wait in `pending` until the chunk
     ends."""
     N, reads, t, T = M.shape[1], [], 0, idx.shape[1]
+    pos = int(pos)   # the loop slices on the host
     while t < T:
         end = min(T, t + chunk - pos)
         reads.append(gather(M, idx[:, t:end], weights[:, t:end]))
@@ -354,6 +377,17 @@ def _ram_loop(M, pending, pos, idx, weights, values, chunk, decay, gather):
             M, pending, pos = decay * M + pending, torch.zeros_like(pending), 0
         t = end
     return torch.cat(reads, 1), M, pending, pos
+
+# %% ../nbs/04_ramnet.ipynb #42e2e13e
+def _ram_token(state: RAMState, idx, weights, values, chunk: int, decay: float, gather):
+    """One token (`T = 1`) from a decode state, as `_ram_loop` takes it but with no host reads: the chunk
+    closes through `torch.where` on the tensor position. (reads `[B, 1, Dm]`, next state)."""
+    reads = gather(state.memory, idx, weights)
+    pending = state.pending + _scatter_writes(idx, weights, values, state.memory.shape[1])
+    pos = state.pos + 1
+    full = pos == chunk
+    return reads, RAMState(torch.where(full, decay * state.memory + pending, state.memory),
+                           torch.where(full, torch.zeros_like(pending), pending), torch.where(full, 0, pos))
 
 # %% ../nbs/04_ramnet.ipynb #4263ca0a
 _STATE_BUDGET = 1 << 22   # elements of the per-chunk memories held at once
@@ -486,6 +520,8 @@ def _ram_run(idx, weights, values, initial_state, chunk, decay, output_final_sta
         return _ram_run_chunked(idx, weights, values, initial_state, chunk, decay, output_final_state)
     state = _ram_start(initial_state, B, values.dtype)
     gather = _weighted_gather_triton if impl == "triton" else _weighted_gather_torch
+    if decoding and idx.shape[1] == 1:   # a decode step: the same in eager and in a compiled graph
+        return _ram_token(state, idx, weights, values, chunk, decay, gather)
     reads, M, pending, pos = _ram_loop(state.memory, state.pending, state.pos, idx, weights, values, chunk,
                                        decay, gather)
     return reads, RAMState(M, pending, pos)

@@ -228,7 +228,8 @@ def compile_pays(cfg: TrainConfig) -> bool:
 
 # %% ../nbs/30_train.ipynb #bedd903d
 def _reads_back(model: nn.Module) -> bool:
-    "Whether `model` addresses a memory by product-key top-k, whose search reads counts back on the host."
+    """Whether `model` has a product-key memory: its RAM-Net chunk loop runs eagerly (a graph break per
+    layer), and a table above `_DENSE_TRACED` slots is searched with reads back to the host."""
     from memnb.mixers import CumScanMixer
     from memnb.ramkv import RAMKVMemory
     from memnb.ramnet import RAMNetMemory

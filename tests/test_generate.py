@@ -43,6 +43,12 @@ def test_compiled_decoding_is_one_graph_and_exact():
     check_one_graph(tiny(["cortex", "attention+cdm"]))
 
 
+def test_compiled_cpuflow_decoding_is_one_graph_across_chunks():
+    "CPUFlow's block: the position code, the product-key top-k and the RAM-Net chunk closing all inside one graph."
+    ram = {"d_scan": 16, "n_groups": 3, "group_size": 4, "topk": 4, "d_mem": 8, "chunk": 4}
+    check_one_graph(tiny("ramscan", pos="cumstep", max_len=32, mixer_kwargs={"ramscan": ram}))   # 3 chunk ends
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mixer", ["attention", "swa", "gated_deltanet", "pgr", "gated_recurrence", "cdm"])
 def test_compiled_decoding_every_mixer(mixer):
