@@ -24,8 +24,9 @@ from .train import TrainConfig, lr_multiplier, make_optimizers
 # %% auto #0
 __all__ = ['MECHANISMS', 'DEFAULT_MECHANISMS', 'CHANCE_BY_CONSTRUCTION', 'DEFAULT_STEPS', 'QUICK_STEPS', 'THOROUGH_STEPS',
            'LR_GRID', 'DEFAULT_LRS', 'mechanism_model', 'run_status', 'reached', 'summarize', 'budget_warning',
-           'ranking_text', 'format_table', 'setting_title', 'plot_compare', 'setting_key', 'load_runs', 'compare',
-           'write_compare', 'state_bytes', 'sweep', 'plot_sweep', 'add_compare_arguments', 'run_compare_cli']
+           'ranking_text', 'separated', 'order_conflicts', 'format_table', 'setting_title', 'plot_compare',
+           'setting_key', 'load_runs', 'compare', 'write_compare', 'state_bytes', 'sweep', 'plot_sweep',
+           'add_compare_arguments', 'run_compare_cli']
 
 # %% ../nbs/34_compare.ipynb #a9da7c37
 MECHANISMS = {
@@ -201,6 +202,15 @@ def ranking_text(rows: list[dict]) -> str:
     for a, b in zip(rs, rs[1:]):
         text += f" {'>' if a['lo'] > b['hi'] else '~'} {b['mechanism']} [{b['lo']:.3f}-{b['hi']:.3f}]"
     return text
+
+# %% ../nbs/34_compare.ipynb #9b86444a
+def separated(rows: list[dict]) -> set[tuple[str, str]]:
+    "Every (a, b) with a's lowest seed above b's highest: the pairs a table ranks."
+    return {(a["mechanism"], b["mechanism"]) for a in rows for b in rows if a["lo"] > b["hi"]}
+
+def order_conflicts(rows: list[dict], other: list[dict]) -> list[tuple[str, str]]:
+    "The pairs `rows` ranks a > b that `other` ranks b > a."
+    return sorted(p for p in separated(rows) if p[::-1] in separated(other))
 
 # %% ../nbs/34_compare.ipynb #6d137741
 def _steps_to(xs) -> str:
