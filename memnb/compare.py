@@ -312,8 +312,9 @@ def load_runs(path, key: str) -> list[dict]:
 # %% ../nbs/34_compare.ipynb #af956afb
 DEFAULT_STEPS, QUICK_STEPS, THOROUGH_STEPS = 300, 40, 3000
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
-# per-mechanism learning rates from the committed sweep (benchmarks/compare-lr-sweep.json); the rest: 1e-2
-DEFAULT_LRS = {"delta rule": 3e-2, "gated delta rule": 3e-2}
+# per-mechanism learning rates from the committed sweeps (benchmarks/compare-lr-sweep.json and the default and
+# thorough runs); the rest: 1e-2
+DEFAULT_LRS = {"delta rule": 3e-2}
 
 # %% ../nbs/34_compare.ipynb #53839a1d
 def _task_setting(task, quick, task_kw, data):

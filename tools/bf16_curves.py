@@ -1,8 +1,10 @@
 """bfloat16 autocast against float32 training, through memnb's own trainer: 300-step loss curves on the TinyStories
-sample, float32 with two seeds (the seed-to-seed spread) and bfloat16 with the first seed.
+sample, float32 with two seeds (the seed-to-seed spread) and bfloat16 with the first seed; `--extra-seeds` presets
+get a third float32 seed and a second bfloat16 one.
 
     python tools/bf16_curves.py RUNS_DIR [--presets flashlm-cortex8,flashlm-nova,cpuflow-v97,cdm-v3] \
-        [--json nbs/benchmarks/bf16-curves-cpu-2core.json] [--png nbs/benchmarks/bf16-curves-cpu-2core.png]
+        [--json nbs/benchmarks/bf16-curves-cpu-2core.json] [--png nbs/benchmarks/bf16-curves-cpu-2core.png] \
+        [--extra-seeds cpuflow-v97]
 
 Each run is `memnb train` (compilation off, so that only the precision differs); a run whose JSON is already in
 RUNS_DIR is not run again. The summary compares, per 50-step window, the mean training loss of bf16 and fp32 (same
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 RUNS = [("fp32", 0), ("bf16", 0), ("fp32", 1)]
+EXTRA = [("fp32", 2), ("bf16", 1)]
 WINDOW, STEPS = 50, 300
 
 
@@ -48,19 +51,26 @@ def val(history: list) -> dict:
     return {h["step"]: h["val_loss"] for h in history if "val_loss" in h and h["step"] % 100 == 0}
 
 
+def _gap(xs: dict, a: str, b: str) -> list[float]:
+    return [abs(x - y) for x, y in zip(xs[a], xs[b])]
+
+
 def summary(hist: dict) -> dict:
-    "bf16 against fp32 (seed 0) and fp32 seed 1 against seed 0, per window and at each validation."
+    """bf16 against fp32 of the same seed (the largest over the bf16 seeds) and the range of the fp32 seeds, per
+    window and at each validation."""
     w = {k: windows(h) for k, h in hist.items()}
     v = {k: val(h) for k, h in hist.items()}
-    bf16 = [abs(a - b) for a, b in zip(w["bf16 0"], w["fp32 0"])]
-    seeds = [abs(a - b) for a, b in zip(w["fp32 1"], w["fp32 0"])]
-    steps = sorted(set(v["fp32 0"]) & set(v["bf16 0"]) & set(v["fp32 1"]))
+    fp32 = sorted(k for k in hist if k.startswith("fp32"))
+    pairs = [(k, "fp32" + k[4:]) for k in sorted(hist) if k.startswith("bf16")]
+    bf16 = [max(g) for g in zip(*(_gap(w, a, b) for a, b in pairs))]
+    seeds = [max(c) - min(c) for c in zip(*(w[k] for k in fp32))]
+    steps = sorted(set.intersection(*(set(x) for x in v.values())))
+    vb = {s: max(abs(v[a][s] - v[b][s]) for a, b in pairs) for s in steps}
+    vs = {s: max(v[k][s] for k in fp32) - min(v[k][s] for k in fp32) for s in steps}
     return {"windows": w, "val_loss": v, "bf16_vs_fp32": bf16, "seed_spread": seeds,
-            "val_bf16_vs_fp32": {s: abs(v["bf16 0"][s] - v["fp32 0"][s]) for s in steps},
-            "val_seed_spread": {s: abs(v["fp32 1"][s] - v["fp32 0"][s]) for s in steps},
+            "val_bf16_vs_fp32": vb, "val_seed_spread": vs,
             "within_spread": all(b <= s for b, s in zip(bf16[1:], seeds[1:])),   # after the first 50 steps
-            "val_within_spread": all(abs(v["bf16 0"][s] - v["fp32 0"][s]) <= abs(v["fp32 1"][s] - v["fp32 0"][s])
-                                     for s in steps)}
+            "val_within_spread": all(vb[s] <= vs[s] for s in steps)}
 
 
 def plot(curves: dict, path: Path):
@@ -89,12 +99,13 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MEMNB_DATA", "../shared/data")))
     p.add_argument("--json", type=Path, help="write the summary here")
     p.add_argument("--png", type=Path, help="write the plot here")
+    p.add_argument("--extra-seeds", default="", help="presets that also get fp32 seed 2 and bf16 seed 1")
     args = p.parse_args(argv)
     args.runs.mkdir(parents=True, exist_ok=True)
     curves, out = {}, {"what": __doc__.splitlines()[0], "steps": STEPS, "window": WINDOW, "presets": {}}
     for preset in args.presets.split(","):
         hist = {f"{prec} {seed}": json.loads(train(preset, prec, seed, args.runs, args.data).read_text())["history"]
-                for prec, seed in RUNS}
+                for prec, seed in RUNS + (EXTRA if preset in args.extra_seeds.split(",") else [])}
         curves[preset] = hist
         out["presets"][preset] = {"setting": run_args(preset, args.data)[:4], **summary(hist)}
         s = out["presets"][preset]
