@@ -551,7 +551,8 @@ def _run_arguments(a):
       help="a learning-rate grid run per mechanism, the best by validation accuracy kept, "
       "e.g. 1e-3,3e-3,1e-2,3e-2")
     a("--thorough", action="store_true", help=f"3 seeds, the grid {','.join(f'{x:g}' for x in LR_GRID)} and "
-      f"{THOROUGH_STEPS} steps per run (hours on a CPU); resumable: rerun the same command to continue")
+      f"{THOROUGH_STEPS} steps per run (about a day on a 2-core CPU; --steps and --lrs shorten it); "
+      "resumable: rerun the same command to continue")
 
 # %% ../nbs/34_compare.ipynb #6a784cd1
 def _task_arguments(a):
