@@ -24,7 +24,7 @@ from .train import TrainConfig, lr_multiplier, make_optimizers
 # %% auto #0
 __all__ = ['MECHANISMS', 'DEFAULT_MECHANISMS', 'CHANCE_BY_CONSTRUCTION', 'DEFAULT_STEPS', 'QUICK_STEPS', 'THOROUGH_STEPS',
            'LR_GRID', 'DEFAULT_LRS', 'mechanism_model', 'run_status', 'reached', 'summarize', 'budget_warning',
-           'ranking_text', 'separated', 'order_conflicts', 'format_table', 'setting_title', 'plot_compare',
+           'settled', 'ranking_text', 'separated', 'order_conflicts', 'format_table', 'setting_title', 'plot_compare',
            'setting_key', 'load_runs', 'compare', 'write_compare', 'state_bytes', 'sweep', 'plot_sweep',
            'add_compare_arguments', 'run_compare_cli']
 
@@ -194,23 +194,35 @@ def budget_warning(rows: list[dict]) -> str:
     return ""
 
 # %% ../nbs/34_compare.ipynb #8eec9b85
+def settled(row: dict) -> bool:
+    """Whether more steps would not move `row` up: every seed stopped early or plateaued, or it is at chance
+    by construction (a row without statuses counts as settled)."""
+    return (row["mechanism"] in CHANCE_BY_CONSTRUCTION
+            or all(s in ("early stop", "plateau") for s in row.get("status", ["plateau"])))
+
+# %% ../nbs/34_compare.ipynb #b0fea8d0
+def _order(a: dict, b: dict) -> str:
+    "`>` (separated, b settled), `>?` (separated, b still learning) or `~` (overlapping), for a above b."
+    return "~" if a["lo"] <= b["hi"] else ">" if settled(b) else ">?"
+
 def ranking_text(rows: list[dict]) -> str:
-    """Rows by mean accuracy; `a > b` only where a's lowest seed beats b's highest, else `a ~ b` (intervals
-    overlap)."""
+    "Rows by mean accuracy, each neighbour pair joined by `_order`, with the seeds' ranges."
     rs = sorted(rows, key=lambda r: -r["accuracy"])
     text = f"{rs[0]['mechanism']} [{rs[0]['lo']:.3f}-{rs[0]['hi']:.3f}]" if rs else ""
     for a, b in zip(rs, rs[1:]):
-        text += f" {'>' if a['lo'] > b['hi'] else '~'} {b['mechanism']} [{b['lo']:.3f}-{b['hi']:.3f}]"
+        text += f" {_order(a, b)} {b['mechanism']} [{b['lo']:.3f}-{b['hi']:.3f}]"
     return text
 
 # %% ../nbs/34_compare.ipynb #9b86444a
-def separated(rows: list[dict]) -> set[tuple[str, str]]:
-    "Every (a, b) with a's lowest seed above b's highest: the pairs a table ranks."
-    return {(a["mechanism"], b["mechanism"]) for a in rows for b in rows if a["lo"] > b["hi"]}
+def separated(rows: list[dict], settled_only: bool = True) -> set[tuple[str, str]]:
+    """Every (a, b) with a's lowest seed above b's highest and (`settled_only`) b settled: the pairs a table
+    ranks `>`."""
+    return {(a["mechanism"], b["mechanism"]) for a in rows for b in rows
+            if a["lo"] > b["hi"] and (settled(b) or not settled_only)}
 
 def order_conflicts(rows: list[dict], other: list[dict]) -> list[tuple[str, str]]:
-    "The pairs `rows` ranks a > b that `other` ranks b > a."
-    return sorted(p for p in separated(rows) if p[::-1] in separated(other))
+    "The conclusions a > b of `rows` that `other` reverses (b above a, settled or not)."
+    return sorted(p for p in separated(rows) if p[::-1] in separated(other, settled_only=False))
 
 # %% ../nbs/34_compare.ipynb #6d137741
 def _steps_to(xs) -> str:
