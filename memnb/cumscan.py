@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_tensor, resolve_impl, median_times, torch_threads, patch
+from .core import check_tensor, debug_checks, resolve_impl, median_times, torch_threads, patch
 from .ramnet import RAMNetMemory, RAMState
 from .scan import linear_scan
 
@@ -104,7 +104,8 @@ def forward(self: CumStepPos, x, offset: int | torch.Tensor = 0):
     """`x` plus the position code of positions `offset` to `offset + T - 1`; a decode cache's `offset` is a
     0-d tensor, gathered so that a compiled step has static shapes (`generate` checks the length once)."""
     T, limit = x.shape[1], self.steps.shape[0]
-    if not torch.compiler.is_compiling() and int(offset) + T > limit:
+    # a tensor offset is read back only where that is free (CPU, or MEMNB_DEBUG=1): never a sync per GPU step
+    if (not isinstance(offset, torch.Tensor) or debug_checks(offset)) and int(offset) + T > limit:
         raise ValueError(f"CumStepPos: positions up to {int(offset) + T} exceed max_len={limit}")
     code = self.steps.cumsum(0)
     if isinstance(offset, torch.Tensor):

@@ -7,8 +7,8 @@ get a third float32 seed and a second bfloat16 one.
         [--extra-seeds cpuflow-v97]
 
 Each run is `memnb train` (compilation off, so that only the precision differs); a run whose JSON is already in
-RUNS_DIR is not run again. The summary compares, per 50-step window, the mean training loss of bf16 and fp32 (same
-seed) with that of the two fp32 seeds, and the validation losses at steps 100, 200 and 300.
+RUNS_DIR is not run again. The summary compares, per 50-step window and at the validations of steps 100, 200 and
+300, the largest difference between bf16 and fp32 of the same seed with the range of the fp32 seeds.
 """
 import argparse
 import json
