@@ -35,8 +35,8 @@ from .train import TrainConfig, make_optimizers
 # %% auto #0
 __all__ = ['FOREACH_STEP', 'SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'cpu_name', 'bench_linear_scan',
            'bench_delta_rule', 'bench_cdm', 'bench_ramscan', 'run_all', 'summary_rows', 'markdown_table',
-           'bench_generate', 'bench_train', 'bench_train_step', 'ptxas_stats', 'compile_kernel', 'kernel_signature',
-           'compile_report', 'compile_table']
+           'bench_generate', 'bench_train', 'bench_adamw', 'bench_train_step', 'ptxas_stats', 'compile_kernel',
+           'kernel_signature', 'compile_report', 'compile_table']
 
 # %% ../nbs/50_bench.ipynb #e6a131f3
 def _bf16_flags(info: str) -> list[str]:
@@ -431,6 +431,33 @@ def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, Tru
                         cpu=cpu_name(), torch=torch.__version__),
                    one, peak, "fp32 eager" if "fp32 eager" in one else next(iter(one)),
                    **_speed(one, first, compiled, B * T))
+
+# %% ../nbs/50_bench.ipynb #e9656f20
+def _adamw_runs(base, threads: int | None) -> dict:
+    "One step of PyTorch's for-each AdamW and of memnb's fused one, each on a copy of `base` with random gradients."
+    runs = {}
+    for foreach in (True, False):
+        m = copy.deepcopy(base)
+        for p in m.parameters(): p.grad = 1e-3 * torch.randn_like(p)
+        runs[f"{'for-each' if foreach else 'fused'}, {threads} thread{'s' if threads != 1 else ''}"] = \
+            _train_optimizer(m, foreach).step
+    return runs
+
+def bench_adamw(preset: str, *, threads=(1, 2), repeats: int = 7, seed: int = 0, model=None) -> dict:
+    """One AdamW step over a preset's parameters (random gradients): memnb's fused AdamW and PyTorch's
+    for-each default, interleaved, at each thread count in turn; ratios to the first for-each step."""
+    from memnb.presets import build
+    torch.manual_seed(seed)
+    base = model if model is not None else build(preset)
+    first, secs = {}, {}
+    for t in threads:                    # one thread count at a time: switching it per call costs a pool
+        with torch_threads(t):
+            f, s = _interleaved(_adamw_runs(base, t), repeats)
+        first.update(f); secs.update(s)
+    params = list(base.parameters())
+    return _result(dict(preset=preset, parameters=sum(p.numel() for p in params), tensors=len(params),
+                        threads=list(threads), repeats=repeats, cpu=cpu_name(), torch=torch.__version__),
+                   secs, {n: None for n in secs}, next(iter(secs)), first_seconds=first)
 
 # %% ../nbs/50_bench.ipynb #3aee9ca6
 def _lm_train_run(model, B: int, T: int, device, seed: int):
