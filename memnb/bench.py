@@ -30,7 +30,7 @@ from .delta_rule import delta_rule
 from .layers import RMSNorm
 from .model import generate
 from .scan import linear_scan
-from .train import TrainConfig, make_optimizers
+from .train import TrainConfig, compile_blocks, make_optimizers
 
 # %% auto #0
 __all__ = ['FOREACH_STEP', 'SM90_SHARED_BYTES', 'LAUNCH_DEFAULTS', 'FLA_CONFIGS', 'cpu_name', 'bench_linear_scan',
@@ -395,18 +395,21 @@ def _train_optimizer(m, foreach: bool):
     return make_optimizers(m, TrainConfig(lr=1e-4))[0]
 
 # %% ../nbs/50_bench.ipynb #2cf2b867
+_COMPILED = {False: "eager", "blocks": "compiled blocks"}   # True: "compiled" (the whole model)
+
 def _train_runs(base, idx, precisions, compile, steps: int,
                 foreach_baseline: bool = False) -> tuple[dict, set]:
-    """`steps` training steps per precision, eager/compiled, each on a copy of `base` with memnb's optimiser
-    (`make_optimizers`: fused AdamW); with `foreach_baseline` also PyTorch's default AdamW, fp32 eager."""
+    """`steps` training steps per precision and compile mode (False, True: the whole model, "blocks":
+    `compile_blocks`), each on a copy of `base` with memnb's optimiser (`make_optimizers`: fused AdamW); with
+    `foreach_baseline` also PyTorch's default AdamW, fp32 eager."""
     runs, compiled = {}, set()
     cands = [(p, c, False) for p in precisions for c in compile]
     cands += [("fp32", False, True)] if foreach_baseline else []
     for prec, c, foreach in cands:
         m = copy.deepcopy(base).train()
-        fwd = torch.compile(m) if c else m
+        fwd = compile_blocks(m) if c == "blocks" else torch.compile(m) if c else m   # as training does
         opt = _train_optimizer(m, foreach)
-        name = FOREACH_STEP if foreach else f"{prec} {'compiled' if c else 'eager'}"
+        name = FOREACH_STEP if foreach else f"{prec} {_COMPILED.get(c, 'compiled')}"
         runs[name] = lambda f=fwd, o=opt, p=prec: [_train_step(f, idx, o, p) for _ in range(steps)]
         if c: compiled.add(name)
     return runs, compiled
@@ -434,7 +437,7 @@ def bench_train(preset: str, *, precisions=("fp32", "bf16"), compile=(False, Tru
 
 # %% ../nbs/50_bench.ipynb #e9656f20
 def _adamw_runs(base, threads: int | None) -> dict:
-    "One step of PyTorch's for-each AdamW and of memnb's fused one, each on a copy of `base` with random gradients."
+    "A step of PyTorch's for-each AdamW and of memnb's fused one, each on a copy of `base`, random gradients."
     runs = {}
     for foreach in (True, False):
         m = copy.deepcopy(base)

@@ -285,7 +285,8 @@ def _cmd_bench_compile(args) -> int:
 # %% ../nbs/90_cli.ipynb #8d9e0f1a
 def _cmd_bench_preset(args) -> int:
     import memnb.bench as B
-    opts = dict(compile=(False,) if args.no_compile else (False, True), repeats=args.repeats,
+    modes = (False,) if args.no_compile else (False, True)
+    opts = dict(compile=modes + (("blocks",) if getattr(args, "blocks", False) else ()), repeats=args.repeats,
                 threads=args.threads or None)
     opts.update(dict(B=args.B, T=args.T) if args.bench == "train" else dict(new_tokens=args.new_tokens))
     return _report(getattr(B, f"bench_{args.bench}")(args.preset, **opts), args)
@@ -319,6 +320,8 @@ def _add_bench_lm(which):
     gen = _add_bench_preset(which, "generate", "cached generation speed")
     train.add_argument("--B", type=positive_int, default=4, help="batch size")
     train.add_argument("--T", type=positive_int, default=256, help="sequence length")
+    train.add_argument("--blocks", action="store_true",
+                       help="also compile block by block (compile_blocks), as --compile blocks trains")
     gen.add_argument("--new-tokens", type=positive_int, default=512, help="tokens generated")
 
 # %% ../nbs/90_cli.ipynb #d86d5453
@@ -400,7 +403,7 @@ def _train_config(args, out: Path, objectives: dict, from_step):
     return TrainConfig(batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps, minutes=args.minutes,
                        eval_every=args.eval_every, out_dir=str(out), optimizer=args.optimizer, seed=args.seed,
                        device=args.device, precision=args.precision, objectives=objectives, keep=args.keep,
-                       compile={"on": True, "off": False}.get(args.compile, "auto"),
+                       compile={"on": True, "off": False, "blocks": "blocks"}.get(args.compile, "auto"),
                        word_dropout=args.word_dropout, from_step=from_step, bad_streak=args.bad_streak,
                        on_blowup=args.on_blowup,
                        aux_weights={"lbl": 0.01, "entropy": 0.0} if "cdm" in args.preset else {})
@@ -493,9 +496,10 @@ def _add_train_budget(tr):
     tr.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw", help="optimiser")
     tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
-    tr.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                    help="torch.compile the model; auto: for a run of >= 2000 steps and no budget under "
-                         "10 minutes")
+    tr.add_argument("--compile", choices=["auto", "on", "blocks", "off"], default="auto",
+                    help="torch.compile the model (blocks: each block on its own, minutes less compiling); "
+                         "auto: for a run of >= 2000 steps and no budget under 15 minutes, block by block "
+                         "beyond 12 blocks")
 
 # %% ../nbs/90_cli.ipynb #5a6b7c8e
 def _add_train_checkpoints(tr):

@@ -31,10 +31,11 @@ except ImportError:
     NonFiniteError = FloatingPointError
 
 # %% auto #0
-__all__ = ['COMPILE_PAYS', 'RUN_MANIFEST', 'OptimConfig', 'ScheduleConfig', 'BudgetConfig', 'ObjectiveConfig', 'CheckpointConfig',
-           'GuardConfig', 'TrainConfig', 'cpu_has_bf16', 'autocast_dtype', 'autocast', 'compile_pays', 'compiles',
-           'lr_multiplier', 'make_optimizers', 'RunDirError', 'claim_run_dir', 'clean_stale', 'list_checkpoints',
-           'save_checkpoint', 'checkpoint_dir', 'load_checkpoint', 'TrainResult', 'TrainingDiverged', 'train']
+__all__ = ['COMPILE_PAYS', 'WHOLE_GRAPH_BLOCKS', 'RUN_MANIFEST', 'OptimConfig', 'ScheduleConfig', 'BudgetConfig',
+           'ObjectiveConfig', 'CheckpointConfig', 'GuardConfig', 'TrainConfig', 'cpu_has_bf16', 'autocast_dtype',
+           'autocast', 'compile_pays', 'compile_mode', 'compiles', 'compile_blocks', 'eager_blocks', 'lr_multiplier',
+           'make_optimizers', 'RunDirError', 'claim_run_dir', 'clean_stale', 'list_checkpoints', 'save_checkpoint',
+           'checkpoint_dir', 'load_checkpoint', 'TrainResult', 'TrainingDiverged', 'train']
 
 # %% ../nbs/30_train.ipynb #82b0da3e
 @dataclass
@@ -104,7 +105,7 @@ class TrainConfig:
     seed: int = 0                      # data order, dropout (the caller seeds model construction)
     device: str = "cpu"
     precision: str = "auto"            # "auto" (bf16 autocast where native: CUDA, some CPUs), "bf16", "fp32"
-    compile: bool | str = "auto"       # True, False, or "auto": compile where the run pays for it
+    compile: bool | str = "auto"       # True (whole model), "blocks", False, or "auto" (where it pays) for it
     progress: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -145,7 +146,7 @@ def _choice_errors(c: TrainConfig):
     "A field that must be one of a few names."
     for name, ok in (("optimizer", ("adamw", "muon")), ("schedule", ("cosine", "wsd", "constant")),
                      ("precision", ("auto", "bf16", "fp32")), ("on_blowup", ("rollback", "stop")),
-                     ("compile", (True, False, "auto"))):
+                     ("compile", (True, False, "auto", "blocks"))):
         if getattr(c, name) not in ok:
             yield f"{name} must be one of {ok}, got {getattr(c, name)!r}"
 
@@ -217,7 +218,7 @@ def autocast(precision: str, device):
     return torch.autocast(torch.device(device).type, dtype) if dtype else contextlib.nullcontext()
 
 # %% ../nbs/30_train.ipynb #26afc4c2
-COMPILE_PAYS = {"steps": 2000, "minutes": 10.0}   # the shortest run `compile="auto"` compiles
+COMPILE_PAYS = {"steps": 2000, "minutes": 15.0}   # the shortest run `compile="auto"` compiles
 
 def compile_pays(cfg: TrainConfig) -> bool:
     "Whether a run of `cfg` is long enough, on a device Inductor builds for, to win back the compile time."
@@ -236,12 +237,38 @@ def _reads_back(model: nn.Module) -> bool:
     return any(isinstance(m, (RAMKVMemory, RAMNetMemory)) or isinstance(m, CumScanMixer) and m.has_memory
                for m in model.modules())
 
-def compiles(cfg: TrainConfig, model: nn.Module | None = None) -> bool:
-    """Whether training `model` under `cfg` compiles it: `compile` itself, or for "auto" a run that pays
-    (`compile_pays`) of a model whose graph does not break at a host read."""
+WHOLE_GRAPH_BLOCKS = 12   # deeper models compile block by block under "auto" (a whole graph takes too long)
+
+def compile_mode(cfg: TrainConfig, model: nn.Module | None = None) -> str | None:
+    """How training `model` under `cfg` compiles it: "whole" (one graph), "blocks" (`compile_blocks`) or
+    None. For "auto": a run that pays (`compile_pays`) of a model whose graph does not break at a host read,
+    block by block beyond `WHOLE_GRAPH_BLOCKS` blocks."""
     if cfg.compile != "auto":
-        return bool(cfg.compile)
-    return compile_pays(cfg) and not (model is not None and _reads_back(model))
+        return {True: "whole", "blocks": "blocks"}.get(cfg.compile)
+    if not compile_pays(cfg) or model is not None and _reads_back(model):
+        return None
+    cfg_m = getattr(model, "config", None)
+    depth = cfg_m.n_layers * cfg_m.n_passes if cfg_m is not None else 0
+    return "blocks" if depth > WHOLE_GRAPH_BLOCKS else "whole"
+
+def compiles(cfg: TrainConfig, model: nn.Module | None = None) -> bool:
+    "Whether training `model` under `cfg` compiles it, whole or block by block (`compile_mode`)."
+    return compile_mode(cfg, model) is not None
+
+# %% ../nbs/30_train.ipynb #e8dc9a64
+def compile_blocks(model: nn.Module) -> nn.Module:
+    """`torch.compile` each of `model.blocks` in place (regional compilation; blocks alike share a graph), or
+    the whole model if it has no blocks. Returns what to call."""
+    if not isinstance(getattr(model, "blocks", None), nn.ModuleList):
+        return torch.compile(model)
+    for block in model.blocks: block.compile()
+    return model
+
+def eager_blocks(model: nn.Module) -> nn.Module:
+    "Undo `compile_blocks`: every block runs its forward eagerly again."
+    for block in getattr(model, "blocks", []):
+        block._compiled_call_impl = None       # what `nn.Module.compile` sets; None calls `forward` as before
+    return model
 
 # %% ../nbs/30_train.ipynb #3d3fd393
 def lr_multiplier(cfg: TrainConfig, step: int, fraction: float) -> float:
@@ -620,8 +647,10 @@ def _resume(run):
 
 # %% ../nbs/30_train.ipynb #74284774
 def _loss_module(model: MemLM, cfg: TrainConfig, world: int) -> nn.Module:
-    "The model and its loss (the model compiled if asked), wrapped in DDP on more than one process."
-    loss_mod = _Loss(torch.compile(model) if compiles(cfg, model) else model, cfg)
+    "The model and its loss (compiled whole or by block, `compile_mode`), in DDP on more than one process."
+    mode = compile_mode(cfg, model)
+    fwd = compile_blocks(model) if mode == "blocks" else torch.compile(model) if mode == "whole" else model
+    loss_mod = _Loss(fwd, cfg)
     if world > 1:
         loss_mod = nn.parallel.DistributedDataParallel(loss_mod)
     return loss_mod
@@ -796,14 +825,17 @@ def _evaluate_and_save(run):
 # %% ../nbs/30_train.ipynb #b7961e05
 def train(model: MemLM, data, cfg: TrainConfig) -> TrainResult:
     "Train `model` on `data` under `cfg`: the step reached, the history, the best validation loss, bad steps."
-    # seed, optimisers, the run folder; resume from a checkpoint if one is there
-    run = _start(model, data, cfg)
-    while not _done(run):                # the step budget, the stop_at step or the wall-clock budget
-        _set_lr(run)                     # warmup then decay, on the fraction of the budget used
-        loss = _accumulate(run)          # grad_accum micro-batches, forward and backward, under autocast
-        # clip; skip a non-finite step (rolling back after a streak), else step
-        if _apply_step(run, loss):
-            _evaluate_and_save(run)      # every eval_every steps and at the end: validation loss, checkpoint
+    try:
+        # seed, optimisers, the run folder; resume from a checkpoint if one is there
+        run = _start(model, data, cfg)
+        while not _done(run):                # the step budget, the stop_at step or the wall-clock budget
+            _set_lr(run)                     # warmup then decay, on the fraction of the budget used
+            loss = _accumulate(run)          # grad_accum micro-batches, forward and backward, under autocast
+            # clip; skip a non-finite step (rolling back after a streak), else step
+            if _apply_step(run, loss):
+                _evaluate_and_save(run)      # every eval_every steps and at the end: validation, checkpoint
+    finally:
+        eager_blocks(model)                  # the model returned runs eagerly, however it trained
     run.bar.close()
     secs = time.perf_counter() - run.t0
     return TrainResult(run.step, run.history, run.best, run.bad, secs, _tokens_per_s(run), run.rollbacks,

@@ -84,3 +84,46 @@ def test_compiled_training_step_collects_aux():
     model.zero_grad()
     model.aux["lbl"].backward()
     assert model.blocks[0].mixers[1].inner.router.weight.grad.abs().sum() > 0
+
+
+def test_block_compiled_training_matches_eager_and_compiles_each_kind_once():
+    "compile_blocks: alike blocks share one compiled graph; logits, aux and gradients as eager; undone after."
+    from memnb.train import compile_blocks, eager_blocks
+    torch.manual_seed(0)
+    mixers = ["cortex", "cortex", "cortex", "attention+cdm"]
+    model = MemLM(MemLMConfig(**CFG, n_layers=4, mixer=mixers, mixer_kwargs=KW)).train()
+    idx = torch.randint(0, 40, (2, 16))
+    eager = model(idx)
+    want = {k: v.detach() for k, v in model.aux.items()}
+    eager.square().mean().backward()
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    torch._dynamo.reset()
+    counters.clear()
+    logits = compile_blocks(model)(idx)
+    assert counters["frames"]["ok"] <= 4 and not counters["graph_break"]   # not one compile per cortex layer
+    torch.testing.assert_close(logits, eager)
+    for k in want:
+        torch.testing.assert_close(model.aux[k].detach(), want[k])
+    logits.square().mean().backward()
+    for p, g in zip(model.parameters(), grads):
+        assert (p.grad is None) == (g is None)
+        if g is not None: torch.testing.assert_close(p.grad, g)
+    frames = counters["frames"]["total"]
+    eager_blocks(model)(idx)
+    assert counters["frames"]["total"] == frames   # eager again: nothing more is traced
+
+
+def test_compiled_training_returns_an_eager_model():
+    "train(compile=\"blocks\") compiles the blocks for the run only; its losses follow the eager run's."
+    from memnb.tasks import TaskData
+    from memnb.train import TrainConfig, train
+    data = TaskData.make("mqar", 32, 8, seq_len=16, n_kv=2, vocab_size=40)
+    losses = {}
+    for compiled in (False, "blocks"):
+        torch.manual_seed(0)
+        model = MemLM(MemLMConfig(**CFG, n_layers=2, mixer="cortex", mixer_kwargs=KW))
+        cfg = TrainConfig(max_steps=3, eval_every=3, progress=False, precision="fp32", compile=compiled)
+        losses[compiled] = [h["loss"] for h in train(model, data, cfg).history if "loss" in h]
+        assert all(b._compiled_call_impl is None for b in model.blocks)
+    torch.testing.assert_close(losses["blocks"], losses[False], rtol=1e-4, atol=1e-4)
