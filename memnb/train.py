@@ -105,7 +105,7 @@ class TrainConfig:
     seed: int = 0                      # data order, dropout (the caller seeds model construction)
     device: str = "cpu"
     precision: str = "auto"            # "auto" (bf16 autocast where native: CUDA, some CPUs), "bf16", "fp32"
-    compile: bool | str = "auto"       # True (whole model), "blocks", False, or "auto" (where it pays) for it
+    compile: bool | str = "auto"       # True (whole model), "blocks", False, or "auto": where it pays
     progress: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
