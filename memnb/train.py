@@ -247,8 +247,8 @@ def compile_mode(cfg: TrainConfig, model: nn.Module | None = None) -> str | None
         return {True: "whole", "blocks": "blocks"}.get(cfg.compile)
     if not compile_pays(cfg) or model is not None and _reads_back(model):
         return None
-    cfg_m = getattr(model, "config", None)
-    depth = cfg_m.n_layers * cfg_m.n_passes if cfg_m is not None else 0
+    mcfg = getattr(model, "config", None)
+    depth = mcfg.n_layers * getattr(mcfg, "n_passes", 1) if mcfg is not None else 0   # blocks in the graph
     return "blocks" if depth > WHOLE_GRAPH_BLOCKS else "whole"
 
 def compiles(cfg: TrainConfig, model: nn.Module | None = None) -> bool:
